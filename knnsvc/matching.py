@@ -1,0 +1,298 @@
+"""Matching: cosine kNN, pitch priority, autoregressive reselection, summing-weight optimisation.
+
+All functions are pure: tensors in, tensors out, no device or global state. Arithmetic happens in
+the dtype of the features passed in; the reference runs this stage in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PITCH_EPS = 1e-5
+"""Added to F0 before log2 so unvoiced frames (0 Hz) get a finite, very low log-pitch."""
+
+QUERY_BLOCK = 1024
+"""Source frames per block in the kNN search (bounds the T x N distance matrix in memory)."""
+
+
+def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 - cos(a_i, b_j) for all pairs.
+
+    Args:
+        a: (T, D), b: (N, D).
+
+    Returns:
+        (T, N) distances in [0, 2].
+    """
+    a_unit = a / a.norm(dim=-1, keepdim=True)
+    b_unit = b / b.norm(dim=-1, keepdim=True)
+    return 1.0 - a_unit @ b_unit.T
+
+
+def cosine_topk(query: torch.Tensor, pool: torch.Tensor, k: int = 32) -> torch.Tensor:
+    """The k cosine-nearest pool frames of each query frame.
+
+    Args:
+        query: (T, D) source features.
+        pool: (N, D) reference features, N >= k.
+
+    Returns:
+        (T, k) int64 pool indices, nearest first.
+    """
+    if pool.shape[0] < k:
+        raise ValueError(f"the reference has {pool.shape[0]} frames, fewer than the {k} candidates")
+    pool_unit = pool / pool.norm(dim=-1, keepdim=True)
+    blocks = []
+    for start in range(0, query.shape[0], QUERY_BLOCK):
+        block = query[start : start + QUERY_BLOCK]
+        dist = 1.0 - (block / block.norm(dim=-1, keepdim=True)) @ pool_unit.T  # (B, N)
+        blocks.append(dist.topk(k, dim=-1, largest=False).indices)
+    return torch.cat(blocks) if blocks else query.new_zeros((0, k), dtype=torch.long)
+
+
+def log2_pitch(f0_hz: torch.Tensor) -> torch.Tensor:
+    """log2(f0 + 1e-5): the pitch scale of the pitch cost (unvoiced -> about -16.6)."""
+    return torch.log2(f0_hz + PITCH_EPS)
+
+
+def pitch_priority(
+    candidates: torch.Tensor, f0_target_hz: torch.Tensor, f0_pool_hz: torch.Tensor
+) -> torch.Tensor:
+    """Reorder candidates by pitch distance to the target pitch (spec §6.3).
+
+    Stable: equally distant candidates keep their cosine order, so unvoiced target frames keep
+    the cosine-ranked unvoiced candidates first.
+
+    Args:
+        candidates: (T, C) pool indices in cosine order.
+        f0_target_hz: (T,) key-shifted source F0, 0 = unvoiced.
+        f0_pool_hz: (N,) reference F0.
+
+    Returns:
+        (T, C) the same indices, closest pitch first.
+    """
+    cost = (log2_pitch(f0_pool_hz)[candidates] - log2_pitch(f0_target_hz)[:, None]).abs()
+    order = torch.sort(cost, dim=1, stable=True).indices
+    return candidates.gather(1, order)
+
+
+@dataclass(frozen=True)
+class PitchCost:
+    """Pitch arrays for the pitch-aware reselection of the harmonic pass (spec §7.3, pass B).
+
+    `sticky_switch_off` reproduces the reference: once a frame's source self-change baseline
+    reaches `CONCAT_OFF_BASELINE`, the concatenation term stays off for the rest of the
+    utterance. False re-evaluates it per frame (the evident intent).
+    """
+
+    f0_target_hz: torch.Tensor  # (T,)
+    f0_pool_hz: torch.Tensor  # (N,)
+    sticky_switch_off: bool = True
+
+
+CONCAT_OFF_BASELINE = 0.08
+"""Pass B: frames whose source changes by 2*cos_dist >= this switch the concatenation term off."""
+
+CONCAT_FORGIVE_FACTOR = 5.0
+"""Pass B: concatenation distances below factor x baseline count as 0."""
+
+
+def reselect(
+    initial: torch.Tensor,
+    query: torch.Tensor,
+    pool: torch.Tensor,
+    concat_weight: float,
+    pitch: PitchCost | None = None,
+) -> torch.Tensor:
+    """Autoregressive reselection with a concatenation cost (spec §7.3).
+
+    Frame t chooses its k neighbours among its own initial k candidates and the natural
+    successors (index + 1) of frame t-1's choice, by cosine distance to the source frame plus
+    `concat_weight` times the low median of the cosine distances to frame t-1's choice (plus the
+    pitch distance in the harmonic pass).
+
+    Args:
+        initial: (T, K) candidate pool indices per source frame.
+        query: (T, D) source features.
+        pool: (N, D) reference features.
+        concat_weight: m, the weight of the concatenation cost.
+        pitch: pitch arrays for the harmonic pass, None for the WavLM pass.
+
+    Returns:
+        (T, K) reselected pool indices, lowest total cost first.
+    """
+    n_frames, k = initial.shape
+    if n_frames == 0:
+        return initial.clone()
+    # The loop runs on tiny arrays: numpy has far less per-call overhead than torch here.
+    query_unit = _unit_rows(query).numpy()
+    pool_unit = _unit_rows(pool).numpy()
+    init = initial.cpu().numpy()
+    last_row = pool.shape[0] - 1
+    # 2 * cos_dist(Q[t-1], Q[t]) for t >= 1; entry 0 unused.
+    baseline = np.zeros(n_frames, dtype=query_unit.dtype)
+    baseline[1:] = 2.0 * (1.0 - np.einsum("td,td->t", query_unit[:-1], query_unit[1:]))
+    if pitch is not None:
+        pitch_target = log2_pitch(pitch.f0_target_hz).cpu().numpy().astype(query_unit.dtype)
+        pitch_pool = log2_pitch(pitch.f0_pool_hz).cpu().numpy().astype(query_unit.dtype)
+
+    chosen = np.empty_like(init)
+    chosen[0] = init[0]
+    weight = concat_weight
+    for t in range(1, n_frames):
+        prev = chosen[t - 1]
+        cands = np.concatenate([init[t], np.minimum(prev + 1, last_row)])  # (2K,)
+        cand_unit = pool_unit[cands]  # (2K, D)
+        match = 1.0 - cand_unit @ query_unit[t]  # (2K,)
+        concat = 1.0 - pool_unit[prev] @ cand_unit.T  # (K, 2K)
+        b = baseline[t]
+        if pitch is not None:
+            if b < CONCAT_OFF_BASELINE:
+                concat[concat < CONCAT_FORGIVE_FACTOR * b] = 0.0
+                current = weight
+            else:
+                current = 0.0
+                if pitch.sticky_switch_off:
+                    weight = 0.0
+            extra = np.abs(pitch_pool[cands] - pitch_target[t])
+        else:
+            concat = np.where(concat > b, 1.5 * concat - b, concat)
+            current = weight
+            extra = 0.0
+        total = current * _low_median(concat) + match + extra
+        chosen[t] = cands[np.argsort(total, kind="stable")[:k]]
+    return torch.from_numpy(chosen).to(initial.device)
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    return (x / x.norm(dim=-1, keepdim=True)).cpu()
+
+
+def _low_median(x: np.ndarray) -> np.ndarray:
+    """Lower median over axis 0 (torch.median semantics: the (n-1)//2-th smallest)."""
+    return np.sort(x, axis=0)[(x.shape[0] - 1) // 2]
+
+
+@dataclass(frozen=True)
+class OptimiserSettings:
+    """Adam settings and the reference's stopping rule for the summing weights (spec §7.4)."""
+
+    lr: float = 0.1
+    max_iters: int = 100_000
+    check_every: int = 100
+    """Stop at iteration check_every*n + 1 if the best loss moved less than `tolerance`."""
+    tolerance: float = 1e-5
+    patience: int = 1000
+    """Stop if the loss has not improved for this many iterations."""
+
+
+WAVLM_SMOOTHNESS = 0.1
+"""alpha of the smoothness loss for the WavLM features (pass A)."""
+
+HARMONIC_SMOOTHNESS = 1000.0
+"""alpha of the smoothness loss for the harmonic amplitudes (pass B)."""
+
+
+def optimise_weights(
+    indices: torch.Tensor,
+    table: torch.Tensor,
+    alpha: float,
+    settings: OptimiserSettings = OptimiserSettings(),
+) -> torch.Tensor:
+    """Summing weights under which consecutive output frames concatenate smoothly (spec §7.4).
+
+    With w[t] = softmax(theta[t]) and E_o[t] = sum_j w[t, j] * table[indices[t, j] + o], it
+    minimises alpha * (mean (E_-1[t+1] - E_0[t])^2 + mean (E_0[t+1] - E_+1[t])^2) with Adam
+    (amsgrad) and returns the best weights seen, stopping as the reference does.
+
+    The loss is a quadratic form in the weights, so it is evaluated from per-frame K x K Gram
+    matrices computed once: each Adam step costs O(T K^2) instead of O(T K D).
+
+    Args:
+        indices: (T, K) selected pool indices.
+        table: (N, D) per-pool-frame vectors (WavLM features or harmonic amplitudes).
+        alpha: loss weight (0.1 for WavLM features, 1000 for harmonic amplitudes).
+
+    Returns:
+        (T, K) weights, each row on the simplex, in the dtype of `table`.
+    """
+    n_frames, k = indices.shape
+    if n_frames < 2:
+        return torch.full((n_frames, k), 1.0 / k, dtype=table.dtype, device=table.device)
+    a_aa, a_ab, a_bb = _pair_grams(indices, table)
+    scale = alpha / ((n_frames - 1) * table.shape[1])
+
+    def loss_fn(theta: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(theta, dim=1).to(table.dtype)
+        after, before = w[1:], w[:-1]  # (T-1, K): frames t+1 and t of each pair
+        quad = (
+            torch.einsum("pi,pij,pj->", after, a_aa, after)
+            - 2.0 * torch.einsum("pi,pij,pj->", after, a_ab, before)
+            + torch.einsum("pi,pij,pj->", before, a_bb, before)
+        )
+        return scale * quad
+
+    theta = torch.zeros((n_frames, k), dtype=torch.float32, device=table.device, requires_grad=True)
+    optimiser = torch.optim.Adam([theta], lr=settings.lr, amsgrad=True)
+    best = theta.detach().clone()
+    min_loss = conv_ref = 20_000.0
+    since_improved = 0
+    for it in range(settings.max_iters):
+        loss = loss_fn(theta)
+        value = float(loss.detach())
+        if it % settings.check_every == 1:
+            if abs(min_loss - conv_ref) < settings.tolerance:
+                break
+            conv_ref = min_loss
+        if value < min_loss:
+            min_loss = value
+            best = theta.detach().clone()
+            since_improved = 0
+        else:
+            since_improved += 1
+            if since_improved >= settings.patience:
+                break
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    return torch.softmax(best, dim=1).to(table.dtype)
+
+
+def _pair_grams(
+    indices: torch.Tensor, table: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K x K Gram matrices of the smoothness loss for each consecutive frame pair (t, t+1).
+
+    With G_o[t] = table[clamp(indices[t] + o)] (K, D), the pair's loss is
+    |a G_-1[t+1] - b G_0[t]|^2 + |a G_0[t+1] - b G_+1[t]|^2 for weights a = w[t+1], b = w[t],
+    i.e. a^T A_aa a - 2 a^T A_ab b + b^T A_bb b.
+
+    Returns:
+        A_aa, A_ab, A_bb: each (T-1, K, K).
+    """
+    last_row = table.shape[0] - 1
+    prev_rows = table[(indices - 1).clamp(0, last_row)]  # (T, K, D)
+    rows = table[indices]
+    next_rows = table[(indices + 1).clamp(max=last_row)]
+    after_prev, after = prev_rows[1:], rows[1:]  # frame t+1 of each pair
+    before, before_next = rows[:-1], next_rows[:-1]  # frame t of each pair
+    gram = lambda x, y: torch.einsum("pid,pjd->pij", x, y)  # noqa: E731
+    a_aa = gram(after_prev, after_prev) + gram(after, after)
+    a_ab = gram(after_prev, before) + gram(after, before_next)
+    a_bb = gram(before, before) + gram(before_next, before_next)
+    return a_aa, a_ab, a_bb
+
+
+def weighted_sum(indices: torch.Tensor, weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """sum_j weights[t, j] * table[indices[t, j]].
+
+    Args:
+        indices: (T, K), weights: (T, K), table: (N, D).
+
+    Returns:
+        (T, D) in the dtype of `table`.
+    """
+    return torch.einsum("tk,tkd->td", weights.to(table.dtype), table[indices])
