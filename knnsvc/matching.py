@@ -206,10 +206,12 @@ def optimise_weights(
 
     With w[t] = softmax(theta[t]) and E_o[t] = sum_j w[t, j] * table[indices[t, j] + o], it
     minimises alpha * (mean (E_-1[t+1] - E_0[t])^2 + mean (E_0[t+1] - E_+1[t])^2) with Adam
-    (amsgrad) and returns the best weights seen, stopping as the reference does.
+    (amsgrad, theta in float32 as the reference) and returns the best weights seen, stopping as
+    the reference does.
 
-    The loss is a quadratic form in the weights, so it is evaluated from per-frame K x K Gram
-    matrices computed once: each Adam step costs O(T K^2) instead of O(T K D).
+    The loss is a quadratic form in the weights, so it is evaluated from per-pair K x K Gram
+    matrices computed once, with its exact gradient: each step costs O(T K^2) instead of the
+    reference's O(T K D) autograd pass.
 
     Args:
         indices: (T, K) selected pool indices.
@@ -222,43 +224,72 @@ def optimise_weights(
     n_frames, k = indices.shape
     if n_frames < 2:
         return torch.full((n_frames, k), 1.0 / k, dtype=table.dtype, device=table.device)
-    a_aa, a_ab, a_bb = _pair_grams(indices, table)
+    a_aa, a_ab, a_bb = (g.cpu().numpy() for g in _pair_grams(indices, table))
     scale = alpha / ((n_frames - 1) * table.shape[1])
 
-    def loss_fn(theta: torch.Tensor) -> torch.Tensor:
-        w = torch.softmax(theta, dim=1).to(table.dtype)
+    def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w = _softmax(theta).astype(a_aa.dtype)
         after, before = w[1:], w[:-1]  # (T-1, K): frames t+1 and t of each pair
-        quad = (
-            torch.einsum("pi,pij,pj->", after, a_aa, after)
-            - 2.0 * torch.einsum("pi,pij,pj->", after, a_ab, before)
-            + torch.einsum("pi,pij,pj->", before, a_bb, before)
+        aa_after = np.einsum("pij,pj->pi", a_aa, after)
+        ab_before = np.einsum("pij,pj->pi", a_ab, before)
+        ab_after = np.einsum("pij,pi->pj", a_ab, after)
+        bb_before = np.einsum("pij,pj->pi", a_bb, before)
+        loss = scale * float(
+            np.sum(after * aa_after) - 2.0 * np.sum(after * ab_before) + np.sum(before * bb_before)
         )
-        return scale * quad
+        grad_w = np.zeros_like(w)
+        grad_w[1:] += 2.0 * scale * (aa_after - ab_before)
+        grad_w[:-1] += 2.0 * scale * (bb_before - ab_after)
+        grad_theta = w * (grad_w - np.sum(w * grad_w, axis=1, keepdims=True))  # softmax backward
+        return loss, grad_theta.astype(theta.dtype)
 
-    theta = torch.zeros((n_frames, k), dtype=torch.float32, device=table.device, requires_grad=True)
-    optimiser = torch.optim.Adam([theta], lr=settings.lr, amsgrad=True)
-    best = theta.detach().clone()
+    adam = _AmsgradAdam(np.zeros((n_frames, k), dtype=np.float32), lr=settings.lr)
+    best = adam.param.copy()
     min_loss = conv_ref = 20_000.0
     since_improved = 0
     for it in range(settings.max_iters):
-        loss = loss_fn(theta)
-        value = float(loss.detach())
+        loss, grad = loss_and_grad(adam.param)
         if it % settings.check_every == 1:
             if abs(min_loss - conv_ref) < settings.tolerance:
                 break
             conv_ref = min_loss
-        if value < min_loss:
-            min_loss = value
-            best = theta.detach().clone()
+        if loss < min_loss:
+            min_loss = loss
+            best = adam.param.copy()
             since_improved = 0
         else:
             since_improved += 1
             if since_improved >= settings.patience:
                 break
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-    return torch.softmax(best, dim=1).to(table.dtype)
+        adam.step(grad)
+    return torch.from_numpy(_softmax(best)).to(device=table.device, dtype=table.dtype)
+
+
+def _softmax(theta: np.ndarray) -> np.ndarray:
+    e = np.exp(theta - theta.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _AmsgradAdam:
+    """Adam with amsgrad, the update of torch.optim.Adam(amsgrad=True), on a numpy array."""
+
+    def __init__(self, param: np.ndarray, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
+        self.exp_avg = np.zeros_like(param)
+        self.exp_avg_sq = np.zeros_like(param)
+        self.max_exp_avg_sq = np.zeros_like(param)
+        self.steps = 0
+
+    def step(self, grad: np.ndarray) -> None:
+        beta1, beta2 = self.betas
+        self.steps += 1
+        self.exp_avg += (1.0 - beta1) * (grad - self.exp_avg)
+        self.exp_avg_sq *= beta2
+        self.exp_avg_sq += (1.0 - beta2) * grad * grad
+        np.maximum(self.max_exp_avg_sq, self.exp_avg_sq, out=self.max_exp_avg_sq)
+        step_size = self.lr / (1.0 - beta1**self.steps)
+        denom = np.sqrt(self.max_exp_avg_sq) / np.sqrt(1.0 - beta2**self.steps) + self.eps
+        self.param -= (step_size * self.exp_avg / denom).astype(self.param.dtype)
 
 
 def _pair_grams(

@@ -1,0 +1,118 @@
+"""The converter end to end on the golden inputs, with the tiny checkpoints in official formats."""
+
+import pytest
+import torch
+
+from hifigan.generator import VocoderKind, load_generator
+from knnsvc.encoder import WavLMEncoder
+from knnsvc.pipeline import KnnSvc, MatchConfig
+from wavlm import load_wavlm
+
+REFERENCE = MatchConfig()
+NO_POST_OPT = MatchConfig(concat_weight=None, optimise_weights=False)
+
+
+def snr_db(estimate: torch.Tensor, target: torch.Tensor) -> float:
+    return float(10 * torch.log10(target.pow(2).sum() / (estimate - target).pow(2).sum()))
+
+
+@pytest.fixture(scope="module")
+def encoder(golden_dir):
+    return WavLMEncoder(load_wavlm(torch.load(golden_dir / "wavlm_tiny.pt", weights_only=True)))
+
+
+def _vocoder(golden_dir, name):
+    return load_generator(torch.load(golden_dir / f"vocoder_{name}_tiny.pt", weights_only=True)["generator"])
+
+
+@pytest.fixture(scope="module")
+def harmonic(golden_dir):
+    return _vocoder(golden_dir, "harmonic")
+
+
+@pytest.fixture(scope="module")
+def pool(encoder, harmonic, golden):
+    return KnnSvc(encoder, harmonic[1], harmonic[0]).build_pool([golden["ref_wav"]], ["ref.wav"])
+
+
+def test_pool_matches_reference_stages(pool, golden):
+    torch.testing.assert_close(pool.feats, golden["ref_feats"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(pool.f0_hz, golden["ref_f0"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(pool.amps, golden["ref_harmonics"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name,config", [("post_opt_0.2", REFERENCE), ("no_post_opt", NO_POST_OPT)])
+def test_harmonic_conversion_matches_reference(encoder, harmonic, pool, golden, name, config):
+    converter = KnnSvc(encoder, harmonic[1], harmonic[0], config)
+    expected = golden["conversions"][name]
+    result = converter.match(golden["src_wav"], pool)
+    if name == "post_opt_0.2":
+        assert torch.equal(result.indices_wavlm, expected["reselect"][0])
+        assert torch.equal(result.indices_harm, expected["reselect"][1])
+    x_scale, a_scale = float(expected["X"].abs().max()), float(expected["A"].abs().max())
+    torch.testing.assert_close(result.feats, expected["X"], rtol=0, atol=1e-3 * x_scale)
+    torch.testing.assert_close(result.amps, expected["A"], rtol=0, atol=1e-3 * a_scale)
+    wav = converter.vocode(result)
+    assert wav.shape == expected["y_harmonic"].shape == (150 * 320,)
+    assert snr_db(wav, expected["y_harmonic"]) >= 40.0
+
+
+def test_sine_conversion_matches_reference(encoder, golden_dir, pool, golden):
+    kind, sine = _vocoder(golden_dir, "sine")
+    assert kind is VocoderKind.SINE
+    wav = KnnSvc(encoder, sine, kind).convert(golden["src_wav"], pool)  # smoothing not applied
+    assert snr_db(wav, golden["conversions"]["no_post_opt"]["y_sine"]) >= 40.0
+
+
+def test_float32_matching_stays_close(encoder, harmonic, pool, golden):
+    converter = KnnSvc(encoder, harmonic[1], harmonic[0], MatchConfig(precision="float32"))
+    wav = converter.convert(golden["src_wav"], pool)
+    assert snr_db(wav, golden["conversions"]["post_opt_0.2"]["y_harmonic"]) >= 20.0
+
+
+def test_pitch_shift_modes(encoder, harmonic, pool, golden):
+    source = KnnSvc(encoder, harmonic[1], harmonic[0]).analyse(golden["src_wav"])
+    voiced = source.f0_hz > 0
+    for shift, ratio in [(None, 1.0), (12.0, 2.0), (-7.0, 2 ** (-7 / 12))]:
+        config = MatchConfig(pitch_shift=shift, concat_weight=None, optimise_weights=False)
+        result = KnnSvc(encoder, harmonic[1], harmonic[0], config).match(source, pool)
+        torch.testing.assert_close(result.f0_hz[voiced], source.f0_hz[voiced] * ratio, rtol=1e-5, atol=1e-3)
+        assert bool((result.f0_hz[~voiced] == 0).all())
+        assert result.shift_ratio == pytest.approx(ratio, rel=1e-5)
+
+
+def test_topk_is_honoured(encoder, harmonic, pool, golden):
+    config = MatchConfig(topk=2, concat_weight=None, optimise_weights=False)
+    result = KnnSvc(encoder, harmonic[1], harmonic[0], config).match(golden["src_wav"], pool)
+    assert result.indices_wavlm.shape == (150, 2) and result.indices_harm.shape == (150, 2)
+    torch.testing.assert_close(result.feats, pool.feats[golden["nn32"][:, :2]].mean(1), rtol=1e-5, atol=1e-5)
+
+
+def test_short_reference_is_rejected(encoder, harmonic, pool, golden):
+    converter = KnnSvc(encoder, harmonic[1], harmonic[0])
+    short = pool.head(0.5)  # 25 frames < 32 candidates
+    with pytest.raises(ValueError, match="reference is too short"):
+        converter.match(golden["src_wav"], short)
+
+
+def test_unvoiced_source_needs_an_explicit_shift(encoder, harmonic, pool):
+    noise = 0.1 * torch.randn(16_000, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="source has no voiced frame"):
+        KnnSvc(encoder, harmonic[1], harmonic[0]).match(noise, pool)
+    config = MatchConfig(pitch_shift=None)
+    wav = KnnSvc(encoder, harmonic[1], harmonic[0], config).convert(noise, pool)
+    assert wav.shape == (50 * 320,) and bool(torch.isfinite(wav).all())
+
+
+def test_knnvc_vocoder_averages_the_first_k(encoder, golden_dir, pool, golden):
+    kind, generator = load_generator(torch.load(golden_dir / "vocoder_knnvc_tiny.pt", weights_only=True)["generator"])
+    assert kind is VocoderKind.KNNVC
+    # the tiny kNN-VC vocoder reads 64-dim features: check the matching part with a 64-dim pool
+    wide = type(pool)(pool.feats.repeat(1, 2), pool.f0_hz, pool.amps, pool.starts, pool.names)
+    converter = KnnSvc(encoder, generator, kind)
+    source = converter.analyse(golden["src_wav"])
+    source.feats = source.feats.repeat(1, 2)
+    result = converter.match(source, wide)
+    assert result.amps is None
+    torch.testing.assert_close(result.feats, wide.feats[golden["nn32"][:, :4]].mean(1), rtol=1e-5, atol=1e-5)
+    assert converter.vocode(result).shape == (150 * 320,)
