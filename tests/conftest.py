@@ -10,6 +10,9 @@ import torch
 
 GOLDEN = Path(__file__).parent / "golden"
 
+# The tests run tiny models: one intra-op thread avoids thread contention on shared 2-core machines.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def golden() -> dict:

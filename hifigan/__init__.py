@@ -1,0 +1,23 @@
+"""HiFi-GAN vocoders of kNN-VC / kNN-SVC: config, generators (loadable from the official files)."""
+
+from hifigan.config import HiFiGANConfig
+from hifigan.generator import (
+    HarmonicGenerator,
+    KnnVcGenerator,
+    SineGenerator,
+    VocoderKind,
+    build_generator,
+    detect_kind,
+    load_generator,
+)
+
+__all__ = [
+    "HiFiGANConfig",
+    "VocoderKind",
+    "KnnVcGenerator",
+    "HarmonicGenerator",
+    "SineGenerator",
+    "build_generator",
+    "detect_kind",
+    "load_generator",
+]

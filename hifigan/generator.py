@@ -1,0 +1,462 @@
+"""The three HiFi-GAN generators of kNN-VC / kNN-SVC, architecture detection and strict loading.
+
+- :class:`KnnVcGenerator`: the kNN-VC vocoder, WavLM features only (spec §9.2).
+- :class:`HarmonicGenerator`: kNN-SVC with the additive-synthesis waveform U(t) injected through a
+  downsampling branch at every resolution (spec §9.3).
+- :class:`SineGenerator`: the same skeleton driven by a unit sinusoid at f0 (spec §9.4).
+
+State dicts use the official keys, legacy weight norm included (``weight_g``/``weight_v``), so
+released checkpoints load strictly and files saved from here load into the official code.
+
+Initialisation is PyTorch's default. For the weight-normed layers this is what the official
+generators get as well: their ``init_weights`` (normal, std 0.01) writes into the derived
+``weight`` of a weight-normed layer and so never reaches ``weight_g``/``weight_v``.
+
+Interface difference from the official code: f0 is passed as (B, T); the official generators
+take (B, T, 1). A trailing singleton dim is accepted and squeezed for convenience.
+
+Shape letters: B batch, T frames, D feature dim, H harmonics, L = 320 T samples.
+"""
+
+import enum
+import logging
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hifigan.config import HiFiGANConfig
+from hifigan.modules import (
+    LRELU_SLOPE,
+    DownResBlock,
+    ResBlock1,
+    WNConv1d,
+    WNConvTranspose1d,
+    fold_weight_norm,
+    multi_receptive_field,
+)
+from knnsvc.config import HOP_LENGTH
+from knnsvc.harmonics import additive_synth, sine_excitation
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "VocoderKind",
+    "KnnVcGenerator",
+    "HarmonicGenerator",
+    "SineGenerator",
+    "build_generator",
+    "detect_kind",
+    "config_from_state_dict",
+    "load_generator",
+]
+
+SINE_EXTRA_CHANNELS = 2
+"""The f0-sine branch is ``n_harmonic + 2`` channels wide at every level (34 for the release)."""
+
+
+class VocoderKind(str, enum.Enum):
+    """Which generator architecture a checkpoint holds."""
+
+    HARMONIC = "harmonic"
+    SINE = "sine"
+    KNNVC = "knnvc"
+
+
+def _check_config(cfg: HiFiGANConfig) -> None:
+    if cfg.resblock != "1":
+        raise ValueError(
+            f"resblock {cfg.resblock!r} is not supported: every kNN-VC / kNN-SVC vocoder uses resblock '1'"
+        )
+
+
+def _check_feats(feats: torch.Tensor, dim: int) -> None:
+    if feats.dim() != 3 or feats.shape[-1] != dim:
+        raise ValueError(f"feats must be (B, T, {dim}), got {tuple(feats.shape)}")
+
+
+def _as_frames(f0_hz: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    """Accept f0 as (B, T) or the official (B, T, 1); check it matches feats (B, T, D)."""
+    if f0_hz.dim() == 3 and f0_hz.shape[-1] == 1:
+        f0_hz = f0_hz[..., 0]
+    if f0_hz.shape != feats.shape[:2]:
+        raise ValueError(f"f0_hz must be (B, T) = {tuple(feats.shape[:2])}, got {tuple(f0_hz.shape)}")
+    return f0_hz
+
+
+class _Generator(nn.Module):
+    """Common helpers of the three generators."""
+
+    kind: VocoderKind
+
+    def __init__(self, cfg: HiFiGANConfig) -> None:
+        super().__init__()
+        _check_config(cfg)
+        self.config = cfg
+
+    def remove_weight_norm(self) -> None:
+        """Fold every weight norm into a plain weight for faster inference (keys become ``weight``)."""
+        fold_weight_norm(self)
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Output samples per input frame (product of the upsample rates, 320)."""
+        return math.prod(self.config.upsample_rates)
+
+
+def _upsample_stages(cfg: HiFiGANConfig) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """Transposed convs ``ups`` and MRF blocks ``resblocks`` (HiFi-GAN upsampling path)."""
+    ups = nn.ModuleList()
+    resblocks = nn.ModuleList()
+    for i, (rate, kernel) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
+        in_channels = cfg.upsample_initial_channel // 2**i
+        out_channels = cfg.upsample_initial_channel // 2 ** (i + 1)
+        ups.append(WNConvTranspose1d(in_channels, out_channels, kernel, rate, padding=(kernel - rate) // 2))
+        for block_kernel, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes):
+            resblocks.append(ResBlock1(out_channels, block_kernel, dilations))
+    return ups, resblocks
+
+
+class KnnVcGenerator(_Generator):
+    """kNN-VC HiFi-GAN: WavLM features -> waveform (spec §9.2). Keys have no ``dec.`` prefix."""
+
+    kind = VocoderKind.KNNVC
+
+    def __init__(self, cfg: HiFiGANConfig | None = None) -> None:
+        cfg = cfg if cfg is not None else HiFiGANConfig()
+        super().__init__(cfg)
+        self.num_kernels = len(cfg.resblock_kernel_sizes)
+        self.lin_pre = nn.Linear(cfg.hubert_dim, cfg.hifi_dim)
+        self.conv_pre = WNConv1d(cfg.hifi_dim, cfg.upsample_initial_channel, 7, padding=3)
+        self.ups, self.resblocks = _upsample_stages(cfg)
+        final_channels = cfg.upsample_initial_channel // 2 ** len(cfg.upsample_rates)
+        self.conv_post = WNConv1d(final_channels, 1, 7, padding=3)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """Vocode features.
+
+        Args:
+            feats: (B, T, D) WavLM features.
+
+        Returns:
+            (B, 1, T * 320) waveform in [-1, 1].
+        """
+        _check_feats(feats, self.config.hubert_dim)
+        x = self.conv_pre(self.lin_pre(feats).transpose(1, 2))
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            x = multi_receptive_field(self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels], x)
+        return torch.tanh(self.conv_post(F.leaky_relu(x)))
+
+
+class ExcitationDecoder(nn.Module):
+    """HiFi-GAN decoder with an excitation signal injected at every resolution (the ``dec`` module).
+
+    The excitation (B, C_0, L) is downsampled by weight-normed strided convs mirroring the upsample
+    path (``downs``, ``resblocks_downs``; kernel/stride from the upsample lists in reverse, padding
+    k // 2, output truncated to len // stride), giving s_1..s_n. The top level s_n joins the
+    features in ``concat_pre``; after upsample stage i the level s_{n-1-i} is concatenated and
+    mixed back by the bias-free ``concat_conv[i]``.
+
+    Args:
+        cfg: architecture config.
+        branch_channels: widths C_0..C_n of the excitation branch (n = number of upsample stages).
+    """
+
+    def __init__(self, cfg: HiFiGANConfig, branch_channels: list[int]) -> None:
+        super().__init__()
+        n_stages = len(cfg.upsample_rates)
+        if len(branch_channels) != n_stages + 1:
+            raise ValueError(f"need {n_stages + 1} branch widths, got {branch_channels}")
+        self.num_kernels = len(cfg.resblock_kernel_sizes)
+        self.down_rates = list(reversed(cfg.upsample_rates))
+        init_channels = cfg.upsample_initial_channel
+
+        self.lin_pre = nn.Linear(cfg.hubert_dim, cfg.hifi_dim)
+        self.conv_pre = nn.Conv1d(cfg.hifi_dim, init_channels, 7, padding=3)
+        self.downs = nn.ModuleList()
+        self.resblocks_downs = nn.ModuleList()
+        for i, (rate, kernel) in enumerate(zip(self.down_rates, reversed(cfg.upsample_kernel_sizes))):
+            self.downs.append(
+                WNConv1d(branch_channels[i], branch_channels[i + 1], kernel, rate, padding=kernel // 2)
+            )
+            self.resblocks_downs.append(DownResBlock(branch_channels[i + 1]))
+        self.concat_pre = nn.Conv1d(init_channels + branch_channels[n_stages], init_channels, 3, padding=1)
+        self.concat_conv = nn.ModuleList()
+        for i in range(n_stages):
+            channels = init_channels // 2 ** (i + 1)
+            self.concat_conv.append(
+                nn.Conv1d(channels + branch_channels[n_stages - 1 - i], channels, 3, padding=1, bias=False)
+            )
+        self.ups, self.resblocks = _upsample_stages(cfg)
+        self.conv_post = nn.Conv1d(init_channels // 2**n_stages, 1, 7, padding=3, bias=False)
+
+    def forward(self, feats: torch.Tensor, excitation: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) features and (B, C_0, T * 320) excitation -> (B, 1, T * 320) waveform."""
+        levels = [excitation]
+        for down, block, rate in zip(self.downs, self.resblocks_downs, self.down_rates):
+            length = levels[-1].shape[-1] // rate
+            levels.append(block(down(levels[-1]))[..., :length])
+
+        x = self.conv_pre(self.lin_pre(feats).transpose(1, 2))  # (B, C, T)
+        x = self.concat_pre(torch.cat([x, levels[-1]], dim=1))
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            x = self.concat_conv[i](torch.cat([x, levels[-2 - i]], dim=1))
+            x = multi_receptive_field(self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels], x)
+        return torch.tanh(self.conv_post(F.leaky_relu(x)))
+
+
+def _check_hop(cfg: HiFiGANConfig) -> None:
+    if math.prod(cfg.upsample_rates) != HOP_LENGTH:
+        raise ValueError(
+            f"the product of upsample_rates {cfg.upsample_rates} must be {HOP_LENGTH} "
+            "(samples per frame of the excitation signal)"
+        )
+
+
+class HarmonicGenerator(_Generator):
+    """kNN-SVC vocoder conditioned on the additive-synthesis waveform U(t) (spec §9.3).
+
+    Excitation branch widths ``n_harmonic * 2**i`` (32, 64, ..., 512 for the release).
+    """
+
+    kind = VocoderKind.HARMONIC
+
+    def __init__(self, cfg: HiFiGANConfig | None = None) -> None:
+        cfg = cfg if cfg is not None else HiFiGANConfig()
+        super().__init__(cfg)
+        _check_hop(cfg)
+        widths = [cfg.n_harmonic * 2**i for i in range(len(cfg.upsample_rates) + 1)]
+        self.dec = ExcitationDecoder(cfg, widths)
+        self.sin_prenet = nn.Conv1d(1, widths[0], 3, padding=1)
+
+    def forward(self, feats: torch.Tensor, f0_hz: torch.Tensor, amps: torch.Tensor) -> torch.Tensor:
+        """Vocode features with harmonic guidance.
+
+        Args:
+            feats: (B, T, D) WavLM features.
+            f0_hz: (B, T) target f0 (0 = unvoiced); (B, T, 1) is accepted too.
+            amps: (B, T, H) harmonic amplitudes (H = 49 for the release).
+
+        Returns:
+            (B, 1, T * 320) waveform in [-1, 1].
+        """
+        _check_feats(feats, self.config.hubert_dim)
+        f0_hz = _as_frames(f0_hz, feats).to(feats.device)
+        excitation = additive_synth(f0_hz, amps.to(feats.device))[:, None, :].to(feats.dtype)  # (B, 1, L)
+        return self.dec(feats, self.sin_prenet(excitation))
+
+
+class SineGenerator(_Generator):
+    """kNN-SVC "w/o AS" vocoder conditioned on a unit sinusoid at f0 (spec §9.4).
+
+    Excitation branch ``n_harmonic + 2`` channels wide at every level (34 for the release).
+    """
+
+    kind = VocoderKind.SINE
+
+    def __init__(self, cfg: HiFiGANConfig | None = None) -> None:
+        cfg = cfg if cfg is not None else HiFiGANConfig()
+        super().__init__(cfg)
+        _check_hop(cfg)
+        width = cfg.n_harmonic + SINE_EXTRA_CHANNELS
+        self.dec = ExcitationDecoder(cfg, [width] * (len(cfg.upsample_rates) + 1))
+        self.sin_prenet = nn.Conv1d(1, width, 3, padding=1)
+
+    def forward(self, feats: torch.Tensor, f0_hz: torch.Tensor) -> torch.Tensor:
+        """Vocode features with sinusoidal pitch guidance.
+
+        Args:
+            feats: (B, T, D) WavLM features.
+            f0_hz: (B, T) target f0 (0 = unvoiced); (B, T, 1) is accepted too.
+
+        Returns:
+            (B, 1, T * 320) waveform in [-1, 1].
+        """
+        _check_feats(feats, self.config.hubert_dim)
+        f0_hz = _as_frames(f0_hz, feats).to(feats.device)
+        excitation = sine_excitation(f0_hz)[:, None, :].to(feats.dtype)  # (B, 1, L)
+        return self.dec(feats, self.sin_prenet(excitation))
+
+
+_GENERATORS: dict[VocoderKind, type[_Generator]] = {
+    VocoderKind.HARMONIC: HarmonicGenerator,
+    VocoderKind.SINE: SineGenerator,
+    VocoderKind.KNNVC: KnnVcGenerator,
+}
+
+
+def build_generator(kind: VocoderKind | str, cfg: HiFiGANConfig | None = None) -> nn.Module:
+    """A freshly initialised generator of ``kind`` (official defaults when ``cfg`` is None)."""
+    return _GENERATORS[VocoderKind(kind)](cfg)
+
+
+def _unwrap(state_dict: Mapping) -> Mapping:
+    """Accept a generator file's ``{'generator': state_dict}`` as well as the state dict itself."""
+    inner = state_dict.get("generator") if isinstance(state_dict, Mapping) else None
+    return inner if isinstance(inner, Mapping) else state_dict
+
+
+def _weight(state_dict: Mapping, name: str) -> torch.Tensor | None:
+    """The kernel of conv ``name``: ``weight_v`` (weight-normed file) or ``weight`` (folded)."""
+    for key in (f"{name}.weight_v", f"{name}.weight"):
+        if key in state_dict:
+            return state_dict[key]
+    return None
+
+
+def _describe(state_dict: Mapping) -> str:
+    keys = [str(key) for key in state_dict.keys()]
+    if {"cfg", "model"} <= set(keys):
+        return "keys ['cfg', 'model'] (a WavLM checkpoint, not a vocoder)"
+    if {"mpd", "msd"} <= set(keys):
+        return "keys including 'mpd'/'msd' (a discriminator/optimiser file do_*.pt, not a generator g_*.pt)"
+    shown = ", ".join(repr(key) for key in keys[:6])
+    more = f", ... ({len(keys)} keys)" if len(keys) > 6 else ""
+    return f"keys [{shown}{more}]"
+
+
+def detect_kind(state_dict: Mapping) -> VocoderKind:
+    """Architecture of a generator state dict, from its keys and shapes (spec §9.6).
+
+    ``dec.*`` + ``sin_prenet.weight``: excitation-branch generator; harmonic when the branch doubles
+    its width at each downsampling conv (32 -> 64 for the release), f0-sine when it keeps it
+    (34 -> 34). Top-level ``lin_pre``/``conv_pre``/``ups``: kNN-VC. Weight-normed and folded
+    state dicts are both recognised; ``{'generator': state_dict}`` is unwrapped.
+
+    Raises:
+        ValueError: not a generator state dict; the message names what was found.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"expected a vocoder state dict, got {type(state_dict).__name__}")
+    state_dict = _unwrap(state_dict)
+    prenet = state_dict.get("sin_prenet.weight")
+    down = _weight(state_dict, "dec.downs.0")
+    if isinstance(prenet, torch.Tensor) and isinstance(down, torch.Tensor):
+        width_in, width_out = down.shape[1], down.shape[0]
+        if width_out == width_in:
+            return VocoderKind.SINE
+        if width_out == 2 * width_in:
+            return VocoderKind.HARMONIC
+        raise ValueError(
+            f"unknown excitation-branch vocoder: dec.downs.0 maps {width_in} -> {width_out} channels "
+            "(harmonic doubles the width, f0-sine keeps it)"
+        )
+    if "lin_pre.weight" in state_dict and _weight(state_dict, "conv_pre") is not None and "ups.0.bias" in state_dict:
+        return VocoderKind.KNNVC
+    raise ValueError(f"not a HiFi-GAN generator state dict: found {_describe(state_dict)}")
+
+
+def _count_indexed(state_dict: Mapping, prefix: str) -> int:
+    """Number of consecutive ``{prefix}{i}.`` entries (i = 0, 1, ...)."""
+    count = 0
+    while any(key.startswith(f"{prefix}{count}.") for key in state_dict):
+        count += 1
+    return count
+
+
+def config_from_state_dict(state_dict: Mapping, kind: VocoderKind | str | None = None) -> HiFiGANConfig:
+    """Official default config with the widths and kernel sizes read from ``state_dict``'s shapes.
+
+    Infers ``hubert_dim``, ``hifi_dim``, ``upsample_initial_channel``, ``n_harmonic``,
+    ``upsample_kernel_sizes`` (rates: the defaults when the kernels are the defaults, else
+    kernel // 2, the HiFi-GAN convention) and ``resblock_kernel_sizes``. Dilations cannot be read
+    from shapes; the defaults are kept when the block structure matches them.
+    """
+    state_dict = _unwrap(state_dict)
+    kind = VocoderKind(kind) if kind is not None else detect_kind(state_dict)
+    prefix = "" if kind == VocoderKind.KNNVC else "dec."
+    cfg = HiFiGANConfig()
+    values = cfg.to_dict()
+    hifi_dim, hubert_dim = state_dict[f"{prefix}lin_pre.weight"].shape
+    values["hubert_dim"], values["hifi_dim"] = int(hubert_dim), int(hifi_dim)
+    values["upsample_initial_channel"] = int(_weight(state_dict, f"{prefix}conv_pre").shape[0])
+
+    n_stages = _count_indexed(state_dict, f"{prefix}ups.")
+    kernels = [int(_weight(state_dict, f"{prefix}ups.{i}").shape[2]) for i in range(n_stages)]
+    values["upsample_kernel_sizes"] = kernels
+    if kernels != cfg.upsample_kernel_sizes:
+        values["upsample_rates"] = [kernel // 2 for kernel in kernels]
+        logger.warning("non-default upsample kernels %s: assuming upsample rates %s", kernels, values["upsample_rates"])
+
+    n_blocks = _count_indexed(state_dict, f"{prefix}resblocks.")
+    if n_stages == 0 or n_blocks % n_stages:
+        raise ValueError(f"cannot infer the vocoder layout: {n_stages} upsample stages, {n_blocks} resblocks")
+    n_kernels = n_blocks // n_stages
+    block_kernels = [int(_weight(state_dict, f"{prefix}resblocks.{j}.convs1.0").shape[2]) for j in range(n_kernels)]
+    n_dilations = [_count_indexed(state_dict, f"{prefix}resblocks.{j}.convs1.") for j in range(n_kernels)]
+    if n_dilations != [len(d) for d in cfg.resblock_dilation_sizes]:
+        raise ValueError(
+            f"cannot infer resblock dilations for {n_dilations} convs per block; pass a HiFiGANConfig"
+        )
+    values["resblock_kernel_sizes"] = block_kernels
+
+    if kind != VocoderKind.KNNVC:
+        prenet_channels = int(state_dict["sin_prenet.weight"].shape[0])
+        values["n_harmonic"] = prenet_channels - (SINE_EXTRA_CHANNELS if kind == VocoderKind.SINE else 0)
+        values["with_harm"] = kind == VocoderKind.HARMONIC
+    return HiFiGANConfig.from_dict(values)
+
+
+def _is_folded(state_dict: Mapping, kind: VocoderKind) -> bool:
+    prefix = "" if kind == VocoderKind.KNNVC else "dec."
+    return f"{prefix}ups.0.weight" in state_dict and f"{prefix}ups.0.weight_v" not in state_dict
+
+
+def _check_state_dict(model: nn.Module, state_dict: Mapping, cfg: HiFiGANConfig, kind: VocoderKind) -> None:
+    """Raise a one-line ValueError naming the first key or shape that does not fit ``model``."""
+    expected = model.state_dict()
+    summary = (
+        f"{kind.value} vocoder with hubert_dim={cfg.hubert_dim}, hifi_dim={cfg.hifi_dim}, "
+        f"upsample_initial_channel={cfg.upsample_initial_channel}, n_harmonic={cfg.n_harmonic}"
+    )
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    if missing or unexpected:
+        raise ValueError(
+            f"state dict does not fit the {summary}: missing keys {missing[:4]}"
+            f"{'...' if len(missing) > 4 else ''}, unexpected keys {unexpected[:4]}"
+            f"{'...' if len(unexpected) > 4 else ''}"
+        )
+    for key, tensor in expected.items():
+        found = state_dict[key]
+        if not isinstance(found, torch.Tensor) or found.shape != tensor.shape:
+            found_shape = tuple(found.shape) if isinstance(found, torch.Tensor) else type(found).__name__
+            raise ValueError(
+                f"state dict does not fit the {summary}: key {key!r} has shape {found_shape} "
+                f"in the checkpoint but {tuple(tensor.shape)} in the model"
+            )
+
+
+def load_generator(
+    state_dict: Mapping, config: HiFiGANConfig | None = None
+) -> tuple[VocoderKind, nn.Module]:
+    """Detect the architecture, build it and load ``state_dict`` strictly; returns it in eval mode.
+
+    Args:
+        state_dict: a generator state dict (official legacy weight-norm keys, or folded ``weight``
+            keys from a model whose weight norm was removed), or a ``{'generator': ...}`` file dict.
+        config: architecture config; None infers the widths from the shapes over the official
+            defaults (:func:`config_from_state_dict`).
+
+    Returns:
+        (kind, generator) with weight norm still in place for weight-normed inputs; call
+        ``generator.remove_weight_norm()`` for faster inference.
+
+    Raises:
+        ValueError: not a vocoder state dict, or shapes that do not fit ``config`` (one line naming
+            the key and both shapes).
+    """
+    state_dict = _unwrap(state_dict)
+    kind = detect_kind(state_dict)
+    cfg = config if config is not None else config_from_state_dict(state_dict, kind)
+    model = build_generator(kind, cfg)
+    if _is_folded(state_dict, kind):
+        model.remove_weight_norm()
+    _check_state_dict(model, state_dict, cfg, kind)
+    model.load_state_dict(state_dict, strict=True)
+    model.eval()
+    return kind, model

@@ -1,0 +1,146 @@
+"""Building blocks of the HiFi-GAN generators: weight-normalised convolutions and residual blocks.
+
+Weight norm is implemented directly (W = g * v / ||v||, norm over every dim but 0) with parameters
+named ``weight_g`` and ``weight_v``, so ``state_dict()`` emits exactly the legacy keys of the
+official checkpoints and loads them strictly, without the deprecated ``torch.nn.utils.weight_norm``
+or state-dict hooks. :meth:`fold_weight_norm` replaces the pair by a plain ``weight`` for inference,
+as the official ``remove_weight_norm`` does (the key names change accordingly).
+
+Shape letters: B batch, C channels, L samples.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LRELU_SLOPE = 0.1
+"""Leaky-ReLU slope inside the generators (the final activation uses PyTorch's default 0.01)."""
+
+
+def _norm_except_dim0(weight: torch.Tensor) -> torch.Tensor:
+    """L2 norm over every dim but 0, kept as (C0, 1, ..., 1)."""
+    return torch.linalg.vector_norm(weight, dim=tuple(range(1, weight.dim())), keepdim=True)
+
+
+class _WeightNorm:
+    """Mixin turning a conv module's ``weight`` into the pair ``weight_g`` (C0,1,1), ``weight_v``."""
+
+    def _split_weight(self) -> None:
+        weight = self.weight.detach()
+        del self._parameters["weight"]
+        self.weight_g = nn.Parameter(_norm_except_dim0(weight))
+        self.weight_v = nn.Parameter(weight.clone())
+
+    @property
+    def is_weight_normed(self) -> bool:
+        """True until :meth:`fold_weight_norm` has been called."""
+        return "weight_v" in self._parameters
+
+    def effective_weight(self) -> torch.Tensor:
+        """The convolution kernel actually applied: g * v / ||v|| (or the folded weight)."""
+        if self.is_weight_normed:
+            return self.weight_v * (self.weight_g / _norm_except_dim0(self.weight_v))
+        return self._parameters["weight"]
+
+    def fold_weight_norm(self) -> None:
+        """Replace ``weight_g``/``weight_v`` by a single ``weight`` parameter (same output)."""
+        if not self.is_weight_normed:
+            return
+        weight = self.effective_weight().detach()
+        del self._parameters["weight_g"]
+        del self._parameters["weight_v"]
+        self.weight = nn.Parameter(weight)
+
+
+class WNConv1d(_WeightNorm, nn.Conv1d):
+    """``nn.Conv1d`` with legacy-format weight norm over the output channels (dim 0)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._split_weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, L) -> (B, C_out, L')."""
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+
+class WNConvTranspose1d(_WeightNorm, nn.ConvTranspose1d):
+    """``nn.ConvTranspose1d`` with legacy-format weight norm over dim 0 (= input channels)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._split_weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, L) -> (B, C_out, L')."""
+        return F.conv_transpose1d(
+            x,
+            self.effective_weight(),
+            self.bias,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )
+
+
+def fold_weight_norm(module: nn.Module) -> None:
+    """Fold the weight norm of every weight-normalised conv inside ``module`` (in place)."""
+    for child in module.modules():
+        if isinstance(child, _WeightNorm):
+            child.fold_weight_norm()
+
+
+def same_padding(kernel_size: int, dilation: int = 1) -> int:
+    """Padding that keeps the length of a stride-1 convolution with an odd kernel."""
+    return dilation * (kernel_size - 1) // 2
+
+
+class ResBlock1(nn.Module):
+    """HiFi-GAN residual block type "1": per dilation d, x <- x + c2(lrelu(c1_d(lrelu(x)))).
+
+    Keys ``convs1.{j}`` (dilation d_j) and ``convs2.{j}`` (dilation 1), all weight-normalised.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...] | list[int]) -> None:
+        super().__init__()
+        self.convs1 = nn.ModuleList(
+            WNConv1d(channels, channels, kernel_size, dilation=d, padding=same_padding(kernel_size, d))
+            for d in dilations
+        )
+        self.convs2 = nn.ModuleList(
+            WNConv1d(channels, channels, kernel_size, padding=same_padding(kernel_size)) for _ in dilations
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, L) -> (B, C, L)."""
+        for conv1, conv2 in zip(self.convs1, self.convs2):
+            residual = conv1(F.leaky_relu(x, LRELU_SLOPE))
+            x = x + conv2(F.leaky_relu(residual, LRELU_SLOPE))
+        return x
+
+
+class DownResBlock(nn.Module):
+    """Single-conv residual block of the excitation branch ("ResBlock3" in the spec).
+
+    x <- x + conv(lrelu(x)) with one weight-normalised kernel-3 conv under the key ``convs.0``.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList([WNConv1d(channels, channels, kernel_size, padding=same_padding(kernel_size))])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, L) -> (B, C, L)."""
+        for conv in self.convs:
+            x = x + conv(F.leaky_relu(x, LRELU_SLOPE))
+        return x
+
+
+def multi_receptive_field(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    """Multi-receptive-field fusion: mean of ``blocks`` (B, C, L) -> (B, C, L) applied to ``x``."""
+    out = blocks[0](x)
+    for block in blocks[1:]:
+        out = out + block(x)
+    return out / len(blocks)

@@ -1,0 +1,194 @@
+"""Spectrogram frames, harmonic amplitudes and additive synthesis (spec §8).
+
+One copy of this DSP serves both vocoder training and inference. Everything is plain torch, works
+on batches and on any device, and reproduces the official kNN-SVC discretisation including its
+quirks (the -17.5 Hz read-out offset of the harmonic table, the inclusive phase cumsum, the
+multiplicative anti-alias mask), because the released vocoders were trained on exactly this signal.
+
+Shape letters: B batch, T frames (50 Hz), H harmonics, L samples (16 kHz).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from knnsvc.config import HOP_LENGTH, N_HARMONICS, SAMPLE_RATE
+
+__all__ = [
+    "N_FFT",
+    "N_BINS",
+    "UPSAMPLE_FACTOR",
+    "AMPLITUDE_SCALE",
+    "NYQUIST_HZ",
+    "MASK_PASS",
+    "MASK_STOP",
+    "magnitude_spectrogram",
+    "harmonic_amplitudes",
+    "additive_synth",
+    "sine_excitation",
+]
+
+N_FFT = 400
+"""STFT size (and periodic Hann window length) of the per-frame magnitude spectrum."""
+
+N_BINS = N_FFT // 2
+"""Frequency bins kept per frame: the one-sided spectrum without its Nyquist bin (40 Hz spacing)."""
+
+UPSAMPLE_FACTOR = 8
+"""Linear-interpolation factor along frequency before the harmonics are read (200 -> 1600 bins)."""
+
+AMPLITUDE_SCALE = 0.0108
+"""Scale from STFT magnitude to harmonic amplitude (a sinusoid of amplitude a peaks at about 100 a)."""
+
+NYQUIST_HZ = SAMPLE_RATE / 2
+"""Harmonics at or above this frequency are suppressed by the anti-alias mask."""
+
+MASK_PASS = 1.0 + 1e-7
+"""Anti-alias mask value for harmonics below Nyquist (the official value, not exactly 1)."""
+
+MASK_STOP = 1e-7
+"""Anti-alias mask value for harmonics at or above Nyquist (attenuated, not exactly 0)."""
+
+
+def magnitude_spectrogram(wav_16k: torch.Tensor) -> torch.Tensor:
+    """Per-frame STFT magnitudes of a 16 kHz waveform (spec §8.1).
+
+    |STFT| with n_fft 400, hop 320, periodic Hann window of 400, centred frames (reflect padding
+    of 200 on both sides), power 1, no normalisation; the Nyquist bin is dropped.
+
+    Args:
+        wav_16k: (L,) waveform.
+
+    Returns:
+        (L // 320 + 1, 200) float32 magnitudes, bin b at b * 40 Hz.
+    """
+    if wav_16k.dim() != 1:
+        raise ValueError(f"magnitude_spectrogram expects a 1-D waveform (L,), got shape {tuple(wav_16k.shape)}")
+    wav = wav_16k.float()
+    window = torch.hann_window(N_FFT, periodic=True, dtype=wav.dtype, device=wav.device)
+    stft = torch.stft(
+        wav,
+        n_fft=N_FFT,
+        hop_length=HOP_LENGTH,
+        win_length=N_FFT,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    )  # (201, L // 320 + 1)
+    return stft.abs()[:N_BINS].T.contiguous()
+
+
+def harmonic_amplitudes(spec: torch.Tensor, f0_hz: torch.Tensor, n_harmonics: int = N_HARMONICS) -> torch.Tensor:
+    """Harmonic amplitudes read from each frame's own magnitude spectrum (spec §8.2, faithful).
+
+    The 200-bin frame is linearly upsampled 8x along frequency (``align_corners=False``, so sample
+    i sits at about 5 i - 17.5 Hz) and a zero is appended; harmonic k is read at index
+    round_half_even(min(k f0 / 5, 1600)), so harmonics at or above 8 kHz read the appended zero.
+    Unvoiced frames (f0 = 0) get harmonic 1 = the frame's maximum magnitude, the others 0.
+    Everything is finally scaled by ``AMPLITUDE_SCALE``.
+
+    Args:
+        spec: (T, 200) magnitudes from :func:`magnitude_spectrogram` (first T frames).
+        f0_hz: (T,) fundamental frequency, 0 = unvoiced.
+        n_harmonics: H, number of harmonics (49 for the released vocoders).
+
+    Returns:
+        (T, H) float32 amplitudes.
+    """
+    if spec.dim() != 2 or spec.shape[1] != N_BINS:
+        raise ValueError(f"harmonic_amplitudes expects spec of shape (T, {N_BINS}), got {tuple(spec.shape)}")
+    if f0_hz.shape != spec.shape[:1]:
+        raise ValueError(f"f0_hz shape {tuple(f0_hz.shape)} does not match spec frames {spec.shape[0]}")
+    spec = spec.float()
+    f0_hz = f0_hz.to(device=spec.device, dtype=torch.float32)
+    n_fine = N_BINS * UPSAMPLE_FACTOR
+    fine = F.interpolate(spec[:, None, :], size=n_fine, mode="linear", align_corners=False)[:, 0]
+    fine = F.pad(fine, (0, 1))  # (T, 1601): index 1600 is the appended zero
+
+    k = torch.arange(1, n_harmonics + 1, device=spec.device, dtype=torch.float32)
+    position = k[None, :] * f0_hz[:, None] * 2 * n_fine / SAMPLE_RATE  # (T, H), fine-bin units
+    index = torch.round(torch.clamp(position, max=float(n_fine))).long()  # round half to even
+    amps = torch.gather(fine, 1, index)
+
+    unvoiced = (f0_hz == 0)[:, None]  # (T, 1)
+    is_first = k[None, :] == 1
+    unvoiced_amps = torch.where(is_first, spec.amax(dim=1, keepdim=True), torch.zeros_like(amps))
+    return torch.where(unvoiced, unvoiced_amps, amps) * AMPLITUDE_SCALE
+
+
+def _wrapped_phase(f0_hz: torch.Tensor) -> torch.Tensor:
+    """Running phase (in radians, wrapped to [-pi, pi]) of nearest-upsampled f0.
+
+    Args:
+        f0_hz: (B, T) frame-rate f0.
+
+    Returns:
+        (B, T * 320) float32 phase; float64 inclusive cumsum, so sample 0 already has f0[0] / fs.
+    """
+    f0_up = torch.repeat_interleave(f0_hz.to(torch.float64), HOP_LENGTH, dim=1)
+    cycles = torch.cumsum(f0_up / SAMPLE_RATE, dim=1)
+    return (2 * math.pi * (cycles - torch.round(cycles))).to(torch.float32)
+
+
+def _check_f0(f0_hz: torch.Tensor, name: str) -> None:
+    if f0_hz.dim() != 2:
+        raise ValueError(f"{name} expects f0_hz of shape (B, T), got {tuple(f0_hz.shape)}")
+
+
+def additive_synth(f0_hz: torch.Tensor, amps: torch.Tensor, harmonics_per_chunk: int = 8) -> torch.Tensor:
+    """Additive-synthesis waveform U(t) at the target pitch (spec §8.4, faithful).
+
+    U[s] = sum_k A_k[s] * M_k[s] * sin(k * phi[s]) with f0 nearest-upsampled to the sample rate,
+    amplitudes upsampled by bicubic interpolation (``align_corners=False``, may overshoot), the
+    phase from a float64 inclusive cumsum wrapped with ``round``, and M_k = 1 + 1e-7 where
+    k * f0 < 8 kHz, else 1e-7. Unvoiced frames freeze the phase (a DC-like step driven by A_1),
+    as the released vocoders were trained with.
+
+    Args:
+        f0_hz: (B, T) target f0, 0 = unvoiced.
+        amps: (B, T, H) harmonic amplitudes.
+        harmonics_per_chunk: harmonics synthesised at once; bounds memory to about
+            ``harmonics_per_chunk`` float32 copies of the output. Does not change the result
+            beyond float rounding.
+
+    Returns:
+        (B, T * 320) float32 waveform.
+    """
+    _check_f0(f0_hz, "additive_synth")
+    if amps.dim() != 3 or amps.shape[:2] != f0_hz.shape:
+        raise ValueError(f"amps must be (B, T, H) matching f0_hz {tuple(f0_hz.shape)}, got {tuple(amps.shape)}")
+    batch, n_frames, n_harmonics = amps.shape
+    n_samples = n_frames * HOP_LENGTH
+    amps = amps.to(device=f0_hz.device, dtype=torch.float32)
+    phase = _wrapped_phase(f0_hz)  # (B, L)
+    f0_up = torch.repeat_interleave(f0_hz.to(torch.float32), HOP_LENGTH, dim=1)  # (B, L)
+
+    wav = phase.new_zeros(batch, n_samples)
+    for start in range(0, n_harmonics, harmonics_per_chunk):
+        stop = min(start + harmonics_per_chunk, n_harmonics)
+        amps_chunk = amps[:, :, start:stop].transpose(1, 2)[:, :, None, :]  # (B, h, 1, T)
+        amps_up = F.interpolate(amps_chunk, size=(1, n_samples), mode="bicubic", align_corners=False)[:, :, 0]
+        k = torch.arange(start + 1, stop + 1, device=phase.device, dtype=torch.float32)[None, :, None]
+        mask = torch.where(k * f0_up[:, None, :] < NYQUIST_HZ, MASK_PASS, MASK_STOP)  # (B, h, L)
+        wav = wav + (amps_up * mask * torch.sin(k * phase[:, None, :])).sum(dim=1)
+    return wav
+
+
+def sine_excitation(f0_hz: torch.Tensor) -> torch.Tensor:
+    """Unit-amplitude sinusoid at f0, the excitation of the f0-sine vocoder (spec §8.5).
+
+    Same phase construction as :func:`additive_synth` (nearest-upsampled f0, float64 inclusive
+    cumsum, wrap), one harmonic, no amplitude and no mask.
+
+    Args:
+        f0_hz: (B, T) f0, 0 = unvoiced (phase freezes).
+
+    Returns:
+        (B, T * 320) float32 waveform.
+    """
+    _check_f0(f0_hz, "sine_excitation")
+    return torch.sin(_wrapped_phase(f0_hz))

@@ -1,0 +1,222 @@
+"""Spectrogram frames, harmonic amplitudes, additive synthesis and sine excitation (spec §8)."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from knnsvc.config import HOP_LENGTH, N_HARMONICS, SAMPLE_RATE
+from knnsvc.harmonics import (
+    AMPLITUDE_SCALE,
+    MASK_PASS,
+    MASK_STOP,
+    N_BINS,
+    additive_synth,
+    harmonic_amplitudes,
+    magnitude_spectrogram,
+    sine_excitation,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict:
+    return torch.load(GOLDEN / "golden_pipeline.pt", weights_only=True)
+
+
+def _phase(f0_hz: torch.Tensor) -> torch.Tensor:
+    """Reference phase of (T,) f0: float64 inclusive cumsum of the nearest-upsampled f0, wrapped."""
+    cycles = torch.cumsum(f0_hz.double().repeat_interleave(HOP_LENGTH) / SAMPLE_RATE, dim=0)
+    return 2 * math.pi * (cycles - torch.round(cycles))
+
+
+# -- golden parity ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wav_key, spec_key", [("ref_wav", "ref_spec"), ("src_wav", "src_spec")])
+def test_spectrogram_matches_golden(golden, wav_key, spec_key):
+    wav = golden[wav_key]
+    spec = magnitude_spectrogram(wav)
+    assert spec.shape == (wav.numel() // HOP_LENGTH + 1, N_BINS)
+    assert spec.dtype == torch.float32
+    expected = golden[spec_key]
+    assert (spec[: expected.shape[0]] - expected).abs().max() <= TOL
+
+
+def test_harmonic_amplitudes_match_golden(golden):
+    amps = harmonic_amplitudes(golden["ref_spec"], golden["ref_f0"])
+    assert amps.shape == (golden["ref_f0"].numel(), N_HARMONICS)
+    assert (amps - golden["ref_harmonics"]).abs().max() <= TOL
+
+
+def test_harmonic_amplitudes_from_audio_match_golden(golden):
+    n_frames = golden["ref_f0"].numel()
+    spec = magnitude_spectrogram(golden["ref_wav"])[:n_frames]
+    amps = harmonic_amplitudes(spec, golden["ref_f0"])
+    assert (amps - golden["ref_harmonics"]).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("conversion", ["post_opt_0.2", "no_post_opt"])
+def test_additive_synth_matches_golden(golden, conversion):
+    case = golden["conversions"][conversion]
+    wav = additive_synth(case["f0_shifted"][None], case["A"][None])
+    assert wav.shape == (1, case["f0_shifted"].numel() * HOP_LENGTH)
+    assert (wav[0] - case["U"]).abs().max() <= TOL
+
+
+# -- harmonic amplitudes ---------------------------------------------------------------------------
+
+
+def test_unit_peak_reads_interpolation_quirk():
+    """Spec §17 test 4: unit peak at bin 10 (400 Hz) read at f0 = 400 Hz gives 0.0108 * 0.5625."""
+    spec = torch.zeros(1, N_BINS)
+    spec[0, 10] = 1.0
+    amps = harmonic_amplitudes(spec, torch.tensor([400.0]))
+    assert amps[0, 0].item() == pytest.approx(AMPLITUDE_SCALE * 0.5625, rel=1e-6)
+    assert torch.all(amps[0, 1:] == 0)
+
+
+def test_unvoiced_frame_keeps_only_frame_maximum():
+    spec = torch.rand(3, N_BINS)
+    f0_hz = torch.tensor([0.0, 150.0, 0.0])
+    amps = harmonic_amplitudes(spec, f0_hz)
+    for frame in (0, 2):
+        assert amps[frame, 0].item() == pytest.approx(AMPLITUDE_SCALE * spec[frame].max().item(), rel=1e-6)
+        assert torch.all(amps[frame, 1:] == 0)
+    assert torch.all(amps[1] > 0)
+
+
+def test_harmonics_at_or_above_nyquist_read_zero():
+    spec = torch.ones(1, N_BINS)
+    amps = harmonic_amplitudes(spec, torch.tensor([4000.0]))  # k = 1 -> 4 kHz, k >= 2 -> >= 8 kHz
+    assert amps[0, 0].item() == pytest.approx(AMPLITUDE_SCALE, rel=1e-6)
+    assert torch.all(amps[0, 1:] == 0)
+
+
+@pytest.mark.parametrize("f0_hz, index", [(202.5, 40), (207.5, 42)])
+def test_harmonic_index_rounds_half_to_even(f0_hz, index):
+    spec = torch.arange(N_BINS, dtype=torch.float32)[None]  # linear ramp: fine sample i = (i + 0.5) / 8 - 0.5
+    amps = harmonic_amplitudes(spec, torch.tensor([f0_hz]))
+    assert amps[0, 0].item() == pytest.approx(AMPLITUDE_SCALE * ((index + 0.5) / 8 - 0.5), rel=1e-6)
+
+
+def test_harmonic_amplitudes_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="200"):
+        harmonic_amplitudes(torch.zeros(4, 201), torch.zeros(4))
+    with pytest.raises(ValueError, match="f0_hz"):
+        harmonic_amplitudes(torch.zeros(4, N_BINS), torch.zeros(5))
+
+
+# -- spectrogram -----------------------------------------------------------------------------------
+
+
+def test_spectrogram_of_440hz_sinusoid_peaks_in_bin_11_with_scale_100():
+    amplitude = 0.3
+    t = torch.arange(SAMPLE_RATE, dtype=torch.float64) / SAMPLE_RATE
+    wav = (amplitude * torch.sin(2 * math.pi * 440.0 * t)).float()
+    spec = magnitude_spectrogram(wav)
+    assert spec.shape == (SAMPLE_RATE // HOP_LENGTH + 1, N_BINS)
+    interior = spec[2:-2]
+    assert torch.all(interior.argmax(dim=1) == 11)  # 440 Hz / 40 Hz per bin
+    assert torch.allclose(interior[:, 11], torch.full_like(interior[:, 11], 100 * amplitude), rtol=1e-3)
+
+
+@pytest.mark.parametrize("n_samples", [320, 1000, 16000, 16319])
+def test_spectrogram_frame_count(n_samples):
+    assert magnitude_spectrogram(torch.randn(n_samples)).shape == (n_samples // HOP_LENGTH + 1, N_BINS)
+
+
+def test_spectrogram_rejects_batched_input():
+    with pytest.raises(ValueError, match="1-D"):
+        magnitude_spectrogram(torch.randn(2, 16000))
+
+
+# -- additive synthesis ----------------------------------------------------------------------------
+
+
+def test_additive_synth_edge_cases():
+    """Spec §17 test 5: f0 = [0, 200, 200, 5000] Hz, all amplitudes 1."""
+    f0_hz = torch.tensor([0.0, 200.0, 200.0, 5000.0])
+    wav = additive_synth(f0_hz[None], torch.ones(1, 4, N_HARMONICS))[0]
+    assert wav.shape == (4 * HOP_LENGTH,)
+    assert torch.all(wav[:HOP_LENGTH] == 0)
+
+    phase = _phase(f0_hz).float()
+    k = torch.arange(1, N_HARMONICS + 1, dtype=torch.float32)[:, None]
+    partials = torch.sin(k * phase[None])  # (H, L)
+    # 200 Hz: harmonics 1..39 pass, 40 (= 8 kHz exactly) and above are suppressed.
+    voiced = slice(HOP_LENGTH, 3 * HOP_LENGTH)
+    expected = MASK_PASS * partials[:39, voiced].sum(0) + MASK_STOP * partials[39:, voiced].sum(0)
+    assert (wav[voiced] - expected).abs().max() <= 1e-4
+    # 5 kHz: only the fundamental passes; the 48 others contribute at the 1e-7 scale.
+    high = slice(3 * HOP_LENGTH, 4 * HOP_LENGTH)
+    assert (wav[high] - partials[0, high]).abs().max() <= N_HARMONICS * MASK_STOP + 1e-5
+    assert partials[0, high].abs().max() > 0.5
+
+
+def test_additive_synth_second_harmonic_lands_in_440hz_bin():
+    n_frames = 50
+    f0_hz = torch.full((1, n_frames), 220.0)
+    amps = torch.zeros(1, n_frames, N_HARMONICS)
+    amps[..., 1] = 0.5  # harmonic 2 -> 440 Hz
+    wav = additive_synth(f0_hz, amps)[0]
+    spec = magnitude_spectrogram(wav)[2:-2]
+    assert torch.all(spec.argmax(dim=1) == 11)
+    assert torch.allclose(spec[:, 11], torch.full_like(spec[:, 11], 100 * 0.5), rtol=1e-3)
+
+
+@pytest.mark.parametrize("n_frames", [1, 2, 7, 50])
+def test_output_length_is_320_per_frame(n_frames):
+    f0_hz = torch.rand(3, n_frames) * 500
+    amps = torch.rand(3, n_frames, N_HARMONICS)
+    assert additive_synth(f0_hz, amps).shape == (3, n_frames * HOP_LENGTH)
+    assert sine_excitation(f0_hz).shape == (3, n_frames * HOP_LENGTH)
+
+
+def test_additive_synth_batch_matches_items():
+    generator = torch.Generator().manual_seed(0)
+    f0_hz = torch.rand(2, 12, generator=generator) * 400
+    f0_hz[0, 3:5] = 0
+    amps = torch.rand(2, 12, N_HARMONICS, generator=generator) * 0.1
+    batched = additive_synth(f0_hz, amps)
+    for item in range(2):
+        single = additive_synth(f0_hz[item : item + 1], amps[item : item + 1])
+        assert (batched[item] - single[0]).abs().max() <= 1e-6
+
+
+def test_additive_synth_chunking_does_not_change_result():
+    generator = torch.Generator().manual_seed(1)
+    f0_hz = torch.rand(1, 9, generator=generator) * 600
+    amps = torch.rand(1, 9, N_HARMONICS, generator=generator)
+    reference = additive_synth(f0_hz, amps, harmonics_per_chunk=N_HARMONICS)
+    for chunk in (1, 5):
+        assert (additive_synth(f0_hz, amps, harmonics_per_chunk=chunk) - reference).abs().max() <= 1e-5
+
+
+def test_additive_synth_is_differentiable_in_amplitudes():
+    amps = torch.rand(2, 5, N_HARMONICS, requires_grad=True)
+    additive_synth(torch.full((2, 5), 300.0), amps).square().sum().backward()
+    assert amps.grad is not None and torch.isfinite(amps.grad).all() and amps.grad.abs().sum() > 0
+
+
+def test_additive_synth_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        additive_synth(torch.zeros(5), torch.zeros(1, 5, N_HARMONICS))
+    with pytest.raises(ValueError, match="amps"):
+        additive_synth(torch.zeros(1, 5), torch.zeros(1, 6, N_HARMONICS))
+
+
+# -- sine excitation -------------------------------------------------------------------------------
+
+
+def test_sine_excitation_uses_inclusive_phase():
+    f0_hz = torch.tensor([[0.0, 250.0, 250.0, 0.0]])
+    wav = sine_excitation(f0_hz)[0]
+    assert torch.all(wav[:HOP_LENGTH] == 0)
+    assert wav[HOP_LENGTH].item() == pytest.approx(math.sin(2 * math.pi * 250.0 / SAMPLE_RATE), abs=1e-6)
+    assert (wav - torch.sin(_phase(f0_hz[0]).float())).abs().max() <= 1e-6
+    frozen = wav[3 * HOP_LENGTH :]
+    assert torch.all(frozen == frozen[0])  # unvoiced: phase freezes
