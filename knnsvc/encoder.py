@@ -1,0 +1,111 @@
+"""WavLM feature extraction as kNN-SVC does it: 30 s chunks, padding, layer selection, early exit.
+
+Spec §3.4: the waveform is cut into consecutive chunks of ``chunk_seconds`` (480 000 samples);
+a final chunk of at most 320 samples is dropped; each chunk is right-padded with
+``320 - len % 320`` zeros (always 1..320) and encoded independently, yielding
+``len // 320`` frames; the chunks' frames are concatenated. The features are the output of
+transformer block ``layer`` (6), without the final encoder layer norm. Only ``layer`` blocks run.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
+from wavlm import WavLM
+
+
+class WavLMEncoder(nn.Module):
+    """Frame-level WavLM features of a 16 kHz waveform, 50 frames per second.
+
+    Args:
+        wavlm: the WavLM model (e.g. from ``wavlm.load_wavlm``); its device is used.
+        layer: transformer block whose output is returned (0 = transformer input).
+        chunk_seconds: length of the independently encoded chunks.
+        max_batch_chunks: how many full-length chunks are encoded in one forward pass; None
+            picks 4 on CUDA and 1 elsewhere (batching does not speed up CPU inference). Results do
+            not depend on it (up to float rounding); memory does: about 0.6 GB per 30 s chunk for
+            WavLM-Large to layer 6.
+    """
+
+    def __init__(self, wavlm: WavLM, layer: int = WAVLM_LAYER, chunk_seconds: float = 30.0,
+                 max_batch_chunks: int | None = None) -> None:
+        super().__init__()
+        if not 0 <= layer <= wavlm.num_layers:
+            raise ValueError(f"layer must be in 0..{wavlm.num_layers}, got {layer}")
+        chunk_samples = round(chunk_seconds * SAMPLE_RATE)
+        if chunk_samples <= HOP_LENGTH:
+            raise ValueError(f"chunk_seconds must be longer than one hop (0.02 s), got {chunk_seconds}")
+        if max_batch_chunks is not None and max_batch_chunks < 1:
+            raise ValueError(f"max_batch_chunks must be >= 1, got {max_batch_chunks}")
+        self.wavlm = wavlm.eval()
+        self.layer = layer
+        self.chunk_samples = chunk_samples
+        self.max_batch_chunks = max_batch_chunks
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension D."""
+        return self.wavlm.dim
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the WavLM weights (where features are computed and returned)."""
+        return next(self.wavlm.parameters()).device
+
+    def chunk_lengths(self, num_samples: int) -> list[int]:
+        """Lengths of the chunks that are encoded (a tail of <= 320 samples is dropped)."""
+        lengths = []
+        for start in range(0, num_samples, self.chunk_samples):
+            length = min(self.chunk_samples, num_samples - start)
+            if length <= HOP_LENGTH:
+                break
+            lengths.append(length)
+        return lengths
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames T produced for a waveform of ``num_samples`` samples."""
+        return sum(length // HOP_LENGTH for length in self.chunk_lengths(num_samples))
+
+    @torch.inference_mode()
+    def forward(self, wav_16k: Tensor) -> Tensor:
+        """(L,) waveform -> (T, D) float32 features of block ``layer`` on the model's device."""
+        return self._encode(wav_16k, all_layers=False)[0]
+
+    @torch.inference_mode()
+    def hidden_states(self, wav_16k: Tensor) -> Tensor:
+        """(L,) waveform -> (layer + 1, T, D) float32; index 0 = transformer input."""
+        return self._encode(wav_16k, all_layers=True)
+
+    def _encode(self, wav_16k: Tensor, all_layers: bool) -> Tensor:
+        """(L,) -> (S, T, D) with S = layer + 1 if ``all_layers`` else 1."""
+        if wav_16k.dim() != 1:
+            raise ValueError(f"expected a mono waveform of shape (L,), got {tuple(wav_16k.shape)}")
+        dtype = next(self.wavlm.parameters()).dtype
+        wav_16k = wav_16k.to(device=self.device, dtype=dtype)
+        lengths = self.chunk_lengths(wav_16k.numel())
+        num_states = self.layer + 1 if all_layers else 1
+        if not lengths:
+            return wav_16k.new_zeros(num_states, 0, self.dim, dtype=torch.float32)
+
+        max_batch = self.max_batch_chunks or (4 if self.device.type == "cuda" else 1)
+        outputs = []
+        start = 0
+        index = 0
+        while index < len(lengths):
+            length = lengths[index]
+            # a batch of consecutive chunks of equal length (all but possibly the last chunk)
+            count = 1
+            while (count < max_batch and index + count < len(lengths)
+                   and lengths[index + count] == length):
+                count += 1
+            chunks = wav_16k[start: start + count * length].view(count, length)
+            chunks = F.pad(chunks, (0, HOP_LENGTH - length % HOP_LENGTH))
+            x, states = self.wavlm.extract_features(chunks, output_layer=self.layer, ret_layer_results=all_layers)
+            batch = torch.stack(states, dim=1) if all_layers else x.unsqueeze(1)  # (count, S, T_c, D)
+            outputs.extend(batch.float().unbind(0))
+            start += count * length
+            index += count
+        return torch.cat(outputs, dim=1)

@@ -1,0 +1,127 @@
+"""WavLM: self-supervised speech model, our own implementation of the official architecture.
+
+``WavLM(config)`` has exactly the state-dict keys of the official checkpoints (e.g. the
+``WavLM-Large.pt`` used by kNN-VC / kNN-SVC, a dict ``{'cfg': dict, 'model': state_dict}``), so
+``load_wavlm(torch.load(path, weights_only=True))`` loads them strictly.
+
+The waveform is fed as is: no input normalisation, even when ``cfg.normalize`` is True (the
+kNN-VC/kNN-SVC vocoders were trained on features extracted this way).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from wavlm.config import WavLMConfig
+from wavlm.modules import ConvFeatureExtractor, TransformerEncoder
+
+
+class WavLM(nn.Module):
+    """WavLM encoder: conv feature extractor -> layer norm -> projection -> transformer.
+
+    Inference only (no dropout, masking or layer drop). ``mask_emb`` exists only so that the
+    official state dict loads strictly.
+    """
+
+    def __init__(self, config: WavLMConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        conv_layers = config.conv_layers
+        conv_dim = conv_layers[-1][0]
+        self.feature_extractor = ConvFeatureExtractor(conv_layers, config.extractor_mode, config.conv_bias)
+        if conv_dim != config.encoder_embed_dim:
+            self.post_extract_proj = nn.Linear(conv_dim, config.encoder_embed_dim)
+        else:
+            self.post_extract_proj = None
+        self.mask_emb = nn.Parameter(torch.zeros(config.encoder_embed_dim).uniform_())
+        self.encoder = TransformerEncoder(config)
+        self.layer_norm = nn.LayerNorm(conv_dim)
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.encoder_layers
+
+    @property
+    def dim(self) -> int:
+        return self.config.encoder_embed_dim
+
+    def extract_features(self, wav: Tensor, output_layer: int | None = None,
+                         ret_layer_results: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """Encode raw 16 kHz waveforms.
+
+        Args:
+            wav: (B, L) waveforms, not normalised.
+            output_layer: stop after this many transformer blocks (0 = transformer input) and
+                return that block's output without the final encoder layer norm. None runs every
+                block and applies the final layer norm.
+            ret_layer_results: also return the hidden states.
+
+        Returns:
+            ``(x, hidden_states)``: x (B, T, D) with T = floor((L - 400) / 320) + 1 for the
+            standard front end; hidden_states is a list of (B, T, D), index 0 = transformer input,
+            index i = output of block i (empty unless ``ret_layer_results``).
+        """
+        if wav.dim() != 2:
+            raise ValueError(f"WavLM expects a (batch, samples) waveform, got shape {tuple(wav.shape)}")
+        if output_layer is not None and not 0 <= output_layer <= self.num_layers:
+            raise ValueError(f"output_layer must be in 0..{self.num_layers}, got {output_layer}")
+        features = self.layer_norm(self.feature_extractor(wav))  # (B, T, C)
+        if self.post_extract_proj is not None:
+            features = self.post_extract_proj(features)
+        hidden_states: list[Tensor] | None = [] if ret_layer_results else None
+        x = self.encoder(features, num_layers=output_layer, hidden_states=hidden_states)
+        return x, hidden_states or []
+
+    def forward(self, wav: Tensor, output_layer: int | None = None) -> Tensor:
+        """(B, L) -> (B, T, D); see ``extract_features``."""
+        return self.extract_features(wav, output_layer=output_layer)[0]
+
+
+def load_wavlm(checkpoint: Mapping[str, Any]) -> WavLM:
+    """Build a WavLM from an official checkpoint dict and load its weights strictly.
+
+    Args:
+        checkpoint: ``{'cfg': dict, 'model': state_dict}``, e.g.
+            ``torch.load("WavLM-Large.pt", map_location="cpu", weights_only=True)``.
+
+    Returns:
+        The model in eval mode, holding the checkpoint tensors themselves (no copy; floating
+        tensors are converted to float32), so on their device.
+
+    Raises:
+        ValueError: the dict is not a WavLM checkpoint, or its weights do not fit its ``cfg``.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"not a WavLM checkpoint: expected a dict, got {type(checkpoint).__name__}")
+    if "cfg" not in checkpoint or "model" not in checkpoint:
+        found = ", ".join(repr(key) for key in list(checkpoint)[:8]) or "nothing"
+        hint = " (this looks like a HiFi-GAN vocoder checkpoint)" if "generator" in checkpoint else ""
+        raise ValueError(f"not a WavLM checkpoint: expected keys 'cfg' and 'model', found {found}{hint}")
+    cfg, state_dict = checkpoint["cfg"], checkpoint["model"]
+    if not isinstance(cfg, Mapping) or not isinstance(state_dict, Mapping):
+        raise ValueError("not a WavLM checkpoint: 'cfg' and 'model' must both be dicts")
+    config = WavLMConfig.from_dict(cfg)
+
+    with torch.device("meta"):
+        model = WavLM(config)
+    state_dict = {
+        key: value.float() if torch.is_tensor(value) and value.is_floating_point() else value
+        for key, value in state_dict.items()
+    }
+    try:
+        model.load_state_dict(state_dict, strict=True, assign=True)
+    except RuntimeError as error:
+        expected, given = set(model.state_dict()), set(state_dict)
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        detail = "; ".join(
+            part for part in (
+                f"missing {len(missing)} keys, e.g. {missing[:3]}" if missing else "",
+                f"unexpected {len(unexpected)} keys, e.g. {unexpected[:3]}" if unexpected else "",
+            ) if part
+        ) or str(error).splitlines()[-1].strip()
+        raise ValueError(f"WavLM checkpoint weights do not match its cfg: {detail}") from None
+    return model.eval()
