@@ -1,0 +1,443 @@
+"""Run every metric over a set of converted recordings: per-utterance rows plus one summary.
+
+Each metric family is one function ``metric(ctx) -> summary dict`` registered in `METRICS`; it
+writes its per-utterance values into ``ctx.rows[item_id]`` and reports items it cannot score
+through ``ctx.problems`` (one line each) without stopping the others. Adding a metric = adding one
+such function and its name to `METRICS`.
+
+Units in the summary: ``eer``, ``wer``, ``cer``, ``vuv_error`` and ``gross_pitch_error`` in percent; ``sim`` and
+``f0_corr`` in [-1, 1]; ``f0_rmse_cents`` in cents; ``dnsmos`` on the 1–5 MOS scale; ``rtf`` in
+seconds of processing per second of audio; ``peak_rss_gb`` in GiB.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from knnsvc.audio import AudioError, is_silent, load_audio
+from knnsvc.config import SAMPLE_RATE
+from knnsvc.eval import METRIC_KEYS
+from knnsvc.eval.dataset import Problems
+from knnsvc.eval.intelligibility import WhisperSettings, WhisperTranscriber, error_rates, find_transcript
+from knnsvc.eval.pitch_accuracy import expected_f0, f0_scores
+from knnsvc.eval.speaker import (
+    EmbeddingCache,
+    Trial,
+    cosine_similarity,
+    make_embedder,
+    make_trials,
+    per_speaker_eer,
+)
+from knnsvc.eval.speed import real_time_factor
+from knnsvc.pitch import harvest_f0
+
+log = logging.getLogger(__name__)
+
+CONVERSION_STAGES = ("encode", "f0", "knn", "reselect", "optimise", "vocode")
+"""Stages of one conversion (`KnnSvc.timings` names) that count towards the real-time factor.
+Building the target's reference pool is a one-off per speaker and reported separately."""
+
+
+@dataclass
+class EvalItem:
+    """One converted recording to score.
+
+    Attributes:
+        item_id: unique name (``<source speaker>/<utterance>/<target speaker>`` in evaluations).
+        converted: the converted audio file.
+        target_speaker: key into the targets mapping.
+        source: the source recording (needed for WER/CER without transcript and for pitch).
+        expected_f0_hz: (T,) the F0 the converter was asked to produce; None = derive it from the
+            source and target F0 (audio converted by another system).
+        stage_seconds: conversion time per stage (empty for external audio: no RTF).
+        peak_rss_gb / peak_cuda_gb: memory peaks of the converting process, if known.
+    """
+
+    item_id: str
+    converted: Path
+    target_speaker: str
+    source: Path | None = None
+    source_speaker: str | None = None
+    expected_f0_hz: torch.Tensor | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_gb: float | None = None
+    peak_cuda_gb: float | None = None
+
+
+@dataclass
+class SuiteSettings:
+    """Which metrics run and how.
+
+    Attributes:
+        metrics: names from `METRICS`, in order.
+        embedder: ``resemblyzer`` or ``speechbrain:<local model folder>``.
+        whisper: ASR model and decoding settings.
+        pitch_shift: how the expected F0 of external audio is derived (``auto``, semitones, None).
+        device: for the embedder and the ASR.
+        max_target_files: real recordings per target speaker used for the centroid and EER anchors
+            (None = all).
+    """
+
+    metrics: tuple[str, ...] = ("speaker", "intelligibility", "pitch", "quality", "speed")
+    embedder: str = "resemblyzer"
+    whisper: WhisperSettings = field(default_factory=WhisperSettings)
+    pitch_shift: str | float | None = "auto"
+    device: str = "cpu"
+    max_target_files: int | None = None
+
+
+class EvalContext:
+    """Shared state of one suite run: items, targets, caches, rows and problem reports."""
+
+    def __init__(
+        self,
+        items: Sequence[EvalItem],
+        targets: Mapping[str, Sequence[Path]],
+        settings: SuiteSettings,
+        problems: Problems,
+        trials: Sequence[Trial] | None = None,
+    ) -> None:
+        self.items = list(items)
+        self.by_id = {item.item_id: item for item in self.items}
+        self.targets = {spk: list(files)[: settings.max_target_files] for spk, files in targets.items()}
+        self.settings = settings
+        self.problems = problems
+        self.trials = list(trials) if trials is not None else None
+        self.rows: dict[str, dict[str, Any]] = {item.item_id: _base_row(item) for item in self.items}
+        self._f0_cache: dict[Path, torch.Tensor] = {}
+        self._failed_audio: set[Path] = set()
+
+    def audio(self, path: Path) -> torch.Tensor:
+        """Load a recording at 16 kHz (raises AudioError, reported once per file by callers)."""
+        return load_audio(path, SAMPLE_RATE)
+
+    def f0(self, path: Path) -> torch.Tensor:
+        """Harvest F0 of a recording, computed once."""
+        if path not in self._f0_cache:
+            self._f0_cache[path] = harvest_f0(self.audio(path))
+        return self._f0_cache[path]
+
+    def fail(self, item: EvalItem | str, metric: str, err: BaseException) -> None:
+        """Report that `metric` could not be computed for one item."""
+        item_id = item if isinstance(item, str) else item.item_id
+        message = _one_line(err)
+        self.problems.report(item_id, f"{metric}: {message}")
+        if item_id in self.rows:
+            previous = self.rows[item_id].get("error")
+            self.rows[item_id]["error"] = f"{previous}; {metric}: {message}" if previous else f"{metric}: {message}"
+
+
+def _base_row(item: EvalItem) -> dict[str, Any]:
+    return {
+        "item": item.item_id,
+        "source_speaker": item.source_speaker,
+        "source": str(item.source) if item.source else None,
+        "target_speaker": item.target_speaker,
+        "converted": str(item.converted),
+    }
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+def _std(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.std(kept)) if kept else None
+
+
+# --------------------------------------------------------------------------------------- metrics
+def speaker_metric(ctx: EvalContext) -> dict[str, Any]:
+    """Similarity to the target speaker's centroid, and per-target-speaker EER."""
+    embedder = make_embedder(ctx.settings.embedder, ctx.settings.device)
+
+    def load(item_id: str) -> torch.Tensor:
+        item = ctx.by_id.get(item_id)
+        return ctx.audio(item.converted if item else Path(item_id))
+
+    embed = EmbeddingCache(embedder, load)
+    unusable: set[str] = set()  # ids already reported, skipped silently afterwards
+    centroids: dict[str, np.ndarray] = {}
+    for speaker, files in ctx.targets.items():
+        embeddings = []
+        for path in files:
+            try:
+                embeddings.append(embed(str(path)))
+            except (AudioError, ValueError, RuntimeError) as err:
+                unusable.add(str(path))
+                ctx.problems.report(str(path), f"target recording left out of the speaker metrics: {_one_line(err)}")
+        if embeddings:
+            centroids[speaker] = np.mean(embeddings, axis=0)
+    sims = []
+    for item in ctx.items:
+        if item.target_speaker not in centroids:
+            ctx.fail(item, "sim", ValueError(f"no usable recording of target speaker '{item.target_speaker}'"))
+            continue
+        try:
+            converted = embed(item.item_id)
+        except (AudioError, ValueError, RuntimeError) as err:
+            unusable.add(item.item_id)
+            ctx.fail(item, "sim", err)
+            continue
+        centroid = centroids[item.target_speaker]
+        sim = float(np.dot(converted, centroid / np.linalg.norm(centroid)))
+        ctx.rows[item.item_id]["sim"] = sim
+        sims.append(sim)
+
+    if ctx.trials is not None:
+        trials = ctx.trials
+    else:
+        converted_ids: dict[str, list[str]] = defaultdict(list)
+        for item in ctx.items:
+            converted_ids[item.target_speaker].append(item.item_id)
+        real_ids = {spk: [str(p) for p in files] for spk, files in ctx.targets.items()}
+        trials = make_trials(converted_ids, real_ids)
+    scored_trials, scores = [], []
+    for trial in trials:
+        pair = []
+        for side in (trial.x, trial.y):
+            if side in unusable:
+                break
+            try:
+                pair.append(embed(side))
+            except (AudioError, ValueError, RuntimeError) as err:
+                unusable.add(side)
+                ctx.problems.report(side, f"left out of the EER trials: {_one_line(err)}")
+                break
+        if len(pair) == 2:
+            scored_trials.append(trial)
+            scores.append(cosine_similarity(pair[0], pair[1]))
+    eer = per_speaker_eer(scored_trials, scores)
+    return {
+        "sim": _mean(sims),
+        "sim_std": _std(sims),
+        "eer": None if eer.mean is None else 100.0 * eer.mean,
+        "eer_std": None if eer.std is None else 100.0 * eer.std,
+        "eer_per_speaker": {spk: 100.0 * v for spk, v in eer.per_speaker.items()},
+        "eer_trials": len(scored_trials),
+        "speaker_embedder": embedder.name,
+    }
+
+
+def intelligibility_metric(ctx: EvalContext) -> dict[str, Any]:
+    """WER/CER of ASR(converted) against the source's transcript, or ASR(source) without one."""
+    transcriber = WhisperTranscriber(ctx.settings.whisper, ctx.settings.device)
+    source_text: dict[Path, tuple[str, str]] = {}
+    references, hypotheses = [], []
+    for item in ctx.items:
+        if item.source is None:
+            ctx.fail(item, "wer", ValueError("no source recording: the reference text is unknown"))
+            continue
+        try:
+            if item.source not in source_text:
+                text = find_transcript(item.source)
+                origin = "transcript"
+                if text is None:
+                    text, origin = transcriber.transcribe(ctx.audio(item.source)), "asr(source)"
+                source_text[item.source] = (text, origin)
+            reference, origin = source_text[item.source]
+            hypothesis = transcriber.transcribe(ctx.audio(item.converted))
+        except (AudioError, ValueError, RuntimeError) as err:
+            ctx.fail(item, "wer", err)
+            continue
+        rates = error_rates([reference], [hypothesis])
+        row = ctx.rows[item.item_id]
+        row.update(
+            wer=None if rates.wer is None else 100.0 * rates.wer,
+            cer=None if rates.cer is None else 100.0 * rates.cer,
+            reference_text=reference,
+            reference_origin=origin,
+            transcript=hypothesis,
+        )
+        if rates.words == 0:
+            ctx.fail(item, "wer", ValueError(f"empty reference text ({origin})"))
+            continue
+        references.append(reference)
+        hypotheses.append(hypothesis)
+    pooled = error_rates(references, hypotheses)
+    return {
+        "wer": None if pooled.wer is None else 100.0 * pooled.wer,
+        "cer": None if pooled.cer is None else 100.0 * pooled.cer,
+        "asr_model": transcriber.name,
+        "asr_words": pooled.words,
+    }
+
+
+def pitch_metric(ctx: EvalContext) -> dict[str, Any]:
+    """F0 RMSE (cents), gross pitch error and V/UV error pooled over frames; F0 correlation
+    averaged over utterances."""
+    squared_cents = gross = 0.0
+    voiced_both = 0
+    vuv_wrong = 0.0
+    frames = 0
+    corrs = []
+    target_f0: dict[str, list[torch.Tensor]] = {}
+    for item in ctx.items:
+        try:
+            expected = item.expected_f0_hz
+            if expected is None:
+                if item.source is None:
+                    raise ValueError("no source recording: the expected F0 is unknown")
+                if item.target_speaker not in target_f0:
+                    target_f0[item.target_speaker] = [ctx.f0(p) for p in ctx.targets.get(item.target_speaker, [])]
+                expected = expected_f0(ctx.f0(item.source), target_f0[item.target_speaker] or None,
+                                       ctx.settings.pitch_shift)
+            scores = f0_scores(expected, ctx.f0(item.converted))
+        except (AudioError, ValueError, RuntimeError) as err:
+            ctx.fail(item, "pitch", err)
+            continue
+        ctx.rows[item.item_id].update(
+            f0_rmse_cents=scores.f0_rmse_cents,
+            vuv_error=None if scores.vuv_error is None else 100.0 * scores.vuv_error,
+            f0_corr=scores.f0_corr,
+            gross_pitch_error=None if scores.gross_pitch_error is None else 100.0 * scores.gross_pitch_error,
+        )
+        if scores.f0_rmse_cents is not None:
+            squared_cents += scores.f0_rmse_cents**2 * scores.voiced_both
+            gross += scores.gross_pitch_error * scores.voiced_both
+            voiced_both += scores.voiced_both
+        if scores.vuv_error is not None:
+            vuv_wrong += scores.vuv_error * scores.frames
+            frames += scores.frames
+        corrs.append(scores.f0_corr)
+    return {
+        "f0_rmse_cents": math.sqrt(squared_cents / voiced_both) if voiced_both else None,
+        "vuv_error": 100.0 * vuv_wrong / frames if frames else None,
+        "f0_corr": _mean(corrs),
+        "f0_corr_std": _std(corrs),
+        "gross_pitch_error": 100.0 * gross / voiced_both if voiced_both else None,
+    }
+
+
+def quality_metric(ctx: EvalContext) -> dict[str, Any]:
+    """DNSMOS (OVRL as ``dnsmos``; SIG, BAK and P.808 alongside)."""
+    from knnsvc.eval.quality import dnsmos
+
+    parts: dict[str, list[float]] = defaultdict(list)
+    for item in ctx.items:
+        try:
+            wav = ctx.audio(item.converted)
+            if is_silent(wav):
+                raise ValueError("the converted audio is silent")
+            scores = dnsmos(wav)
+        except (AudioError, ValueError, RuntimeError) as err:
+            ctx.fail(item, "dnsmos", err)
+            continue
+        row = ctx.rows[item.item_id]
+        row.update(dnsmos=scores.ovrl, dnsmos_sig=scores.sig, dnsmos_bak=scores.bak, dnsmos_p808=scores.p808)
+        for name in ("ovrl", "sig", "bak", "p808"):
+            parts[name].append(getattr(scores, name))
+    return {
+        "dnsmos": _mean(parts["ovrl"]),
+        "dnsmos_std": _std(parts["ovrl"]),
+        "dnsmos_sig": _mean(parts["sig"]),
+        "dnsmos_bak": _mean(parts["bak"]),
+        "dnsmos_p808": _mean(parts["p808"]),
+    }
+
+
+def speed_metric(ctx: EvalContext) -> dict[str, Any]:
+    """Real-time factor and per-stage seconds of the conversions that were timed; memory peaks."""
+    processing = audio = 0.0
+    stages: dict[str, float] = defaultdict(float)
+    rss, cuda = [], []
+    for item in ctx.items:
+        if item.peak_rss_gb is not None:
+            rss.append(item.peak_rss_gb)
+        if item.peak_cuda_gb is not None:
+            cuda.append(item.peak_cuda_gb)
+        if not item.stage_seconds:
+            continue
+        seconds = sum(item.stage_seconds.get(s, 0.0) for s in CONVERSION_STAGES)
+        row = ctx.rows[item.item_id]
+        audio_seconds = row.get("audio_seconds")
+        if audio_seconds is None:
+            try:
+                audio_seconds = ctx.audio(item.converted).numel() / SAMPLE_RATE
+            except AudioError as err:
+                ctx.fail(item, "rtf", err)
+                continue
+            row["audio_seconds"] = audio_seconds
+        row["rtf"] = real_time_factor(seconds, audio_seconds)
+        for stage, value in item.stage_seconds.items():
+            row[f"seconds_{stage}"] = value
+            stages[stage] += value
+        processing += seconds
+        audio += audio_seconds
+    return {
+        "rtf": real_time_factor(processing, audio) if audio else None,
+        "stage_seconds": dict(stages) or None,
+        "peak_rss_gb": max(rss) if rss else None,
+        "peak_cuda_gb": max(cuda) if cuda else None,
+    }
+
+
+MetricFn = Callable[[EvalContext], dict[str, Any]]
+
+METRICS: dict[str, MetricFn] = {
+    "speaker": speaker_metric,
+    "intelligibility": intelligibility_metric,
+    "pitch": pitch_metric,
+    "quality": quality_metric,
+    "speed": speed_metric,
+}
+"""Metric families by name; each returns summary entries and fills per-utterance rows."""
+
+
+@dataclass
+class SuiteResult:
+    """Per-utterance rows (one per item, in item order) and the run summary."""
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def run_suite(
+    items: Sequence[EvalItem],
+    targets: Mapping[str, Sequence[Path]],
+    settings: SuiteSettings = SuiteSettings(),
+    trials: Sequence[Trial] | None = None,
+    problems: Problems | None = None,
+) -> SuiteResult:
+    """Compute the selected metric families for `items`.
+
+    Args:
+        items: converted recordings.
+        targets: target speaker -> real recordings (centroids, EER anchors, target F0).
+        settings: metric selection and models.
+        trials: EER trials (from a pair list); None = built per target speaker.
+        problems: where per-item problems are reported (a new collector if None).
+
+    A metric family that cannot run at all (e.g. its package is missing) is reported once and its
+    keys stay None; the others still run.
+    """
+    problems = problems if problems is not None else Problems()
+    ctx = EvalContext(items, targets, settings, problems, trials)
+    summary: dict[str, Any] = {key: None for key in METRIC_KEYS}
+    for name in settings.metrics:
+        metric = METRICS.get(name)
+        if metric is None:
+            problems.report(f"metric '{name}'", f"unknown (known: {', '.join(METRICS)})")
+            continue
+        log.info("computing %s metrics for %d item(s)", name, len(ctx.items))
+        try:
+            summary.update(metric(ctx))
+        except (ImportError, RuntimeError, OSError, ValueError) as err:
+            problems.report(f"metric '{name}'", f"not computed: {_one_line(err)}")
+    summary["n_items"] = len(ctx.items)
+    return SuiteResult(rows=[ctx.rows[item.item_id] for item in ctx.items], summary=summary)
