@@ -1,0 +1,299 @@
+"""Released checkpoints: the release table, download into the torch hub cache, safe strict loading.
+
+Every function that takes a checkpoint accepts either a short name from `RELEASES` (downloaded once
+into ``torch.hub.get_dir()/checkpoints``) or the path of a local file in the official format:
+
+- WavLM: ``{'cfg': dict, 'model': state_dict}``
+- vocoders: ``{'generator': state_dict}`` with legacy weight-norm keys (a bare state dict is
+  accepted too); the architecture is read from the keys and shapes, never from the file name.
+
+Files are read with ``torch.load(weights_only=True)`` only, so a downloaded file cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+from hifigan.config import HiFiGANConfig
+from hifigan.generator import VocoderKind, detect_kind, load_generator
+from wavlm import WavLM, load_wavlm as build_wavlm
+
+log = logging.getLogger(__name__)
+
+_KNNVC_RELEASE = "https://github.com/bshall/knn-vc/releases/download/v0.1/"
+_KNNSVC_RELEASE = "https://github.com/SmoothKen/knn-svc/releases/download/abracadabra/"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One published checkpoint file.
+
+    Attributes:
+        name: short name used on the command line and in torch.hub entries.
+        url: where the file is published.
+        role: "wavlm" or "vocoder".
+        vocoder_kind: generator architecture of a vocoder file (None for WavLM).
+        description: one line for `--list-checkpoints` and the README.
+    """
+
+    name: str
+    url: str
+    role: str
+    vocoder_kind: VocoderKind | None
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+RELEASES: dict[str, Release] = {
+    r.name: r
+    for r in (
+        Release(
+            "wavlm-large",
+            _KNNVC_RELEASE + "WavLM-Large.pt",
+            "wavlm",
+            None,
+            "WavLM-Large encoder (1.26 GB), layer 6 features for matching and synthesis",
+        ),
+        Release(
+            "knnsvc-singing",
+            _KNNSVC_RELEASE + "g_00810000_opensinger_mix_harm_no_amp_0.552.pt",
+            "vocoder",
+            VocoderKind.HARMONIC,
+            "kNN-SVC harmonic vocoder trained on OpenSinger (singing; the default)",
+        ),
+        Release(
+            "knnsvc-speech",
+            _KNNSVC_RELEASE + "g_00898000_mix_harm_no_amp_0.633333.pt",
+            "vocoder",
+            VocoderKind.HARMONIC,
+            "kNN-SVC harmonic vocoder trained on LibriSpeech train-clean-100 (speech)",
+        ),
+        Release(
+            "knnvc-prematched",
+            _KNNVC_RELEASE + "prematch_g_02500000.pt",
+            "vocoder",
+            VocoderKind.KNNVC,
+            "kNN-VC HiFi-GAN trained on prematched features (kNN-VC's default)",
+        ),
+        Release(
+            "knnvc",
+            _KNNVC_RELEASE + "g_02500000.pt",
+            "vocoder",
+            VocoderKind.KNNVC,
+            "kNN-VC HiFi-GAN trained on raw WavLM features",
+        ),
+    )
+}
+
+DEFAULT_WAVLM = "wavlm-large"
+DEFAULT_VOCODER = "knnsvc-singing"
+
+WAVLM_LARGE_CFG: dict = {
+    "extractor_mode": "layer_norm",
+    "encoder_layers": 24,
+    "encoder_embed_dim": 1024,
+    "encoder_ffn_embed_dim": 4096,
+    "encoder_attention_heads": 16,
+    "activation_fn": "gelu",
+    "layer_norm_first": True,
+    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
+    "conv_bias": False,
+    "normalize": True,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "relative_position_embedding": True,
+    "num_buckets": 320,
+    "max_distance": 800,
+    "gru_rel_pos": True,
+}
+"""The `cfg` of WavLM-Large.pt (315,453,120 parameters), for building it without the file."""
+
+_UNREADABLE = "not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)"
+_ROLE_WORDS = {"wavlm": "a WavLM encoder", "vocoder": "a vocoder"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found, fetched or used; the message is one line."""
+
+
+def cache_dir() -> Path:
+    """Folder that downloaded checkpoints are kept in: ``torch.hub.get_dir()/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def describe_releases() -> str:
+    """The release table as text, one checkpoint per line."""
+    width = max(len(name) for name in RELEASES)
+    return "\n".join(
+        f"{r.name:<{width}}  {r.role:<7}  {r.description}\n{'':<{width}}  {'':<7}  {r.url}"
+        for r in RELEASES.values()
+    )
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike, role: str, progress: bool = True) -> Path:
+    """The local file for a release name or a path, downloading a release on first use.
+
+    Args:
+        name_or_path: a name from `RELEASES` or the path of an existing file.
+        role: "wavlm" or "vocoder": what the caller needs (a release of the other role is refused
+            before anything is downloaded).
+        progress: show a download progress bar on stderr.
+
+    Raises:
+        CheckpointError: unknown name, missing file, wrong role, or the download failed.
+    """
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    release = RELEASES.get(text)
+    if release is None:
+        if path.is_dir():
+            raise CheckpointError(f"{text}: is a folder, not a checkpoint file")
+        if path.suffix or os.sep in text or "/" in text:
+            raise CheckpointError(f"{text}: checkpoint file not found")
+        known = ", ".join(RELEASES)
+        raise CheckpointError(f"unknown checkpoint name '{text}' (known names: {known}; or pass a file path)")
+    if release.role != role:
+        raise CheckpointError(
+            f"'{text}' is {_ROLE_WORDS[release.role]} checkpoint, but {_ROLE_WORDS[role]} checkpoint is needed here"
+        )
+    return _download(release, progress)
+
+
+def _download(release: Release, progress: bool) -> Path:
+    target = cache_dir() / release.filename
+    if target.is_file():
+        return target
+    log.info("downloading %s (%s) to %s", release.name, release.url, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(release.url, os.fspath(target), progress=progress)
+    except (urllib.error.URLError, OSError, RuntimeError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise CheckpointError(
+            f"cannot download '{release.name}' ({_one_line(reason)}): download {release.url} and save it as "
+            f"{target}, or pass the path of the downloaded file instead of the name"
+        ) from None
+    return target
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint file on the CPU with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: the file is not a readable PyTorch checkpoint, holds code objects, or is
+            not a dict.
+    """
+    try:
+        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        log.debug("torch.load(%s) failed: %s", path, err)
+        if "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"{path}: refused to load, the file holds pickled Python objects, not only tensors and plain data"
+            ) from None
+        raise CheckpointError(f"{path}: {_UNREADABLE}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError) as err:
+        log.debug("torch.load(%s) failed: %s", path, err)
+        raise CheckpointError(f"{path}: {_UNREADABLE}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: not a checkpoint dict (found {type(obj).__name__})")
+    return obj
+
+
+def load_wavlm(
+    name_or_path: str | os.PathLike = DEFAULT_WAVLM, device: str | torch.device = "cpu", progress: bool = True
+) -> WavLM:
+    """Build WavLM from an official ``{'cfg', 'model'}`` checkpoint, strictly loaded, eval mode.
+
+    Raises:
+        CheckpointError: see `resolve_checkpoint`; also a vocoder file or a corrupt/foreign dict.
+    """
+    path = resolve_checkpoint(name_or_path, "wavlm", progress)
+    ckpt = read_checkpoint(path)
+    if "generator" in ckpt:
+        raise CheckpointError(f"{path}: this is a vocoder checkpoint, not a WavLM encoder checkpoint")
+    if not {"cfg", "model"} <= ckpt.keys():
+        found = ", ".join(sorted(map(str, ckpt))[:6])
+        raise CheckpointError(f"{path}: not a WavLM checkpoint (expected keys 'cfg' and 'model', found {found})")
+    try:
+        model = build_wavlm(ckpt)
+    except (ValueError, KeyError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"{path}: cannot load WavLM ({_one_line(err)})") from None
+    return model.to(device).eval()
+
+
+def load_vocoder(
+    name_or_path: str | os.PathLike = DEFAULT_VOCODER,
+    config_json: str | os.PathLike | HiFiGANConfig | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[VocoderKind, nn.Module]:
+    """Build the generator stored in a ``{'generator': state_dict}`` file, ready for inference.
+
+    The architecture (harmonic, f0-sine or kNN-VC) is detected from the state dict; widths and
+    rates come from `config_json` (a file in the official ``config_v1_wavlm.json`` format, or a
+    `HiFiGANConfig`) or, without one, are inferred from the tensor shapes over the official
+    defaults. Weight norm is folded away.
+
+    Returns:
+        (kind, generator) with the generator in eval mode on `device`.
+
+    Raises:
+        CheckpointError: see `resolve_checkpoint`; also a WavLM file, a corrupt file, a config
+            that does not fit the weights.
+    """
+    path = resolve_checkpoint(name_or_path, "vocoder", progress)
+    ckpt = read_checkpoint(path)
+    if {"cfg", "model"} <= ckpt.keys():
+        raise CheckpointError(f"{path}: this is a WavLM encoder checkpoint, not a vocoder checkpoint")
+    state = ckpt.get("generator", ckpt)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a vocoder checkpoint (no 'generator' state dict)")
+    state = dict(state)
+    consume_prefix_in_state_dict_if_present(state, "module.")
+    config = config_json if isinstance(config_json, HiFiGANConfig) else None
+    if config_json is not None and config is None:
+        try:
+            config = HiFiGANConfig.from_json(config_json)
+        except (OSError, ValueError, TypeError) as err:
+            raise CheckpointError(f"{config_json}: not a usable HiFi-GAN config ({_one_line(err)})") from None
+    try:
+        detect_kind(state)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: not a vocoder checkpoint ({_one_line(err)})") from None
+    try:
+        kind, generator = load_generator(state, config)
+    except (ValueError, KeyError, RuntimeError, TypeError) as err:
+        where = f" with config {config_json}" if isinstance(config_json, (str, os.PathLike)) else ""
+        raise CheckpointError(f"{path}: cannot load the vocoder{where} ({_one_line(err)})") from None
+    generator.remove_weight_norm()
+    return kind, generator.to(device).eval()
+
+
+def check_compatible(wavlm: WavLM, generator: nn.Module, wavlm_name: object, vocoder_name: object) -> None:
+    """Raise CheckpointError if the vocoder was not built for this encoder's feature width."""
+    expected = getattr(getattr(generator, "config", None), "hubert_dim", None)
+    if expected is not None and expected != wavlm.dim:
+        raise CheckpointError(
+            f"{vocoder_name}: the vocoder takes {expected}-dim features but the WavLM {wavlm_name} "
+            f"produces {wavlm.dim}-dim features; use a matching pair"
+        )
+
+
+def _one_line(err: object) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

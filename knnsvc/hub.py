@@ -1,0 +1,214 @@
+"""torch.hub entry points (re-exported by ``hubconf.py``); they work without torch.hub too.
+
+    >>> knn_svc = torch.hub.load("<owner>/knnsvc", "knn_svc", trust_repo=True)
+    >>> pool = knn_svc.build_pool([load_audio("singer.wav")])
+    >>> wav_16k = knn_svc.convert(load_audio("source.wav"), pool)
+
+Every checkpoint argument takes a release name (see `knnsvc.checkpoints.RELEASES`, downloaded
+once into the torch hub cache) or a local file path. ``pretrained=False`` builds the same
+architecture with random weights, offline: full size by default, or any size from a config
+(``wavlm_config`` = a WavLM ``cfg`` dict, ``vocoder_config`` = a HiFi-GAN JSON path or dict).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hifigan.config import HiFiGANConfig
+from hifigan.generator import VocoderKind, build_generator
+from knnsvc import checkpoints
+from knnsvc.checkpoints import DEFAULT_VOCODER, DEFAULT_WAVLM, RELEASES
+from knnsvc.encoder import WavLMEncoder
+from knnsvc.knnvc import KnnVc, default_device
+from knnsvc.pipeline import KnnSvc, MatchConfig
+from wavlm import WavLM, WavLMConfig
+
+__all__ = ["hifigan_wavlm", "knn_svc", "knn_vc", "wavlm_large"]
+
+ConfigLike = str | os.PathLike | Mapping[str, Any] | HiFiGANConfig
+
+
+def wavlm_large(
+    pretrained: bool = True,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    checkpoint: str | os.PathLike = DEFAULT_WAVLM,
+    config: Mapping[str, Any] | WavLMConfig | None = None,
+    seed: int = 0,
+) -> WavLM:
+    """WavLM-Large (kNN-VC's ``wavlm_large`` entry), in eval mode.
+
+    Args:
+        pretrained: load `checkpoint`; False: random weights built from `config`
+            (default: the WavLM-Large architecture).
+        progress: show a download progress bar.
+        device: None = CUDA if available, else CPU.
+        checkpoint: release name or path of a ``{'cfg', 'model'}`` file.
+        config: architecture for ``pretrained=False`` (a checkpoint ``cfg`` dict or WavLMConfig).
+        seed: random initialisation seed for ``pretrained=False``.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    if pretrained:
+        return checkpoints.load_wavlm(checkpoint, device=device, progress=progress)
+    _refuse_path(checkpoint, "checkpoint")
+    if config is None:
+        config = WavLMConfig.from_dict(checkpoints.WAVLM_LARGE_CFG)
+    elif not isinstance(config, WavLMConfig):
+        config = WavLMConfig.from_dict(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = WavLM(config)
+    return model.to(device).eval()
+
+
+def hifigan_wavlm(
+    pretrained: bool = True,
+    progress: bool = True,
+    prematched: bool = True,
+    device: str | torch.device | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    config: ConfigLike | None = None,
+    seed: int = 0,
+) -> tuple[nn.Module, HiFiGANConfig]:
+    """kNN-VC's HiFi-GAN (``hifigan_wavlm`` entry): ``(generator, config)``, weight norm removed.
+
+    Args:
+        pretrained: load `checkpoint`; False: random weights (architecture from `config`).
+        prematched: default checkpoint "knnvc-prematched" (True) or "knnvc" (False).
+        device: None = CUDA if available, else CPU.
+        checkpoint: release name or path of a ``{'generator': ...}`` kNN-VC vocoder file.
+        config: HiFi-GAN config (JSON path, dict or HiFiGANConfig); None = official values, or
+            for a checkpoint the widths read from its shapes.
+        seed: random initialisation seed for ``pretrained=False``.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    if checkpoint is None:
+        checkpoint = "knnvc-prematched" if prematched else "knnvc"
+    kind, generator = _vocoder(pretrained, checkpoint, config, device, progress, seed)
+    if kind != VocoderKind.KNNVC:
+        raise checkpoints.CheckpointError(
+            f"{checkpoint}: a {kind.value} vocoder, but hifigan_wavlm needs a kNN-VC vocoder"
+        )
+    return generator, generator.config
+
+
+def knn_vc(
+    pretrained: bool = True,
+    progress: bool = True,
+    prematched: bool = True,
+    device: str | torch.device | None = None,
+    wavlm: str | os.PathLike = DEFAULT_WAVLM,
+    vocoder: str | os.PathLike | None = None,
+    vocoder_config: ConfigLike | None = None,
+    wavlm_config: Mapping[str, Any] | WavLMConfig | None = None,
+    seed: int = 0,
+) -> KnnVc:
+    """kNN-VC (``knn_vc`` entry): an object with kNN-VC's ``get_features``, ``get_matching_set``,
+    ``match`` and ``vocode``, so that code written for bshall/knn-vc runs unchanged.
+
+    Args:
+        pretrained: load the checkpoints; False: random weights (see the module docstring).
+        prematched: default vocoder "knnvc-prematched" (True) or "knnvc" (False).
+        device: None = CUDA if available, else CPU.
+        wavlm, vocoder: release names or paths (vocoder None: chosen by `prematched`).
+        vocoder_config, wavlm_config: architectures (mainly for ``pretrained=False``).
+        seed: random initialisation seed for ``pretrained=False``.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    encoder = wavlm_large(pretrained, progress, device, wavlm, wavlm_config, seed)
+    generator, config = hifigan_wavlm(pretrained, progress, prematched, device, vocoder, vocoder_config, seed)
+    checkpoints.check_compatible(encoder, generator, wavlm, vocoder)
+    return KnnVc(encoder, generator, config, device)
+
+
+def knn_svc(
+    pretrained: bool = True,
+    progress: bool = True,
+    vocoder: str | os.PathLike = DEFAULT_VOCODER,
+    wavlm: str | os.PathLike = DEFAULT_WAVLM,
+    vocoder_config: ConfigLike | None = None,
+    device: str | torch.device = "cpu",
+    wavlm_config: Mapping[str, Any] | WavLMConfig | None = None,
+    seed: int = 0,
+    **match_options: Any,
+) -> KnnSvc:
+    """kNN-SVC converter (``knn_svc`` entry).
+
+    Args:
+        pretrained: load the checkpoints; False: random weights (see the module docstring).
+        progress: show download progress bars.
+        vocoder: release name or path; "knnsvc-singing" (default), "knnsvc-speech", or a kNN-VC /
+            f0-sine vocoder (architecture detected from the weights). With ``pretrained=False`` a
+            release name or a kind ("harmonic", "sine", "knnvc") picks the architecture.
+        wavlm: release name or path of the WavLM checkpoint.
+        vocoder_config: HiFi-GAN config (JSON path, dict or HiFiGANConfig); default: official
+            values, or for a checkpoint the widths read from its shapes.
+        device: where the converter runs.
+        wavlm_config: WavLM architecture for ``pretrained=False`` (default: WavLM-Large).
+        seed: random initialisation seed for ``pretrained=False``.
+        **match_options: `knnsvc.pipeline.MatchConfig` fields (e.g. ``concat_weight=None,
+            optimise_weights=False`` for "no post-opt", ``pitch_shift=-3.0``, ``precision``).
+
+    Returns:
+        A `KnnSvc`: ``build_pool(wavs)`` then ``convert(wav_16k, pool)``.
+    """
+    device = torch.device(device)
+    encoder_model = wavlm_large(pretrained, progress, device, wavlm, wavlm_config, seed)
+    kind, generator = _vocoder(pretrained, vocoder, vocoder_config, device, progress, seed)
+    checkpoints.check_compatible(encoder_model, generator, wavlm, vocoder)
+    config = MatchConfig(**match_options)
+    return KnnSvc(WavLMEncoder(encoder_model), generator, kind, config=config)
+
+
+def _vocoder(
+    pretrained: bool,
+    name_or_path: str | os.PathLike,
+    config: ConfigLike | None,
+    device: torch.device,
+    progress: bool,
+    seed: int,
+) -> tuple[VocoderKind, nn.Module]:
+    """A vocoder ready for inference: loaded, or random with the architecture `name_or_path` names."""
+    if pretrained:  # a JSON path goes through as is, for load_vocoder's one-line errors
+        config = config if isinstance(config, (str, os.PathLike)) else _hifigan_config(config)
+        return checkpoints.load_vocoder(name_or_path, config, device=device, progress=progress)
+    hifigan_config = _hifigan_config(config)
+    text = os.fspath(name_or_path)
+    if text in RELEASES and RELEASES[text].vocoder_kind is not None:
+        kind = RELEASES[text].vocoder_kind
+    elif text in {k.value for k in VocoderKind}:
+        kind = VocoderKind(text)
+    else:
+        _refuse_path(name_or_path, "vocoder")
+        known = ", ".join([n for n, r in RELEASES.items() if r.role == "vocoder"] + [k.value for k in VocoderKind])
+        raise checkpoints.CheckpointError(f"unknown vocoder '{text}' (known: {known})")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = build_generator(kind, hifigan_config)
+    generator.remove_weight_norm()
+    return kind, generator.to(device).eval()
+
+
+def _hifigan_config(config: ConfigLike | None) -> HiFiGANConfig | None:
+    if config is None or isinstance(config, HiFiGANConfig):
+        return config
+    if isinstance(config, Mapping):
+        return HiFiGANConfig.from_dict(dict(config))
+    return HiFiGANConfig.from_json(config)
+
+
+def _refuse_path(value: str | os.PathLike, what: str) -> None:
+    """pretrained=False builds random weights: a file path there is almost certainly a mistake."""
+    if value in RELEASES:
+        return
+    if Path(os.fspath(value)).expanduser().exists():
+        raise ValueError(
+            f"{what}={os.fspath(value)!r} is a file, but pretrained=False builds random weights; "
+            "use pretrained=True to load it"
+        )

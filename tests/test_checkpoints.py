@@ -1,0 +1,175 @@
+"""Release table, download-once caching, the offline message, safe and strict checkpoint loading."""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+
+from hifigan.generator import VocoderKind
+from knnsvc import checkpoints
+from knnsvc.checkpoints import CheckpointError, Release
+
+GOLDEN = Path(__file__).parent / "golden"
+WAVLM = GOLDEN / "wavlm_tiny.pt"
+VOCODERS = {
+    VocoderKind.HARMONIC: GOLDEN / "vocoder_harmonic_tiny.pt",
+    VocoderKind.SINE: GOLDEN / "vocoder_sine_tiny.pt",
+    VocoderKind.KNNVC: GOLDEN / "vocoder_knnvc_tiny.pt",
+}
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch) -> Path:
+    """An empty torch hub cache, so nothing leaks into (or is read from) the user's."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def local_release(monkeypatch) -> Release:
+    """'wavlm-large' pointing at the tiny golden checkpoint through a file:// URL."""
+    release = Release("wavlm-large", WAVLM.resolve().as_uri(), "wavlm", None, "tiny stand-in")
+    monkeypatch.setitem(checkpoints.RELEASES, "wavlm-large", release)
+    return release
+
+
+def test_release_table_has_the_public_files():
+    urls = {name: release.url for name, release in checkpoints.RELEASES.items()}
+    knnvc = "https://github.com/bshall/knn-vc/releases/download/v0.1/"
+    knnsvc = "https://github.com/SmoothKen/knn-svc/releases/download/abracadabra/"
+    assert urls == {
+        "wavlm-large": knnvc + "WavLM-Large.pt",
+        "knnsvc-singing": knnsvc + "g_00810000_opensinger_mix_harm_no_amp_0.552.pt",
+        "knnsvc-speech": knnsvc + "g_00898000_mix_harm_no_amp_0.633333.pt",
+        "knnvc-prematched": knnvc + "prematch_g_02500000.pt",
+        "knnvc": knnvc + "g_02500000.pt",
+    }
+    assert checkpoints.DEFAULT_VOCODER == "knnsvc-singing" and checkpoints.DEFAULT_WAVLM == "wavlm-large"
+    assert {r.vocoder_kind for r in checkpoints.RELEASES.values() if r.role == "vocoder"} == {
+        VocoderKind.HARMONIC, VocoderKind.KNNVC}
+    assert all(r.description for r in checkpoints.RELEASES.values())
+
+
+def test_tiny_wavlm_loads_strictly_in_eval_mode():
+    model = checkpoints.load_wavlm(WAVLM)
+    state = torch.load(WAVLM, weights_only=True)["model"]
+    assert not model.training
+    assert set(model.state_dict()) == set(state)
+    assert all(torch.equal(model.state_dict()[k].float(), v.float()) for k, v in state.items())
+
+
+@pytest.mark.parametrize("kind", list(VOCODERS))
+def test_vocoders_load_with_kind_detected_and_weight_norm_folded(kind):
+    detected, generator = checkpoints.load_vocoder(VOCODERS[kind], GOLDEN / "vocoder_tiny_config.json"
+                                                   if kind != VocoderKind.KNNVC else None)
+    assert detected == kind
+    assert not generator.training
+    assert not any(key.endswith(("weight_g", "weight_v")) for key in generator.state_dict())
+
+
+def test_config_json_that_does_not_fit_is_one_clear_line():
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.load_vocoder(VOCODERS[VocoderKind.HARMONIC], GOLDEN / "vocoder_knnvc_tiny_config.json")
+    message = str(info.value)
+    assert "\n" not in message and "vocoder_knnvc_tiny_config.json" in message and "shape" in message
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.load_vocoder("knnsvc-opera")
+    message = str(info.value)
+    assert "unknown checkpoint name 'knnsvc-opera'" in message
+    assert all(name in message for name in checkpoints.RELEASES)
+
+
+def test_wrong_role_is_refused_before_any_download(hub_dir, monkeypatch):
+    def no_download(*args, **kwargs):
+        raise AssertionError("must not download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    with pytest.raises(CheckpointError, match="'knnsvc-singing' is a vocoder checkpoint"):
+        checkpoints.load_wavlm("knnsvc-singing")
+    with pytest.raises(CheckpointError, match="'wavlm-large' is a WavLM encoder checkpoint"):
+        checkpoints.load_vocoder("wavlm-large")
+
+
+def test_wrong_kind_of_file():
+    with pytest.raises(CheckpointError, match="vocoder checkpoint, not a WavLM"):
+        checkpoints.load_wavlm(VOCODERS[VocoderKind.SINE])
+    with pytest.raises(CheckpointError, match="WavLM encoder checkpoint, not a vocoder"):
+        checkpoints.load_vocoder(WAVLM)
+    with pytest.raises(CheckpointError, match="not a vocoder checkpoint"):
+        checkpoints.load_vocoder(GOLDEN / "golden_pipeline.pt")
+
+
+def test_corrupt_and_unsafe_files(tmp_path):
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(VOCODERS[VocoderKind.SINE].read_bytes()[:4000])
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    for path in (truncated, text):
+        with pytest.raises(CheckpointError) as info:
+            checkpoints.load_vocoder(path)
+        expected = "not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)"
+        assert str(info.value) == f"{path}: {expected}"
+
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"generator": {}, "payload": Release("x", "u", "vocoder", None, "d")}, unsafe)
+    with pytest.raises(CheckpointError, match="refused to load, the file holds pickled Python objects"):
+        checkpoints.load_vocoder(unsafe)
+
+
+def test_missing_path():
+    with pytest.raises(CheckpointError, match="checkpoint file not found"):
+        checkpoints.load_wavlm("/no/such/WavLM-Large.pt")
+
+
+def test_release_is_downloaded_once_into_the_hub_cache(hub_dir, local_release, monkeypatch):
+    calls = []
+    real_download = torch.hub.download_url_to_file
+
+    def counting(url, dst, *args, **kwargs):
+        calls.append((url, dst))
+        return real_download(url, dst, *args, **kwargs)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", counting)
+    first = checkpoints.load_wavlm("wavlm-large", progress=False)
+    second = checkpoints.load_wavlm("wavlm-large", progress=False)
+    cached = hub_dir / "checkpoints" / "wavlm_tiny.pt"
+    assert calls == [(local_release.url, str(cached))]
+    assert cached.read_bytes() == WAVLM.read_bytes()
+    assert torch.equal(first.mask_emb, second.mask_emb)
+
+
+def test_offline_message_says_what_to_download_and_where(hub_dir, monkeypatch):
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.load_vocoder("knnsvc-singing")
+    message = str(info.value)
+    release = checkpoints.RELEASES["knnsvc-singing"]
+    assert "\n" not in message
+    assert release.url in message
+    assert str(hub_dir / "checkpoints" / release.filename) in message
+    assert "name resolution" in message and "pass the path" in message
+    assert not (hub_dir / "checkpoints" / release.filename).exists()
+
+
+def test_failed_real_download_leaves_no_partial_file(hub_dir, monkeypatch, tmp_path):
+    missing = Release("knnvc", (tmp_path / "gone.pt").as_uri(), "vocoder", VocoderKind.KNNVC, "missing")
+    monkeypatch.setitem(checkpoints.RELEASES, "knnvc", missing)
+    with pytest.raises(CheckpointError, match="cannot download 'knnvc'"):
+        checkpoints.load_vocoder("knnvc", progress=False)
+    leftovers = list((hub_dir / "checkpoints").glob("*")) if (hub_dir / "checkpoints").exists() else []
+    assert leftovers == []
+
+
+def test_describe_releases_lists_names_and_urls():
+    text = checkpoints.describe_releases()
+    for release in checkpoints.RELEASES.values():
+        assert release.name in text and release.url in text
