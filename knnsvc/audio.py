@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +11,14 @@ import soxr
 import torch
 
 from knnsvc.config import SAMPLE_RATE
+from knnsvc.files import atomic_path
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 """File types recognised when a folder is scanned for recordings (case-insensitive)."""
+
+_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
 
 SILENCE_PEAK = 1e-4
 """A recording whose absolute peak stays below this (-80 dBFS) counts as silent."""
@@ -98,18 +99,11 @@ def save_audio(
     them; FLAC to 24-bit; other formats to soundfile's default for the extension.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     samples = peak_limit(wav.detach().float().cpu().reshape(-1)).numpy()
     if subtype is None:
         subtype = {".wav": "PCM_32", ".flac": "PCM_24"}.get(path.suffix.lower())
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp_name, samples, sample_rate, subtype=subtype)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), samples, sample_rate, subtype=subtype, format=_FORMATS.get(path.suffix.lower()))
     return path
 
 

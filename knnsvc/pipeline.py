@@ -10,9 +10,10 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -36,6 +37,7 @@ from knnsvc.pitch import harvest_f0, shift_semitones, shift_to_reference
 from knnsvc.pool import ReferencePool, module_fingerprint
 
 Precision = Literal["float64", "float32"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -155,10 +157,12 @@ class KnnSvc:
         Returns:
             feats (T, D) float32 on the CPU, f0_hz (T,) with T = frames of the encoder.
         """
-        with self._timed("encode"):
-            feats = self.encoder(wav_16k.to(self.device)).float().cpu()
-        with self._timed("f0"):
-            f0_hz = harvest_f0(wav_16k)[: feats.shape[0]]
+        # Harvest releases the GIL: it runs on a second thread while WavLM encodes.
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            f0_job = worker.submit(self._timed_call, "f0", harvest_f0, wav_16k.cpu())
+            with self._timed("encode"):
+                feats = self.encoder(wav_16k.to(self.device)).float().cpu()
+            f0_hz = f0_job.result()[: feats.shape[0]]
         return SourceFeatures(feats=feats, f0_hz=f0_hz)
 
     @torch.inference_mode()
@@ -296,6 +300,10 @@ class KnnSvc:
             (T * 320,) float32 waveform at 16 kHz.
         """
         return self.vocode(self.match(source, pool))
+
+    def _timed_call(self, stage: str, fn: Callable[..., T], *args: object) -> T:
+        with self._timed(stage):
+            return fn(*args)
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:

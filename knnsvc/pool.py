@@ -7,8 +7,6 @@ A pool is built once per singer and reused across conversions; `save`/`load` use
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -16,6 +14,7 @@ from typing import Iterable, Sequence
 import torch
 
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+from knnsvc.files import atomic_path
 
 POOL_FORMAT_VERSION = 1
 
@@ -100,7 +99,6 @@ class ReferencePool:
     def save(self, path: str | Path, settings: dict | None = None) -> Path:
         """Write the pool atomically; `settings` (plain values) are stored alongside."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "version": POOL_FORMAT_VERSION,
             "feats": self.feats.float().cpu(),
@@ -110,14 +108,8 @@ class ReferencePool:
             "names": list(self.names),
             "settings": dict(settings or {}),
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(payload, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     @classmethod

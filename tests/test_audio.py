@@ -74,3 +74,15 @@ def test_silence_and_loudness():
     louder = loudness_normalise(wav, -16.0)
     measured = pyloudnorm.Meter(16_000).integrated_loudness(louder.double().numpy())
     assert abs(measured + 16.0) < 0.1
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = save_audio(tmp_path / "out.flac", torch.zeros(1600))
+    finally:
+        os.umask(old)
+    assert (out.stat().st_mode & 0o777) == 0o644
+    assert sf.info(out).format == "FLAC"

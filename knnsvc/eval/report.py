@@ -12,10 +12,11 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from knnsvc.files import atomic_path
 
 SYSTEM_COLUMNS = ("kNN-VC", "kNN-SVC w/o {AS, OPT}", "kNN-SVC w/o {OPT}", "kNN-SVC")
 """Table 1's columns, in the paper's order."""
@@ -69,15 +70,8 @@ def to_plain(value: Any) -> Any:
 
 
 def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="")
     return path
 
 
