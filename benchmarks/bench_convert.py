@@ -43,6 +43,7 @@ STAGES = [
     ("ref_encode", "reference: WavLM (layer 6)"),
     ("ref_f0", "reference: Harvest F0"),
     ("ref_harmonics", "reference: spectrum + harmonic amplitudes"),
+    ("ref_wall", "reference pool, wall clock"),
     ("pool_io", "pool: save (cold) / load (warm)"),
     ("encode", "source: WavLM (layer 6)"),
     ("f0", "source: Harvest F0"),
@@ -102,7 +103,9 @@ def run_phase(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     if args.phase == "cold":
         converter.timings.clear()
+        tick = time.perf_counter()
         pool = converter.build_pool([reference], names=["reference"])
+        times["ref_wall"] = time.perf_counter() - tick
         times["ref_encode"] = converter.timings.get("encode", 0.0)
         times["ref_f0"] = converter.timings.get("f0", 0.0)
         times["ref_harmonics"] = converter.timings.get("harmonics", 0.0)
@@ -148,14 +151,16 @@ def table(cold: dict, warm: dict, args: argparse.Namespace) -> str:
     for key, label in STAGES:
         c, w = cold["times"].get(key), warm["times"].get(key)
         lines.append(f"| {label} | {'' if c is None else f'{c:.2f}'} | {'' if w is None else f'{w:.2f}'} |")
-    ref_encode = sum(cold["times"][k] for k in ("ref_encode", "ref_f0", "ref_harmonics"))
+    ref_encode = cold["times"]["ref_wall"]  # WavLM and Harvest overlap: the stages sum to more
     lines += [
         f"| **end to end** | **{cold['total']:.2f}** | **{warm['total']:.2f}** |",
         f"| real-time factor (end to end / {src:g} s) | {cold['total'] / src:.2f} | {warm['total'] / src:.2f} |",
         f"| process CPU time, all threads (s) | {cold['cpu']:.2f} | {warm['cpu']:.2f} |",
         f"| peak RSS (MB) | {cold['peak_rss_mb']:.0f} | {warm['peak_rss_mb']:.0f} |",
         "",
-        f"Cold reference encoding: {ref_encode:.1f} s for {ref:g} s = {ref_encode / ref:.3f} s per second of "
+        "WavLM and Harvest run concurrently, so their stage times overlap and add up to more than the "
+        "wall-clock total.",
+        f"Cold reference encoding (wall clock): {ref_encode:.1f} s for {ref:g} s = {ref_encode / ref:.3f} s per second of "
         f"reference (target <= 0.7). Warm RTF {warm['total'] / src:.2f} (target <= 1.5), warm peak RSS "
         f"{warm['peak_rss_mb'] / 1024:.2f} GB (target <= 4).",
     ]

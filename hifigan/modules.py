@@ -22,7 +22,7 @@ def _norm_except_dim0(weight: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(weight, dim=tuple(range(1, weight.dim())), keepdim=True)
 
 
-class _WeightNorm:
+class WeightNormMixin:
     """Mixin turning a conv module's ``weight`` into the pair ``weight_g`` (C0,1,1), ``weight_v``."""
 
     def _split_weight(self) -> None:
@@ -52,7 +52,7 @@ class _WeightNorm:
         self.weight = nn.Parameter(weight)
 
 
-class WNConv1d(_WeightNorm, nn.Conv1d):
+class WNConv1d(WeightNormMixin, nn.Conv1d):
     """``nn.Conv1d`` with legacy-format weight norm over the output channels (dim 0)."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -64,7 +64,7 @@ class WNConv1d(_WeightNorm, nn.Conv1d):
         return self._conv_forward(x, self.effective_weight(), self.bias)
 
 
-class WNConvTranspose1d(_WeightNorm, nn.ConvTranspose1d):
+class WNConvTranspose1d(WeightNormMixin, nn.ConvTranspose1d):
     """``nn.ConvTranspose1d`` with legacy-format weight norm over dim 0 (= input channels)."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -85,10 +85,22 @@ class WNConvTranspose1d(_WeightNorm, nn.ConvTranspose1d):
         )
 
 
+class WNConv2d(WeightNormMixin, nn.Conv2d):
+    """``nn.Conv2d`` with legacy-format weight norm over the output channels (dim 0)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._split_weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H', W')."""
+        return self._conv_forward(x, self.effective_weight(), self.bias)
+
+
 def fold_weight_norm(module: nn.Module) -> None:
     """Fold the weight norm of every weight-normalised conv inside ``module`` (in place)."""
     for child in module.modules():
-        if isinstance(child, _WeightNorm):
+        if isinstance(child, WeightNormMixin):
             child.fold_weight_norm()
 
 

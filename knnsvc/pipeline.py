@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Sequence, TypeVar
 
 import torch
@@ -117,6 +117,9 @@ class MatchResult:
 class KnnSvc:
     """kNN-SVC converter: a WavLM encoder, a vocoder and the matching settings.
 
+    `vocoder` may be None for matching only (e.g. preparing vocoder training data); `kind` then
+    still says which passes `match` runs.
+
     Stage times of the latest calls accumulate in `timings` (seconds per stage name); clear it
     to start a new measurement.
     """
@@ -124,12 +127,12 @@ class KnnSvc:
     def __init__(
         self,
         encoder: WavLMEncoder,
-        vocoder: nn.Module,
+        vocoder: nn.Module | None,
         kind: VocoderKind | str,
         config: MatchConfig | None = None,
     ) -> None:
         self.encoder = encoder.eval()
-        self.vocoder = vocoder.eval()
+        self.vocoder = vocoder.eval() if vocoder is not None else None
         self.kind = VocoderKind(kind)
         self.config = config or MatchConfig()
         self.timings: dict[str, float] = {}
@@ -277,6 +280,8 @@ class KnnSvc:
     @torch.inference_mode()
     def vocode(self, result: MatchResult) -> torch.Tensor:
         """Waveform (T * 320,) float32 on the CPU from a match result."""
+        if self.vocoder is None:
+            raise RuntimeError("this converter was built without a vocoder: it can match, not vocode")
         with self._timed("vocode"):
             feats = result.feats[None].to(self.device)
             if self.kind is VocoderKind.KNNVC:

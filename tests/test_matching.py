@@ -1,6 +1,5 @@
 """Matching against the reference run: indices identical in float64, weights within 1e-3."""
 
-import numpy as np
 import pytest
 import torch
 

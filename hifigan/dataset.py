@@ -1,0 +1,368 @@
+"""Training data of the vocoder: split lists, the prematched dataset and a resumable sampler.
+
+Split lists are CSV files with the header ``audio_path,feat_path`` (the reference's format):
+``audio_path`` relative to the corpus root, ``feat_path`` relative to the feature root written by
+prematching. The dataset reads exactly the rows of the list it is given (the reference read the
+lists but then paired every file under the folders by sorted order).
+
+Harmonic input of the harmonic generator (spec §10.2 notes a train/inference mismatch):
+
+- ``HarmonicInput.MATCHED`` (default): the amplitudes prematching computed with the inference
+  matching code (pitch-priority candidates, reselection, optimised weights, no amplitude ratio),
+  i.e. what the generator receives at conversion time.
+- ``HarmonicInput.RANDOM_CANDIDATE``: the reference's training input: per frame one of the K
+  pitch-priority candidates, uniformly at random, times its amplitude ratio.
+
+Other differences from the reference dataset (spec §10.2, §15 D19): F0 is the utterance's Harvest
+F0 stored by prematching (the reference ran Harvest on every 0.44 s crop, on the CPU, per item),
+so the generator sees the pitch track inference computes on whole recordings; f0 is (T,) per item
+and (B, T) per batch; a crop may start at any of the T - 22 + 1 frame positions (the reference
+never picked the last one); items shorter than a segment are left out when the dataset is built
+(the reference's padding branch was broken).
+
+Randomness (crop positions, random candidates, the epoch's order) is a pure function of
+``(seed, epoch, index)``, so a run resumed from a checkpoint sees exactly the batches it would
+have seen, with any number of data-loader workers.
+
+Shape letters: B batch, T frames, D feature dim, H harmonics, K candidates, L samples, M mels.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import io
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from hifigan.mel import LogMelSpectrogram, MelConfig
+from hifigan.prematch import PrematchedFeatures, feature_relpath
+from knnsvc.files import atomic_path
+from knnsvc.audio import AudioError, find_audio, load_audio
+from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+CSV_HEADER = ("audio_path", "feat_path")
+SEGMENT_SIZE = 7040
+"""Training segment in samples (22 frames, 0.44 s), from the official config."""
+
+
+class HarmonicInput(str, enum.Enum):
+    """Which harmonic amplitudes the harmonic generator is trained on (see the module docstring)."""
+
+    MATCHED = "matched"
+    RANDOM_CANDIDATE = "random_candidate"
+
+
+class BadFilePolicy(str, enum.Enum):
+    """What to do with a list entry whose audio/features are missing, unreadable or too short."""
+
+    SKIP = "skip"
+    """Leave it out with a WARNING naming the file (the run stops if nothing usable remains)."""
+    ERROR = "error"
+    """Stop with a ValueError naming the first bad file."""
+
+
+class SplitEntry(NamedTuple):
+    """One row of a split list: paths relative to the corpus and to the feature root."""
+
+    audio_path: str
+    feat_path: str
+
+
+# ----------------------------------------------------------------------------------- split lists
+def read_split_csv(path: str | Path) -> list[SplitEntry]:
+    """Rows of a split list.
+
+    Raises:
+        ValueError: missing file, wrong header, a row without two fields, or an absolute path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"split list {path}: file not found")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or tuple(cell.strip() for cell in rows[0]) != CSV_HEADER:
+        raise ValueError(f"split list {path}: the first line must be '{','.join(CSV_HEADER)}'")
+    entries = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2:
+            raise ValueError(f"split list {path}, line {number}: expected 2 fields, got {len(row)}")
+        audio, feat = (cell.strip() for cell in row)
+        if Path(audio).is_absolute() or Path(feat).is_absolute():
+            raise ValueError(
+                f"split list {path}, line {number}: paths must be relative, got {audio!r}, {feat!r}"
+            )
+        entries.append(SplitEntry(audio, feat))
+    return entries
+
+
+def write_split_csv(path: str | Path, entries: Sequence[SplitEntry]) -> Path:
+    """Write a split list (header ``audio_path,feat_path``, POSIX relative paths), atomically."""
+    path = Path(path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows(entries)
+    text = buffer.getvalue()
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_splits(
+    corpus_dir: str | Path,
+    valid_fraction: float = 0.05,
+    seed: int = 1234,
+    by: str = "utterance",
+    min_valid: int = 1,
+) -> tuple[list[SplitEntry], list[SplitEntry]]:
+    """Deterministic train/valid lists of every audio file under ``corpus_dir``.
+
+    Args:
+        corpus_dir: corpus root, ``<corpus>/<speaker>/.../*.flac``.
+        valid_fraction: share of utterances (``by="utterance"``) or speakers (``by="speaker"``)
+            held out for validation; at least ``min_valid`` of them.
+        seed: seed of the shuffle that picks the validation items (same seed, same corpus ->
+            same lists, on any machine).
+        by: "utterance" (every speaker appears in both lists) or "speaker" (speaker-disjoint, like
+            LibriSpeech train-clean-100 / dev-clean).
+
+    Returns:
+        (train, valid), each sorted by audio path.
+    """
+    corpus_dir = Path(corpus_dir)
+    if by not in ("utterance", "speaker"):
+        raise ValueError(f"by must be 'utterance' or 'speaker', got {by!r}")
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    if not corpus_dir.is_dir():
+        raise ValueError(f"{corpus_dir}: not a folder")
+    relpaths = [p.relative_to(corpus_dir) for p in find_audio(corpus_dir)]
+    relpaths = [p for p in relpaths if len(p.parts) >= 2]
+    if not relpaths:
+        raise ValueError(f"{corpus_dir}: no audio files inside speaker folders")
+    entries = sorted(SplitEntry(p.as_posix(), feature_relpath(p).as_posix()) for p in relpaths)
+    rng = random.Random(seed)
+    if by == "utterance":
+        units = [e.audio_path for e in entries]
+    else:
+        units = sorted({Path(e.audio_path).parts[0] for e in entries})
+    n_valid = (
+        min(len(units) - 1, max(min_valid, math.ceil(valid_fraction * len(units))))
+        if valid_fraction > 0
+        else 0
+    )
+    if n_valid <= 0 and valid_fraction > 0:
+        raise ValueError(f"{corpus_dir}: too few {by}s ({len(units)}) to hold any out for validation")
+    shuffled = units[:]
+    rng.shuffle(shuffled)
+    held_out = set(shuffled[:n_valid])
+    key = (lambda e: e.audio_path) if by == "utterance" else (lambda e: Path(e.audio_path).parts[0])
+    train = [e for e in entries if key(e) not in held_out]
+    valid = [e for e in entries if key(e) in held_out]
+    return train, valid
+
+
+# ----------------------------------------------------------------------------------- dataset
+@dataclass
+class _Item:
+    entry: SplitEntry
+    audio: Path
+    features: Path
+
+
+class VocoderDataset(Dataset):
+    """Prematched features paired with their audio, per a split list.
+
+    Items are dicts of tensors:
+
+    - ``feats`` (T, D) float32 prematched WavLM features
+    - ``wav`` (L,) float32 target audio, L = T * 320
+    - ``f0_hz`` (T,) float32 the utterance's Harvest F0 (the generators take (B, T))
+    - ``amps`` (T, H) float32 harmonic amplitudes (see ``harmonic_input``)
+    - ``log_mel`` (M, T) float32 mel-loss target
+    - ``index`` int, the row of the split list
+
+    With ``segment_size`` set (training) a random aligned crop of segment_size samples
+    (= segment_size / 320 frames) is returned; with None (validation) the whole utterance.
+
+    Entries whose files are missing or unreadable, or (when cropping) shorter than one segment,
+    are handled per ``on_bad_file`` when the dataset is built: the list stays fixed afterwards,
+    so the epoch order does not depend on what is found later.
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[SplitEntry],
+        corpus_dir: str | Path,
+        features_dir: str | Path,
+        segment_size: int | None = SEGMENT_SIZE,
+        harmonic_input: HarmonicInput | str = HarmonicInput.MATCHED,
+        seed: int = 1234,
+        on_bad_file: BadFilePolicy | str = BadFilePolicy.SKIP,
+        mel_config: MelConfig = MelConfig(),
+        name: str = "dataset",
+    ) -> None:
+        if segment_size is not None and segment_size % HOP_LENGTH:
+            raise ValueError(f"segment_size must be a multiple of {HOP_LENGTH}, got {segment_size}")
+        self.corpus_dir = Path(corpus_dir)
+        self.features_dir = Path(features_dir)
+        self.segment_size = segment_size
+        self.harmonic_input = HarmonicInput(harmonic_input)
+        self.seed = seed
+        self.on_bad_file = BadFilePolicy(on_bad_file)
+        self.name = name
+        self.log_mel = LogMelSpectrogram(mel_config)
+        self.items = self._check_entries(entries)
+        if not self.items:
+            raise ValueError(
+                f"{name}: none of the {len(entries)} listed files is usable "
+                f"(corpus_dir={self.corpus_dir}, features_dir={self.features_dir}); see the warnings above"
+            )
+
+    @property
+    def segment_frames(self) -> int | None:
+        return None if self.segment_size is None else self.segment_size // HOP_LENGTH
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _check_entries(self, entries: Sequence[SplitEntry]) -> list[_Item]:
+        items, problems = [], []
+        min_samples = self.segment_size or HOP_LENGTH
+        for entry in entries:
+            audio = self.corpus_dir / entry.audio_path
+            features = self.features_dir / entry.feat_path
+            problem = None
+            if not audio.is_file():
+                problem = f"{audio}: audio file not found"
+            elif not features.is_file():
+                problem = f"{features}: feature file not found (prematch the corpus first)"
+            else:
+                try:
+                    info = sf.info(str(audio))
+                    samples_16k = int(info.frames * SAMPLE_RATE / info.samplerate)
+                    if samples_16k < min_samples:
+                        problem = (
+                            f"{audio}: {samples_16k / SAMPLE_RATE:.3f} s is shorter than one training segment "
+                            f"({min_samples / SAMPLE_RATE:.2f} s)"
+                        )
+                except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+                    problem = f"{audio}: not a readable audio file ({str(err).strip().splitlines()[0]})"
+            if problem is None:
+                items.append(_Item(entry, audio, features))
+                continue
+            if self.on_bad_file is BadFilePolicy.ERROR:
+                raise ValueError(f"{self.name}: {problem}")
+            problems.append(problem)
+        for problem in problems:
+            log.warning("%s: skipping %s", self.name, problem)
+        if problems:
+            log.warning("%s: %d of %d listed files skipped", self.name, len(problems), len(entries))
+        return items
+
+    def load(self, index: int) -> tuple[torch.Tensor, PrematchedFeatures]:
+        """The audio (L,) and the feature file of row ``index``, checked for consistency."""
+        item = self.items[index]
+        try:
+            wav = load_audio(item.audio)
+        except AudioError as err:
+            raise ValueError(f"{self.name}: {err}") from None
+        features = PrematchedFeatures.load(item.features)
+        if features.num_samples != wav.numel():
+            raise ValueError(
+                f"{self.name}: {item.features} was computed from {features.num_samples} samples but "
+                f"{item.audio} has {wav.numel()} at 16 kHz; the feature file belongs to another recording "
+                "(prematch again)"
+            )
+        return wav, features
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+        """Item ``index``; the sampler passes ``(index, epoch)`` so crops differ per epoch."""
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        wav, features = self.load(index)
+        n_frames = min(features.num_frames, wav.numel() // HOP_LENGTH)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        if self.segment_frames is None:
+            start, length = 0, n_frames
+        else:
+            length = self.segment_frames
+            if n_frames < length:
+                raise ValueError(
+                    f"{self.name}: {self.items[index].features} has {n_frames} frames, fewer than one segment"
+                )
+            start = int(rng.integers(0, n_frames - length + 1))
+        frames = slice(start, start + length)
+        segment = wav[start * HOP_LENGTH : (start + length) * HOP_LENGTH]
+        return {
+            "feats": features.feats[frames].float(),
+            "wav": segment,
+            "f0_hz": features.f0_hz[frames].float(),
+            "amps": self._amps(features, frames, rng),
+            "log_mel": self.log_mel(segment),
+            "index": index,
+        }
+
+    def _amps(self, features: PrematchedFeatures, frames: slice, rng: np.random.Generator) -> torch.Tensor:
+        if self.harmonic_input is HarmonicInput.MATCHED:
+            return features.amps[frames].float()
+        candidates = features.candidate_amps[frames].float()  # (T, K, H)
+        ratio = features.amp_ratio[frames].float()  # (T, K)
+        choice = torch.from_numpy(rng.integers(0, candidates.shape[1], size=candidates.shape[0]))
+        rows = torch.arange(candidates.shape[0])
+        return candidates[rows, choice] * ratio[rows, choice, None]
+
+
+# ----------------------------------------------------------------------------------- sampler
+class EpochSampler(Sampler):
+    """Seeded per-epoch shuffle, sharded over distributed ranks, resumable mid-epoch.
+
+    Epoch e's order is ``randperm(n)`` from a generator seeded with ``seed + e``; rank r of W takes
+    every W-th position starting at r (the list is cut to a multiple of W so ranks stay in step).
+    Yields ``(index, epoch)`` pairs for :class:`VocoderDataset`.
+    """
+
+    def __init__(
+        self, num_items: int, seed: int = 1234, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if num_items < world_size:
+            raise ValueError(f"{num_items} items cannot be shared by {world_size} ranks")
+        self.num_items = num_items
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch; skip its first ``start`` items of this rank (for resuming)."""
+        self.epoch = epoch
+        self.start = start
+
+    def __len__(self) -> int:
+        return self.num_items // self.world_size - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+        else:
+            order = list(range(self.num_items))
+        per_rank = self.num_items // self.world_size
+        mine = order[self.rank : per_rank * self.world_size : self.world_size]
+        for index in mine[self.start :]:
+            yield index, self.epoch
