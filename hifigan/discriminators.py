@@ -68,14 +68,21 @@ class PeriodDiscriminator(nn.Module):
         if length % self.period:
             wav = F.pad(wav, (0, self.period - length % self.period), mode="reflect")
             length = wav.shape[-1]
-        x = wav.view(batch, channels, length // self.period, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
+        x = wav.view(batch, channels, length // self.period, self.period)  # (B, 1, L / p, p)
+        return _conv_stack(x, self.convs, self.conv_post)
+
+
+def _conv_stack(
+    x: torch.Tensor, convs: nn.ModuleList, conv_post: nn.Module
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Convs with leaky ReLU, then the score conv; returns flattened scores and every feature map."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
         features.append(x)
-        return torch.flatten(x, 1, -1), features
+    x = conv_post(x)
+    features.append(x)
+    return torch.flatten(x, 1, -1), features
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -124,14 +131,7 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, 1, L) -> scores (B, L') and the feature maps (B, C, L')."""
-        x = wav
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return torch.flatten(x, 1, -1), features
+        return _conv_stack(wav, self.convs, self.conv_post)
 
 
 class MultiScaleDiscriminator(nn.Module):
