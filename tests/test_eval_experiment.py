@@ -17,6 +17,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from hifigan.config import HiFiGANConfig
+from hifigan.generator import KnnVcGenerator
 from knnsvc.eval import METRIC_KEYS
 from knnsvc.eval.experiment import EvaluationSettings, run_evaluation
 from knnsvc.eval.suite import SuiteSettings
@@ -94,21 +96,27 @@ def settings(root: Path, out: Path, **changes) -> EvaluationSettings:
 
 @pytest.mark.slow
 def test_hydra_sweep_writes_table_csv_and_plots(dataset, tmp_path):
+    """All four Table 1 columns with tiny models, as one multirun, then one summary table."""
     out = tmp_path / "sweep"
     env = subprocess_env()
+    tiny_config = GOLDEN / "vocoder_tiny_config.json"
+    knnvc_tiny = tmp_path / "knnvc_tiny.pt"  # a kNN-VC vocoder as wide as the tiny WavLM (32)
+    torch.manual_seed(0)
+    torch.save({"generator": KnnVcGenerator(HiFiGANConfig.from_json(tiny_config)).state_dict()}, knnvc_tiny)
     command = [
         sys.executable, str(ROOT / "experiments" / "evaluate.py"), "-m",
         f"sources_dir={dataset / 'sources'}", f"targets_dir={dataset / 'targets'}", f"out_dir={out}",
-        f"wavlm={GOLDEN / 'wavlm_tiny.pt'}", f"vocoder={GOLDEN / 'vocoder_harmonic_tiny.pt'}",
-        f"vocoder_config={GOLDEN / 'vocoder_tiny_config.json'}",
+        f"wavlm={GOLDEN / 'wavlm_tiny.pt'}", f"vocoders.harmonic={GOLDEN / 'vocoder_harmonic_tiny.pt'}",
+        f"vocoders.sine={GOLDEN / 'vocoder_sine_tiny.pt'}", f"vocoders.knnvc={knnvc_tiny}",
+        f"vocoder_config={tiny_config}",
         f"metrics=[{','.join(FAST_METRICS)}]", "plots.examples=1",
-        "ablations=knnsvc,knnsvc_no_opt",
+        "ablations=knnvc,knnsvc_no_as_opt,knnsvc_no_opt,knnsvc",
     ]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
     runs = sorted(p.parent for p in out.glob("*/metrics.json"))
-    assert len(runs) == 2
+    assert len(runs) == 4
     for run in runs:
         metrics = json.loads((run / "metrics.json").read_text())
         assert set(METRIC_KEYS) <= set(metrics)
@@ -124,16 +132,16 @@ def test_hydra_sweep_writes_table_csv_and_plots(dataset, tmp_path):
         assert sorted(p.name.rsplit("_", 1)[-1] for p in (run / "plots").glob("*.png")) == [
             "f0.png", "provenance.png", "spectrograms.png"]
     systems = {json.loads((r / "metrics.json").read_text())["system"] for r in runs}
-    assert systems == {"kNN-SVC", "kNN-SVC w/o {OPT}"}
+    assert systems == {"kNN-VC", "kNN-SVC w/o {AS, OPT}", "kNN-SVC w/o {OPT}", "kNN-SVC"}
 
     result = summarize([out])
     table = result["summary_md"].read_text()
     eer_row = next(line for line in table.splitlines() if "| EER" in line)
     cells = [c.strip() for c in eer_row.strip("|").split("|")]
-    assert cells[2:4] == ["–", "–"] and cells[4] != "–" and cells[5] != "–"  # w/o OPT and full kNN-SVC
+    assert all(cell != "–" for cell in cells[2:6])  # every column filled
     assert "match.concat_weight" in result["varying"] and "match.optimise_weights" in result["varying"]
     with result["summary_csv"].open() as handle:
-        assert len(list(csv.DictReader(handle))) == 2
+        assert len(list(csv.DictReader(handle))) == 4
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in result["figures"]) and result["figures"]
 
 
