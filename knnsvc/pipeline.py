@@ -193,7 +193,7 @@ class KnnSvc:
         }
 
     # ----------------------------------------------------------------------------- matching
-    @torch.inference_mode(False)
+    @torch.inference_mode()
     def match(self, source: torch.Tensor | SourceFeatures, pool: ReferencePool) -> MatchResult:
         """Select and weight pool frames for every source frame (spec §6–§7).
 

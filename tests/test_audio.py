@@ -54,7 +54,7 @@ def test_save_is_atomic_peak_limited_and_round_trips(tmp_path):
 
 
 def test_failed_save_leaves_no_file(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         save_audio(tmp_path / "out.wav", torch.zeros(10), subtype="NOT_A_SUBTYPE")
     assert list(tmp_path.iterdir()) == []
 
