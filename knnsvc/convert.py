@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=("float64", "float32"), default="float64",
                         help="arithmetic of matching and weight optimisation; float64 is the reference's "
                              "(default: %(default)s)")
+    parser.add_argument("--respect-file-boundaries", action="store_true",
+                        help="successor frames and smoothness neighbours stay inside each reference file "
+                             "(the reference treats the reference files as one recording)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--pool-cache", type=Path, metavar="DIR",
                         help="cache encoded reference pools here (keyed by audio bytes, encoder weights and "
@@ -134,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             optimise_weights=not args.no_post_opt,
             pitch_shift=args.pitch_shift,
             precision=args.precision,
+            respect_file_boundaries=args.respect_file_boundaries,
         )
     except ValueError as err:
         parser.error(str(err))

@@ -80,6 +80,35 @@ def pitch_priority(
 
 
 @dataclass(frozen=True)
+class Neighbours:
+    """The pool row before and after each pool row, i.e. its contiguous reference frames.
+
+    Attributes:
+        previous: (N,) int64; next: (N,) int64. A row with no neighbour on a side points at itself.
+    """
+
+    previous: torch.Tensor
+    next: torch.Tensor
+
+    @classmethod
+    def of(cls, num_rows: int, starts: list[int] | None = None) -> Neighbours:
+        """Neighbours in a pool of `num_rows` rows.
+
+        Without `starts` the whole pool is one sequence, clamped only at its ends (the reference:
+        the frame after a file's last frame is the next file's first). With the first row of each
+        file in `starts`, neighbours stay inside their file.
+        """
+        rows = torch.arange(num_rows)
+        previous, following = (rows - 1).clamp(min=0), (rows + 1).clamp(max=max(num_rows - 1, 0))
+        if starts is not None:
+            firsts = torch.tensor([s for s in starts if 0 <= s < num_rows], dtype=torch.long)
+            previous[firsts] = firsts
+            lasts = torch.cat([firsts[1:] - 1, torch.tensor([num_rows - 1])]) if num_rows else firsts
+            following[lasts] = lasts
+        return cls(previous=previous, next=following)
+
+
+@dataclass(frozen=True)
 class PitchCost:
     """Pitch arrays for the pitch-aware reselection of the harmonic pass (spec §7.3, pass B).
 
@@ -106,6 +135,7 @@ def reselect(
     pool: torch.Tensor,
     concat_weight: float,
     pitch: PitchCost | None = None,
+    neighbours: Neighbours | None = None,
 ) -> torch.Tensor:
     """Autoregressive reselection with a concatenation cost (spec §7.3).
 
@@ -120,6 +150,8 @@ def reselect(
         pool: (N, D) reference features.
         concat_weight: m, the weight of the concatenation cost.
         pitch: pitch arrays for the harmonic pass, None for the WavLM pass.
+        neighbours: where the "natural successor" of a pool row is; default: the next row of
+            the concatenated pool (the reference).
 
     Returns:
         (T, K) reselected pool indices, lowest total cost first.
@@ -131,7 +163,7 @@ def reselect(
     query_unit = _unit_rows(query).numpy()
     pool_unit = _unit_rows(pool).numpy()
     init = initial.cpu().numpy()
-    last_row = pool.shape[0] - 1
+    successor = (neighbours or Neighbours.of(pool.shape[0])).next.numpy()
     # 2 * cos_dist(Q[t-1], Q[t]) for t >= 1; entry 0 unused.
     baseline = np.zeros(n_frames, dtype=query_unit.dtype)
     baseline[1:] = 2.0 * (1.0 - np.einsum("td,td->t", query_unit[:-1], query_unit[1:]))
@@ -144,7 +176,7 @@ def reselect(
     weight = concat_weight
     for t in range(1, n_frames):
         prev = chosen[t - 1]
-        cands = np.concatenate([init[t], np.minimum(prev + 1, last_row)])  # (2K,)
+        cands = np.concatenate([init[t], successor[prev]])  # (2K,)
         cand_unit = pool_unit[cands]  # (2K, D)
         match = 1.0 - cand_unit @ query_unit[t]  # (2K,)
         concat = 1.0 - pool_unit[prev] @ cand_unit.T  # (K, 2K)
@@ -201,6 +233,7 @@ def optimise_weights(
     table: torch.Tensor,
     alpha: float,
     settings: OptimiserSettings = OptimiserSettings(),
+    neighbours: Neighbours | None = None,
 ) -> torch.Tensor:
     """Summing weights under which consecutive output frames concatenate smoothly (spec §7.4).
 
@@ -217,6 +250,8 @@ def optimise_weights(
         indices: (T, K) selected pool indices.
         table: (N, D) per-pool-frame vectors (WavLM features or harmonic amplitudes).
         alpha: loss weight (0.1 for WavLM features, 1000 for harmonic amplitudes).
+        neighbours: which rows count as table[index - 1] and table[index + 1]; default: the
+            adjacent rows of the concatenated pool (the reference).
 
     Returns:
         (T, K) weights, each row on the simplex, in the dtype of `table`.
@@ -224,7 +259,8 @@ def optimise_weights(
     n_frames, k = indices.shape
     if n_frames < 2:
         return torch.full((n_frames, k), 1.0 / k, dtype=table.dtype, device=table.device)
-    a_aa, a_ab, a_bb = (g.cpu().numpy() for g in _pair_grams(indices, table))
+    neighbours = neighbours or Neighbours.of(table.shape[0])
+    a_aa, a_ab, a_bb = (g.cpu().numpy() for g in _pair_grams(indices, table, neighbours))
     scale = alpha / ((n_frames - 1) * table.shape[1])
 
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -293,21 +329,20 @@ class _AmsgradAdam:
 
 
 def _pair_grams(
-    indices: torch.Tensor, table: torch.Tensor
+    indices: torch.Tensor, table: torch.Tensor, neighbours: Neighbours
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """K x K Gram matrices of the smoothness loss for each consecutive frame pair (t, t+1).
 
-    With G_o[t] = table[clamp(indices[t] + o)] (K, D), the pair's loss is
+    With G_o[t] = table[neighbour o of indices[t]] (K, D), the pair's loss is
     |a G_-1[t+1] - b G_0[t]|^2 + |a G_0[t+1] - b G_+1[t]|^2 for weights a = w[t+1], b = w[t],
     i.e. a^T A_aa a - 2 a^T A_ab b + b^T A_bb b.
 
     Returns:
         A_aa, A_ab, A_bb: each (T-1, K, K).
     """
-    last_row = table.shape[0] - 1
-    prev_rows = table[(indices - 1).clamp(0, last_row)]  # (T, K, D)
+    prev_rows = table[neighbours.previous.to(indices.device)[indices]]  # (T, K, D)
     rows = table[indices]
-    next_rows = table[(indices + 1).clamp(max=last_row)]
+    next_rows = table[neighbours.next.to(indices.device)[indices]]
     after_prev, after = prev_rows[1:], rows[1:]  # frame t+1 of each pair
     before, before_next = rows[:-1], next_rows[:-1]  # frame t of each pair
     gram = lambda x, y: torch.einsum("pid,pjd->pij", x, y)  # noqa: E731

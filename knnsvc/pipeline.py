@@ -25,6 +25,7 @@ from knnsvc.harmonics import harmonic_amplitudes, magnitude_spectrogram
 from knnsvc.matching import (
     HARMONIC_SMOOTHNESS,
     WAVLM_SMOOTHNESS,
+    Neighbours,
     OptimiserSettings,
     PitchCost,
     cosine_topk,
@@ -57,6 +58,9 @@ class MatchConfig:
             concatenation term off for good after the first fast-changing frame (spec §7.3).
         smooth_every_vocoder: also reselect/optimise for the f0-sine and kNN-VC vocoders (the
             reference uses the plain mean of the first K for them).
+        respect_file_boundaries: natural successors and the smoothness loss's neighbour frames
+            stay inside each reference file (the reference runs across file boundaries, as if
+            the files were one recording).
         max_opt_iters: iteration cap of the weight optimisation (the reference's is 100 000).
     """
 
@@ -68,6 +72,7 @@ class MatchConfig:
     precision: Precision = "float64"
     sticky_concat_switch: bool = True
     smooth_every_vocoder: bool = False
+    respect_file_boundaries: bool = False
     max_opt_iters: int = 100_000
 
     def __post_init__(self) -> None:
@@ -217,13 +222,14 @@ class KnnSvc:
         f0_target = self._shifted_f0(source.f0_hz, pool.f0_hz)
         smooth = self.kind is VocoderKind.HARMONIC or cfg.smooth_every_vocoder
         settings = OptimiserSettings(max_iters=cfg.max_opt_iters)
+        neighbours = Neighbours.of(pool.num_frames, pool.starts if cfg.respect_file_boundaries else None)
 
         indices_wavlm = candidates[:, : cfg.topk]
         if smooth and cfg.concat_weight is not None:
             with self._timed("reselect"):
-                indices_wavlm = reselect(indices_wavlm, query, table, cfg.concat_weight)
+                indices_wavlm = reselect(indices_wavlm, query, table, cfg.concat_weight, neighbours=neighbours)
         with self._timed("optimise"):
-            weights_wavlm = self._weights(indices_wavlm, table, WAVLM_SMOOTHNESS, smooth, settings)
+            weights_wavlm = self._weights(indices_wavlm, table, WAVLM_SMOOTHNESS, smooth, settings, neighbours)
         feats = weighted_sum(indices_wavlm, weights_wavlm, table).float()
         result = MatchResult(
             feats=feats,
@@ -243,9 +249,9 @@ class KnnSvc:
         if cfg.concat_weight is not None:
             pitch = PitchCost(f0_target, pool.f0_hz, sticky_switch_off=cfg.sticky_concat_switch)
             with self._timed("reselect"):
-                indices_harm = reselect(indices_harm, query, table, cfg.concat_weight, pitch)
+                indices_harm = reselect(indices_harm, query, table, cfg.concat_weight, pitch, neighbours)
         with self._timed("optimise"):
-            weights_harm = self._weights(indices_harm, harm_table, HARMONIC_SMOOTHNESS, True, settings)
+            weights_harm = self._weights(indices_harm, harm_table, HARMONIC_SMOOTHNESS, True, settings, neighbours)
         result.indices_harm = indices_harm
         result.weights_harm = weights_harm.float()
         result.amps = weighted_sum(indices_harm, weights_harm, harm_table).float()
@@ -270,9 +276,10 @@ class KnnSvc:
         alpha: float,
         smooth: bool,
         settings: OptimiserSettings,
+        neighbours: Neighbours,
     ) -> torch.Tensor:
         if smooth and self.config.optimise_weights:
-            return optimise_weights(indices, table, alpha, settings)
+            return optimise_weights(indices, table, alpha, settings, neighbours)
         k = indices.shape[1]
         return torch.full(indices.shape, 1.0 / k, dtype=table.dtype)
 

@@ -6,6 +6,7 @@ import torch
 from knnsvc.matching import (
     HARMONIC_SMOOTHNESS,
     WAVLM_SMOOTHNESS,
+    Neighbours,
     OptimiserSettings,
     PitchCost,
     cosine_topk,
@@ -150,3 +151,26 @@ def test_iteration_cap_is_respected(golden, tables):
 def test_single_frame_gets_uniform_weights():
     weights = optimise_weights(torch.tensor([[0, 1, 2, 3]]), torch.randn(10, 4), 0.1)
     assert weights.tolist() == [[0.25] * 4]
+
+
+def test_neighbours_clamp_at_pool_ends_or_file_boundaries():
+    joined = Neighbours.of(6)
+    assert joined.previous.tolist() == [0, 0, 1, 2, 3, 4] and joined.next.tolist() == [1, 2, 3, 4, 5, 5]
+    per_file = Neighbours.of(6, starts=[0, 2, 5])
+    assert per_file.previous.tolist() == [0, 0, 2, 2, 3, 5]
+    assert per_file.next.tolist() == [1, 1, 3, 4, 4, 5]
+
+
+def test_file_boundaries_keep_successors_and_smoothing_inside_files():
+    """Row 19 ends file 1: joined, its successor is file 2's first row; per file, it is itself."""
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randn(40, 8, generator=g, dtype=torch.float64)
+    initial = torch.tensor([[19, 5, 6, 7], [8, 9, 10, 11]])
+    query = torch.stack([pool[19], pool[20]])  # frame 1 sounds exactly like file 2's first row
+    per_file_neighbours = Neighbours.of(40, starts=[0, 20])
+    joined = reselect(initial, query, pool, 0.0)
+    per_file = reselect(initial, query, pool, 0.0, neighbours=per_file_neighbours)
+    assert joined[1, 0] == 20
+    assert 20 not in per_file[1].tolist()
+    weights = optimise_weights(initial, pool, 0.1, neighbours=per_file_neighbours)
+    torch.testing.assert_close(weights.sum(1), torch.ones(2, dtype=torch.float64))

@@ -116,3 +116,13 @@ def test_knnvc_vocoder_averages_the_first_k(encoder, golden_dir, pool, golden):
     assert result.amps is None
     torch.testing.assert_close(result.feats, wide.feats[golden["nn32"][:, :4]].mean(1), rtol=1e-5, atol=1e-5)
     assert converter.vocode(result).shape == (150 * 320,)
+
+
+def test_file_boundaries_are_ignored_by_default_and_respected_on_request(encoder, harmonic, pool, golden):
+    split = type(pool)(pool.feats, pool.f0_hz, pool.amps, starts=[0, 375], names=["a.wav", "b.wav"])
+    expected = golden["conversions"]["post_opt_0.2"]
+    default = KnnSvc(encoder, harmonic[1], harmonic[0]).match(golden["src_wav"], split)
+    assert torch.equal(default.indices_wavlm, expected["reselect"][0])  # as the reference: one sequence
+    bounded = KnnSvc(encoder, harmonic[1], harmonic[0], MatchConfig(respect_file_boundaries=True))
+    wav = bounded.convert(golden["src_wav"], split)
+    assert wav.shape == (150 * 320,) and bool(torch.isfinite(wav).all())
