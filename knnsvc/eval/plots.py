@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -197,6 +198,13 @@ def _as_float(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _tick_label(value: str, width: int = 18) -> str:
+    """A short axis label: a path's file name, cut to `width` characters."""
+    looks_like_path = (os.sep in value or "/" in value) and " " not in value
+    name = Path(value).name if looks_like_path else value
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 def plot_metric_curves(
     path: str | Path,
     rows: Sequence[Mapping[str, object]],
@@ -230,9 +238,10 @@ def plot_metric_curves(
         groups.setdefault(str(row.get(group_by)) if group_by else "", []).append(row)
     n_cols = min(len(metrics), 3)
     n_rows = math.ceil(len(metrics) / n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False, layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes.flat, metrics):
-        for label, group_rows in groups.items():
+        for index, group_rows in enumerate(groups.values()):
             points = sorted(
                 (position(r.get(setting)), _as_float(r.get(metric)))
                 for r in group_rows
@@ -240,17 +249,26 @@ def plot_metric_curves(
             )
             if points:
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, "o-", label=label or None)
+                ax.plot(xs, ys, "o-", color=colours[index % len(colours)])
         ax.set_title(metric)
         ax.set_xlabel(setting)
         if not numeric:
-            ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+            ax.set_xticks(range(len(categories)), [_tick_label(c) for c in categories], rotation=30, ha="right")
         ax.grid(True, alpha=0.3)
-        if group_by and len(groups) > 1:
-            ax.legend(fontsize="x-small")
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
+    if group_by and len(groups) > 1:  # one legend for the figure, below the panels
+        handles = [plt.Line2D([], [], color=colours[i % len(colours)], marker="o") for i in range(len(groups))]
+        fig.legend(handles, [_group_label(g) for g in groups], loc="outside lower center", fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return _save(fig, path)
+
+
+def _group_label(label: str) -> str:
+    """Shorten "key=/long/path/file.pt, other=value" to "key=file.pt, other=value"."""
+    parts = []
+    for part in label.split(", "):
+        key, sep, value = part.partition("=")
+        parts.append(f"{key}{sep}{_tick_label(value, width=40)}" if sep else _tick_label(part, width=40))
+    return ", ".join(parts)
