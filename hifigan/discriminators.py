@@ -12,6 +12,8 @@ convolutions stay valid); it exists for tiny test models, 1.0 is the official ar
 Shape letters: B batch, L samples, C channels.
 """
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,7 +96,7 @@ class MultiPeriodDiscriminator(nn.Module):
 
     def forward(self, wav: torch.Tensor, wav_generated: torch.Tensor) -> DiscriminatorOutput:
         """Score real ``wav`` and ``wav_generated``, both (B, 1, L)."""
-        return _score_both(self.discriminators, wav, wav_generated)
+        return _score_pairs((d, wav, wav_generated) for d in self.discriminators)
 
 
 class ScaleDiscriminator(nn.Module):
@@ -151,25 +153,19 @@ class MultiScaleDiscriminator(nn.Module):
 
     def forward(self, wav: torch.Tensor, wav_generated: torch.Tensor) -> DiscriminatorOutput:
         """Score real ``wav`` and ``wav_generated``, both (B, 1, L)."""
-        scores_real, scores_generated, features_real, features_generated = [], [], [], []
+        scaled = []
         for i, discriminator in enumerate(self.discriminators):
             if i > 0:
                 wav = self.meanpools[i - 1](wav)
                 wav_generated = self.meanpools[i - 1](wav_generated)
-            score, features = discriminator(wav)
-            scores_real.append(score)
-            features_real.append(features)
-            score, features = discriminator(wav_generated)
-            scores_generated.append(score)
-            features_generated.append(features)
-        return scores_real, scores_generated, features_real, features_generated
+            scaled.append((discriminator, wav, wav_generated))
+        return _score_pairs(scaled)
 
 
-def _score_both(
-    discriminators: nn.ModuleList, wav: torch.Tensor, wav_generated: torch.Tensor
-) -> DiscriminatorOutput:
+def _score_pairs(items: Iterable[tuple[nn.Module, torch.Tensor, torch.Tensor]]) -> DiscriminatorOutput:
+    """Run each discriminator on its real and generated input; collect scores and feature maps."""
     scores_real, scores_generated, features_real, features_generated = [], [], [], []
-    for discriminator in discriminators:
+    for discriminator, wav, wav_generated in items:
         score, features = discriminator(wav)
         scores_real.append(score)
         features_real.append(features)

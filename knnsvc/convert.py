@@ -23,7 +23,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     log.info("vocoder: %s (%s), device %s, precision %s", args.vocoder, kind.value, device, args.precision)
 
     try:
-        pool, left_out = _reference_pool(converter, args.reference, references, args.pool_cache, args.quiet)
+        pool, left_out = _cli_reference_pool(converter, args.reference, references, args.pool_cache, args.quiet)
         _check_pool(pool, args.reference, converter)
     except ValueError as err:
         log.error("%s", err)
@@ -298,35 +298,38 @@ def _drop_unwritable(jobs: list[Job], references: list[Path], overwrite: bool) -
     return plan
 
 
-def _reference_pool(
-    converter: KnnSvc, reference: Path, files: list[Path], cache: Path | None, quiet: bool
-) -> tuple[ReferencePool, int]:
-    """Encode the reference files into one pool, or read it from the content-addressed cache.
+def pool_cache_file(converter: KnnSvc, files: Sequence[Path], cache: Path) -> Path:
+    """Where the pool of these recordings is cached: keyed by audio bytes, encoder and settings."""
+    return cache / f"pool-{cache_key(files, converter.encoder_id, converter.pool_settings())}.pt"
 
-    Unusable files of a reference folder (unreadable, silent, too short) are reported and left
-    out, and such a pool is not cached.
+
+def reference_pool(
+    converter: KnnSvc,
+    files: Sequence[Path],
+    cache_file: Path | None,
+    on_bad_file: Callable[[AudioError], None],
+    progress: bool = False,
+) -> tuple[ReferencePool | None, int]:
+    """Encode a singer's recordings into one pool, or read it from `cache_file` (see
+    `pool_cache_file`; None = no caching).
+
+    Each unusable file (unreadable, silent, too short) goes to `on_bad_file` (which may raise to
+    stop) and is left out; a pool missing a file is not cached.
 
     Returns:
-        (pool, number of reference files left out).
-
-    Raises:
-        ValueError: no usable reference recording (one line naming the file or folder).
+        (the pool, or None if no file was usable; the number of files left out).
     """
-    cache_file = None
-    if cache is not None:
-        key = cache_key(files, converter.encoder_id, converter.pool_settings())
-        cache_file = cache / f"pool-{key}.pt"
-        if cache_file.is_file():
-            try:
-                pool = ReferencePool.load(cache_file)
-            except (ValueError, RuntimeError, OSError, KeyError) as err:
-                log.warning("ignoring unreadable pool cache %s (%s)", cache_file, err)
-            else:
-                log.info("reference pool from cache %s (%.1f s, %d file(s))", cache_file, pool.seconds,
-                         len(pool.names))
-                return pool, 0
+    if cache_file is not None and cache_file.is_file():
+        try:
+            pool = ReferencePool.load(cache_file)
+        except (ValueError, RuntimeError, OSError, KeyError) as err:
+            log.warning("ignoring unreadable pool cache %s (%s)", cache_file, err)
+        else:
+            log.info("reference pool from cache %s (%.1f s, %d file(s))", cache_file, pool.seconds,
+                     len(pool.names))
+            return pool, 0
     pools, left_out = [], 0
-    for path in tqdm(files, desc="encoding reference", unit="file", disable=quiet or None, dynamic_ncols=True):
+    for path in tqdm(files, desc="encoding reference", unit="file", disable=not progress or None, dynamic_ncols=True):
         try:
             wav_16k = load_audio(path)
             if is_silent(wav_16k):
@@ -334,18 +337,37 @@ def _reference_pool(
             if converter.encoder.num_frames(wav_16k.numel()) == 0:
                 raise AudioError(path, f"too short ({wav_16k.numel() / SAMPLE_RATE:.3f} s)")
         except AudioError as err:
-            if len(files) == 1:
-                raise
-            log.error("%s (left out of the reference)", err)
+            on_bad_file(err)
             left_out += 1
             continue
         pools.append(converter.build_pool([wav_16k], names=[str(path)]))
     if not pools:
-        raise ValueError(f"{reference}: no usable reference recording in this folder")
+        return None, left_out
     pool = ReferencePool.concat(pools)
     if cache_file is not None and not left_out:
         pool.save(cache_file, settings=converter.pool_settings())
         log.info("cached the reference pool in %s", cache_file)
+    return pool, left_out
+
+
+def _cli_reference_pool(
+    converter: KnnSvc, reference: Path, files: list[Path], cache: Path | None, quiet: bool
+) -> tuple[ReferencePool, int]:
+    """The CLI's pool: a bad single reference file stops the run; in a folder it is left out.
+
+    Raises:
+        ValueError: no usable reference recording (one line naming the file or folder).
+    """
+
+    def on_bad_file(err: AudioError) -> None:
+        if len(files) == 1:
+            raise err
+        log.error("%s (left out of the reference)", err)
+
+    cache_file = pool_cache_file(converter, files, cache) if cache is not None else None
+    pool, left_out = reference_pool(converter, files, cache_file, on_bad_file, progress=not quiet)
+    if pool is None:
+        raise ValueError(f"{reference}: no usable reference recording in this folder")
     return pool, left_out
 
 

@@ -159,33 +159,17 @@ class Converter:
         """The speaker's reference pool (cut to `reference_seconds`), built or read from the cache."""
         if speaker in self._pools:
             return self._pools[speaker]
-        from knnsvc.pool import ReferencePool, cache_key
+        from knnsvc.convert import pool_cache_file, reference_pool
 
-        model = self.model
-        key = cache_key(files, model.encoder_id, model.pool_settings())
-        cache_file = self.settings.cache_dir / "pools" / f"pool-{key}.pt"
-        pool = None
-        if cache_file.is_file():
-            try:
-                pool = ReferencePool.load(cache_file)
-            except (ValueError, RuntimeError, OSError, KeyError) as err:
-                log.warning("ignoring unreadable pool cache %s (%s)", cache_file, err)
-        if pool is None:
-            start = time.perf_counter()
-            parts, complete = [], True
-            for path in files:
-                try:
-                    wav_16k = load_audio(path)
-                    if is_silent(wav_16k):
-                        raise AudioError(path, "the recording is silent")
-                    parts.append(model.build_pool([wav_16k], names=[str(path)]))
-                except (AudioError, ValueError) as err:
-                    complete = False
-                    self.problems.report(str(path), f"left out of the reference pool of '{speaker}': {err}")
+        def on_bad_file(err: AudioError) -> None:
+            self.problems.report(str(err.path), f"left out of the reference pool of '{speaker}': {err}")
+
+        cache_file = pool_cache_file(self.model, files, self.settings.cache_dir / "pools")
+        cached = cache_file.is_file()
+        start = time.perf_counter()
+        pool, _ = reference_pool(self.model, files, cache_file, on_bad_file)
+        if not cached:
             self.pool_seconds[speaker] = time.perf_counter() - start
-            pool = ReferencePool.concat(parts) if parts else None
-            if pool is not None and complete:
-                pool.save(cache_file, settings=model.pool_settings())
         if pool is not None and self.settings.reference_seconds is not None:
             pool = pool.head(self.settings.reference_seconds)
         self._pools[speaker] = pool
