@@ -190,6 +190,7 @@ def test_feature_file_checks(tmp_path):
         PrematchConfig(corpus_dir="a", out_dir="b", wavlm="c", overwrite="False")
 
 
+@pytest.mark.slow
 def test_cli_multirun_shards_with_joblib(tmp_path):
     corpus = tmp_path / "corpus"
     make_corpus(corpus, n_speakers=2, n_utterances=2, seconds=0.8, nested=False)

@@ -38,6 +38,7 @@ def run(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.slow
 def test_multirun_sweep_with_the_joblib_launcher(tmp_path_factory):
     corpus, features = prematched_corpus(tmp_path_factory)
     out = tmp_path_factory.mktemp("sweep")

@@ -52,6 +52,7 @@ def run(tmp_path_factory):
     return out, result, corpus
 
 
+@pytest.mark.slow
 def test_loss_goes_down(run):
     _, result, _ = run
     mel = [entry["train/mel_l1"] for entry in result.history]
@@ -61,6 +62,7 @@ def test_loss_goes_down(run):
     assert result.best_valid_mel_l1 is not None
 
 
+@pytest.mark.slow
 def test_checkpoints_in_official_formats(run):
     out, result, _ = run
     assert result.steps == STEPS and not result.interrupted
@@ -91,6 +93,7 @@ def test_checkpoints_in_official_formats(run):
     assert (out / "splits" / "train.csv").read_text().startswith("audio_path,feat_path\n")
 
 
+@pytest.mark.slow
 def test_tensorboard_event_file(run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -112,6 +115,7 @@ def test_tensorboard_event_file(run):
     assert clip.sample_rate == 16000 and clip.encoded_audio_string[:4] == b"RIFF"
 
 
+@pytest.mark.slow
 def test_trained_generator_converts_with_the_cli(run, tmp_path):
     from knnsvc import convert
 
@@ -140,6 +144,7 @@ def test_trained_generator_converts_with_the_cli(run, tmp_path):
     assert rate == 16000 and len(wav) == len(source) // 320 * 320
 
 
+@pytest.mark.slow
 def test_existing_checkpoints_are_not_overwritten_without_resume(run, tmp_path):
     out, _, _ = run
     config = tiny_config(out, "unused", "unused", max_steps=STEPS + 1, resume=False)

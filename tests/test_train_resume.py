@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from synthetic_corpus import prematched_corpus
 from test_train_pipeline import tiny_config
@@ -9,6 +10,7 @@ from test_train_pipeline import tiny_config
 from hifigan.train import train
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tmp_path_factory):
     corpus, features = prematched_corpus(tmp_path_factory)
     # 6 training items / batch 2 = 3 updates per epoch: stopping at 4 is mid-epoch, after one
