@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "VocoderKind",
+    "Vocoder",
     "KnnVcGenerator",
     "HarmonicGenerator",
     "SineGenerator",
@@ -51,6 +52,7 @@ __all__ = [
     "detect_kind",
     "config_from_state_dict",
     "load_generator",
+    "receptive_field_frames",
 ]
 
 SINE_EXTRA_CHANNELS = 2
@@ -63,6 +65,16 @@ class VocoderKind(str, enum.Enum):
     HARMONIC = "harmonic"
     SINE = "sine"
     KNNVC = "knnvc"
+
+    @property
+    def uses_pitch(self) -> bool:
+        """The generator sings at a given f0 (f0-sine and harmonic)."""
+        return self is not VocoderKind.KNNVC
+
+    @property
+    def uses_harmonics(self) -> bool:
+        """The generator takes harmonic amplitudes (harmonic only)."""
+        return self is VocoderKind.HARMONIC
 
 
 def _check_config(cfg: HiFiGANConfig) -> None:
@@ -86,8 +98,13 @@ def _as_frames(f0_hz: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
     return f0_hz
 
 
-class _Generator(nn.Module):
-    """Common helpers of the three generators."""
+class Vocoder(nn.Module):
+    """What every generator shares: one call signature and the inputs it declares.
+
+    Every generator is called as ``generator(feats, f0_hz, amps, start_cycles)`` and ignores the
+    inputs it does not use; `uses_pitch` / `uses_harmonics` (from its `kind`) say which it needs,
+    so callers (the converter, the trainer) never switch on the architecture.
+    """
 
     kind: VocoderKind
 
@@ -101,9 +118,70 @@ class _Generator(nn.Module):
         fold_weight_norm(self)
 
     @property
+    def uses_pitch(self) -> bool:
+        """Needs ``f0_hz`` (the f0-sine and harmonic generators)."""
+        return self.kind.uses_pitch
+
+    @property
+    def uses_harmonics(self) -> bool:
+        """Needs ``amps`` (the harmonic generator)."""
+        return self.kind.uses_harmonics
+
+    @property
     def samples_per_frame(self) -> int:
         """Output samples per input frame (product of the upsample rates, 320)."""
         return math.prod(self.config.upsample_rates)
+
+    @property
+    def context_frames(self) -> int:
+        """Frames on each side that an output frame depends on (the receptive field, rounded up).
+
+        Vocoding overlapping blocks with at least this many extra frames on each side and keeping
+        the middle gives the output of the whole sequence (up to float rounding).
+        """
+        return receptive_field_frames(self.config, excitation=self.uses_pitch)
+
+    def _check_inputs(self, feats: torch.Tensor, f0_hz: torch.Tensor | None,
+                      amps: torch.Tensor | None) -> torch.Tensor | None:
+        _check_feats(feats, self.config.hubert_dim)
+        if self.uses_pitch:
+            if f0_hz is None:
+                raise ValueError(f"the {self.kind.value} vocoder needs f0_hz")
+            f0_hz = _as_frames(f0_hz, feats).to(feats.device)
+        if self.uses_harmonics and amps is None:
+            raise ValueError(f"the {self.kind.value} vocoder needs amps")
+        return f0_hz
+
+
+def receptive_field_frames(cfg: HiFiGANConfig, excitation: bool) -> int:
+    """One-sided receptive field, in frames, of a generator with architecture `cfg`.
+
+    Summed over the layers an output sample passes through, each converted to frames at the rate
+    it runs at: ``conv_pre`` (kernel 7) and, with an excitation branch, ``concat_pre`` (kernel 3)
+    at the frame rate; per upsample stage the transposed conv, ``concat_conv`` (kernel 3) and the
+    widest multi-receptive-field block; ``conv_post`` (kernel 7); and the excitation branch's
+    strided convs and blocks, plus the two frames bicubic interpolation of the amplitudes reads.
+    """
+    frames = 3.0 + (1.0 if excitation else 0.0)
+    rate = 1
+    block_radius = max(
+        sum(d * (k - 1) // 2 + (k - 1) // 2 for d in dilations)
+        for k, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes)
+    )
+    for up_rate, kernel in zip(cfg.upsample_rates, cfg.upsample_kernel_sizes):
+        frames += math.ceil(kernel / up_rate) / rate  # transposed conv: inputs per output
+        rate *= up_rate
+        frames += (block_radius + (1 if excitation else 0)) / rate
+    frames += 3 / rate
+    if excitation:
+        level_rate = rate
+        frames += 1 / level_rate  # sin_prenet
+        for down_rate, kernel in zip(reversed(cfg.upsample_rates), reversed(cfg.upsample_kernel_sizes)):
+            frames += (kernel // 2) / level_rate
+            level_rate //= down_rate
+            frames += 1 / level_rate  # DownResBlock
+        frames += 2  # bicubic amplitudes
+    return math.ceil(frames)
 
 
 def _upsample_stages(cfg: HiFiGANConfig) -> tuple[nn.ModuleList, nn.ModuleList]:
@@ -119,7 +197,7 @@ def _upsample_stages(cfg: HiFiGANConfig) -> tuple[nn.ModuleList, nn.ModuleList]:
     return ups, resblocks
 
 
-class KnnVcGenerator(_Generator):
+class KnnVcGenerator(Vocoder):
     """kNN-VC HiFi-GAN: WavLM features -> waveform (spec §9.2). Keys have no ``dec.`` prefix."""
 
     kind = VocoderKind.KNNVC
@@ -134,8 +212,14 @@ class KnnVcGenerator(_Generator):
         final_channels = cfg.upsample_initial_channel // 2 ** len(cfg.upsample_rates)
         self.conv_post = WNConv1d(final_channels, 1, 7, padding=3)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """Vocode features.
+    def forward(
+        self,
+        feats: torch.Tensor,
+        f0_hz: torch.Tensor | None = None,
+        amps: torch.Tensor | None = None,
+        start_cycles: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Vocode features (pitch, amplitudes and phase are not used by this generator).
 
         Args:
             feats: (B, T, D) WavLM features.
@@ -143,7 +227,7 @@ class KnnVcGenerator(_Generator):
         Returns:
             (B, 1, T * 320) waveform in [-1, 1].
         """
-        _check_feats(feats, self.config.hubert_dim)
+        self._check_inputs(feats, f0_hz, amps)
         x = self.conv_pre(self.lin_pre(feats).transpose(1, 2))
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
@@ -217,7 +301,7 @@ def _check_hop(cfg: HiFiGANConfig) -> None:
         )
 
 
-class HarmonicGenerator(_Generator):
+class HarmonicGenerator(Vocoder):
     """kNN-SVC vocoder conditioned on the additive-synthesis waveform U(t) (spec §9.3).
 
     Excitation branch widths ``n_harmonic * 2**i`` (32, 64, ..., 512 for the release).
@@ -233,24 +317,32 @@ class HarmonicGenerator(_Generator):
         self.dec = ExcitationDecoder(cfg, widths)
         self.sin_prenet = nn.Conv1d(1, widths[0], 3, padding=1)
 
-    def forward(self, feats: torch.Tensor, f0_hz: torch.Tensor, amps: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        feats: torch.Tensor,
+        f0_hz: torch.Tensor | None = None,
+        amps: torch.Tensor | None = None,
+        start_cycles: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Vocode features with harmonic guidance.
 
         Args:
             feats: (B, T, D) WavLM features.
             f0_hz: (B, T) target f0 (0 = unvoiced); (B, T, 1) is accepted too.
             amps: (B, T, H) harmonic amplitudes (H = 49 for the release).
+            start_cycles: (B,) phase of U(t) in cycles before the first sample, for a block of a
+                longer signal (None = 0).
 
         Returns:
             (B, 1, T * 320) waveform in [-1, 1].
         """
-        _check_feats(feats, self.config.hubert_dim)
-        f0_hz = _as_frames(f0_hz, feats).to(feats.device)
-        excitation = additive_synth(f0_hz, amps.to(feats.device))[:, None, :].to(feats.dtype)  # (B, 1, L)
+        f0_hz = self._check_inputs(feats, f0_hz, amps)
+        excitation = additive_synth(f0_hz, amps.to(feats.device), start_cycles)  # (B, L)
+        excitation = excitation[:, None, :].to(feats.dtype)
         return self.dec(feats, self.sin_prenet(excitation))
 
 
-class SineGenerator(_Generator):
+class SineGenerator(Vocoder):
     """kNN-SVC "w/o AS" vocoder conditioned on a unit sinusoid at f0 (spec §9.4).
 
     Excitation branch ``n_harmonic + 2`` channels wide at every level (34 for the release).
@@ -266,30 +358,36 @@ class SineGenerator(_Generator):
         self.dec = ExcitationDecoder(cfg, [width] * (len(cfg.upsample_rates) + 1))
         self.sin_prenet = nn.Conv1d(1, width, 3, padding=1)
 
-    def forward(self, feats: torch.Tensor, f0_hz: torch.Tensor) -> torch.Tensor:
-        """Vocode features with sinusoidal pitch guidance.
+    def forward(
+        self,
+        feats: torch.Tensor,
+        f0_hz: torch.Tensor | None = None,
+        amps: torch.Tensor | None = None,
+        start_cycles: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Vocode features with sinusoidal pitch guidance (amplitudes are not used).
 
         Args:
             feats: (B, T, D) WavLM features.
             f0_hz: (B, T) target f0 (0 = unvoiced); (B, T, 1) is accepted too.
+            start_cycles: (B,) phase of the sinusoid in cycles before the first sample (None = 0).
 
         Returns:
             (B, 1, T * 320) waveform in [-1, 1].
         """
-        _check_feats(feats, self.config.hubert_dim)
-        f0_hz = _as_frames(f0_hz, feats).to(feats.device)
-        excitation = sine_excitation(f0_hz)[:, None, :].to(feats.dtype)  # (B, 1, L)
+        f0_hz = self._check_inputs(feats, f0_hz, amps)
+        excitation = sine_excitation(f0_hz, start_cycles)[:, None, :].to(feats.dtype)  # (B, 1, L)
         return self.dec(feats, self.sin_prenet(excitation))
 
 
-_GENERATORS: dict[VocoderKind, type[_Generator]] = {
+_GENERATORS: dict[VocoderKind, type[Vocoder]] = {
     VocoderKind.HARMONIC: HarmonicGenerator,
     VocoderKind.SINE: SineGenerator,
     VocoderKind.KNNVC: KnnVcGenerator,
 }
 
 
-def build_generator(kind: VocoderKind | str, cfg: HiFiGANConfig | None = None) -> nn.Module:
+def build_generator(kind: VocoderKind | str, cfg: HiFiGANConfig | None = None) -> Vocoder:
     """A freshly initialised generator of ``kind`` (official defaults when ``cfg`` is None)."""
     return _GENERATORS[VocoderKind(kind)](cfg)
 
@@ -433,7 +531,7 @@ def _check_state_dict(model: nn.Module, state_dict: Mapping, cfg: HiFiGANConfig,
 
 def load_generator(
     state_dict: Mapping, config: HiFiGANConfig | None = None
-) -> tuple[VocoderKind, nn.Module]:
+) -> tuple[VocoderKind, Vocoder]:
     """Detect the architecture, build it and load ``state_dict`` strictly; returns it in eval mode.
 
     Args:

@@ -25,6 +25,8 @@ __all__ = [
     "MASK_STOP",
     "magnitude_spectrogram",
     "harmonic_amplitudes",
+    "running_cycles",
+    "upsample_bicubic",
     "additive_synth",
     "sine_excitation",
 ]
@@ -120,17 +122,29 @@ def harmonic_amplitudes(spec: torch.Tensor, f0_hz: torch.Tensor, n_harmonics: in
     return torch.where(unvoiced, unvoiced_amps, amps) * AMPLITUDE_SCALE
 
 
-def _wrapped_phase(f0_hz: torch.Tensor) -> torch.Tensor:
-    """Running phase (in radians, wrapped to [-pi, pi]) of nearest-upsampled f0.
+def running_cycles(f0_hz: torch.Tensor, start_cycles: torch.Tensor | None = None) -> torch.Tensor:
+    """Phase of nearest-upsampled f0, in cycles, as an inclusive float64 running sum.
+
+    Phi[s] = start + sum_{u <= s} f0_up[u] / fs: sample 0 already has f0[0] / fs. The sum runs
+    sample by sample from `start_cycles`, so a signal synthesised block by block, each block
+    starting from the previous block's last value, has exactly the phase of the whole signal.
 
     Args:
         f0_hz: (B, T) frame-rate f0.
+        start_cycles: (B,) phase accumulated before the first sample; None = 0.
 
     Returns:
-        (B, T * 320) float32 phase; float64 inclusive cumsum, so sample 0 already has f0[0] / fs.
+        (B, T * 320) float64 cycles.
     """
-    f0_up = torch.repeat_interleave(f0_hz.to(torch.float64), HOP_LENGTH, dim=1)
-    cycles = torch.cumsum(f0_up / SAMPLE_RATE, dim=1)
+    steps = torch.repeat_interleave(f0_hz.to(torch.float64), HOP_LENGTH, dim=1) / SAMPLE_RATE
+    if start_cycles is None:
+        return torch.cumsum(steps, dim=1)
+    start = start_cycles.to(device=steps.device, dtype=torch.float64).reshape(-1, 1)
+    return torch.cumsum(torch.cat([start.expand(steps.shape[0], 1), steps], dim=1), dim=1)[:, 1:]
+
+
+def _wrap(cycles: torch.Tensor) -> torch.Tensor:
+    """Cycles -> radians wrapped to [-pi, pi], float32 (the reference's ``round`` wrap)."""
     return (2 * math.pi * (cycles - torch.round(cycles))).to(torch.float32)
 
 
@@ -139,21 +153,76 @@ def _check_f0(f0_hz: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} expects f0_hz of shape (B, T), got {tuple(f0_hz.shape)}")
 
 
-def additive_synth(f0_hz: torch.Tensor, amps: torch.Tensor, harmonics_per_chunk: int = 8) -> torch.Tensor:
+CUBIC_A = -0.75
+"""Coefficient of PyTorch's bicubic kernel, which the amplitudes were upsampled with."""
+
+
+def _bicubic_weights(device: torch.device) -> torch.Tensor:
+    """(320, 4) float32 weights of the 4 frames that bicubic upsampling by 320 mixes per sample.
+
+    With ``align_corners=False`` sample s = 320 j + r reads the frame position j + (r - 159.5) / 320:
+    for r < 160 the taps are frames j-2..j+1, from r = 160 on frames j-1..j+2. The weights depend
+    on r only, so every frame (and every block of frames) is upsampled with the same table.
+    """
+    r = torch.arange(HOP_LENGTH, dtype=torch.float64)
+    t = torch.where(r < HOP_LENGTH // 2, (r + 160.5) / HOP_LENGTH, (r - 159.5) / HOP_LENGTH)
+
+    def near(x: torch.Tensor) -> torch.Tensor:  # |x| <= 1
+        return ((CUBIC_A + 2) * x - (CUBIC_A + 3)) * x * x + 1
+
+    def far(x: torch.Tensor) -> torch.Tensor:  # 1 < |x| < 2
+        return ((CUBIC_A * x - 5 * CUBIC_A) * x + 8 * CUBIC_A) * x - 4 * CUBIC_A
+
+    weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=1)
+    return weights.to(device=device, dtype=torch.float32)
+
+
+def upsample_bicubic(values: torch.Tensor) -> torch.Tensor:
+    """Frame-rate values to the sample rate, as PyTorch's bicubic ``interpolate`` (align_corners=False).
+
+    Frames beyond the ends are clamped to the first/last frame. The weights are a fixed (320, 4)
+    table and the sum is written out term by term, so a sample's value depends only on its own
+    four frames: upsampling a block with two frames of context on each side gives exactly the
+    samples of the whole sequence.
+
+    Args:
+        values: (B, T) frame-rate values.
+
+    Returns:
+        (B, T * 320) float32.
+    """
+    batch, n_frames = values.shape
+    weights = _bicubic_weights(values.device)  # (320, 4)
+    index = torch.arange(-2, n_frames + 2, device=values.device).clamp(0, max(n_frames - 1, 0))
+    padded = values.to(torch.float32)[:, index]  # (B, T + 4): frames j - 2 .. j + 2 at column j + m
+    taps = [padded[:, m : m + n_frames, None] for m in range(5)]  # each (B, T, 1)
+    half = HOP_LENGTH // 2
+    early, late = weights[:half], weights[half:]
+    first = taps[0] * early[:, 0] + taps[1] * early[:, 1] + taps[2] * early[:, 2] + taps[3] * early[:, 3]
+    second = taps[1] * late[:, 0] + taps[2] * late[:, 1] + taps[3] * late[:, 2] + taps[4] * late[:, 3]
+    return torch.cat([first, second], dim=2).reshape(batch, n_frames * HOP_LENGTH)
+
+
+def additive_synth(
+    f0_hz: torch.Tensor, amps: torch.Tensor, start_cycles: torch.Tensor | None = None
+) -> torch.Tensor:
     """Additive-synthesis waveform U(t) at the target pitch (spec §8.4, faithful).
 
     U[s] = sum_k A_k[s] * M_k[s] * sin(k * phi[s]) with f0 nearest-upsampled to the sample rate,
-    amplitudes upsampled by bicubic interpolation (``align_corners=False``, may overshoot), the
-    phase from a float64 inclusive cumsum wrapped with ``round``, and M_k = 1 + 1e-7 where
-    k * f0 < 8 kHz, else 1e-7. Unvoiced frames freeze the phase (a DC-like step driven by A_1),
-    as the released vocoders were trained with.
+    amplitudes upsampled by bicubic interpolation (may overshoot), the phase from a float64
+    inclusive running sum wrapped with ``round``, and M_k = 1 + 1e-7 where k * f0 < 8 kHz, else
+    1e-7. Unvoiced frames freeze the phase (a DC-like step driven by A_1), as the released
+    vocoders were trained with.
+
+    Works in blocks: given the phase reached before a block (`start_cycles`), the block's samples
+    are those of the whole signal, except within two frames of a block edge that is not an end of
+    the signal (where bicubic interpolation would need the neighbouring frames). Harmonics are
+    added one at a time, so memory is a few copies of the output.
 
     Args:
         f0_hz: (B, T) target f0, 0 = unvoiced.
         amps: (B, T, H) harmonic amplitudes.
-        harmonics_per_chunk: harmonics synthesised at once; bounds memory to about
-            ``harmonics_per_chunk`` float32 copies of the output. Does not change the result
-            beyond float rounding.
+        start_cycles: (B,) phase in cycles accumulated before the first sample (None = 0).
 
     Returns:
         (B, T * 320) float32 waveform.
@@ -161,34 +230,28 @@ def additive_synth(f0_hz: torch.Tensor, amps: torch.Tensor, harmonics_per_chunk:
     _check_f0(f0_hz, "additive_synth")
     if amps.dim() != 3 or amps.shape[:2] != f0_hz.shape:
         raise ValueError(f"amps must be (B, T, H) matching f0_hz {tuple(f0_hz.shape)}, got {tuple(amps.shape)}")
-    batch, n_frames, n_harmonics = amps.shape
-    n_samples = n_frames * HOP_LENGTH
     amps = amps.to(device=f0_hz.device, dtype=torch.float32)
-    phase = _wrapped_phase(f0_hz)  # (B, L)
+    phase = _wrap(running_cycles(f0_hz, start_cycles))  # (B, L)
     f0_up = torch.repeat_interleave(f0_hz.to(torch.float32), HOP_LENGTH, dim=1)  # (B, L)
-
-    wav = phase.new_zeros(batch, n_samples)
-    for start in range(0, n_harmonics, harmonics_per_chunk):
-        stop = min(start + harmonics_per_chunk, n_harmonics)
-        amps_chunk = amps[:, :, start:stop].transpose(1, 2)[:, :, None, :]  # (B, h, 1, T)
-        amps_up = F.interpolate(amps_chunk, size=(1, n_samples), mode="bicubic", align_corners=False)[:, :, 0]
-        k = torch.arange(start + 1, stop + 1, device=phase.device, dtype=torch.float32)[None, :, None]
-        mask = torch.where(k * f0_up[:, None, :] < NYQUIST_HZ, MASK_PASS, MASK_STOP)  # (B, h, L)
-        wav = wav + (amps_up * mask * torch.sin(k * phase[:, None, :])).sum(dim=1)
+    wav = torch.zeros_like(phase)
+    for k in range(1, amps.shape[2] + 1):
+        mask = torch.where(k * f0_up < NYQUIST_HZ, MASK_PASS, MASK_STOP)
+        wav = wav + upsample_bicubic(amps[:, :, k - 1]) * mask * torch.sin(k * phase)
     return wav
 
 
-def sine_excitation(f0_hz: torch.Tensor) -> torch.Tensor:
+def sine_excitation(f0_hz: torch.Tensor, start_cycles: torch.Tensor | None = None) -> torch.Tensor:
     """Unit-amplitude sinusoid at f0, the excitation of the f0-sine vocoder (spec §8.5).
 
     Same phase construction as :func:`additive_synth` (nearest-upsampled f0, float64 inclusive
-    cumsum, wrap), one harmonic, no amplitude and no mask.
+    running sum from `start_cycles`, wrap), one harmonic, no amplitude and no mask.
 
     Args:
         f0_hz: (B, T) f0, 0 = unvoiced (phase freezes).
+        start_cycles: (B,) phase in cycles accumulated before the first sample (None = 0).
 
     Returns:
         (B, T * 320) float32 waveform.
     """
     _check_f0(f0_hz, "sine_excitation")
-    return torch.sin(_wrapped_phase(f0_hz))
+    return torch.sin(_wrap(running_cycles(f0_hz, start_cycles)))

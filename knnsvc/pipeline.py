@@ -290,15 +290,8 @@ class KnnSvc:
         if self.vocoder is None:
             raise RuntimeError("this converter was built without a vocoder: it can match, not vocode")
         with self._timed("vocode"):
-            feats = result.feats[None].to(self.device)
-            if self.kind is VocoderKind.KNNVC:
-                wav = self.vocoder(feats)
-            elif self.kind is VocoderKind.SINE:
-                wav = self.vocoder(feats, result.f0_hz[None].to(self.device))
-            else:
-                wav = self.vocoder(
-                    feats, result.f0_hz[None].to(self.device), result.amps[None].to(self.device)
-                )
+            amps = None if result.amps is None else result.amps[None].to(self.device)
+            wav = self.vocoder(result.feats[None].to(self.device), result.f0_hz[None].to(self.device), amps)
         return wav.reshape(-1).float().cpu()
 
     def convert(self, source: torch.Tensor | SourceFeatures, pool: ReferencePool) -> torch.Tensor:
