@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -34,10 +35,11 @@ from knnsvc.matching import (
     reselect,
     weighted_sum,
 )
-from knnsvc.pitch import harvest_f0, shift_semitones, shift_to_reference
+from knnsvc.pitch import apply_pitch_shift, harvest_f0, parse_pitch_shift
 from knnsvc.pool import ReferencePool, module_fingerprint
 
-Precision = Literal["float64", "float32"]
+PRECISIONS = ("float64", "float32")
+"""Arithmetic of the matching stage; float64 is the reference's."""
 T = TypeVar("T")
 
 
@@ -52,7 +54,9 @@ class MatchConfig:
             reselection (the reference's `no_post_opt`).
         optimise_weights: optimise the summing weights for smoothness; False = plain mean.
         pitch_shift: "auto" moves the source's median log-F0 onto the reference's (the paper);
-            a number transposes by that many semitones; None keeps the source pitch.
+            "auto-semitone" / "auto-octave" round that interval to whole semitones / octaves (an
+            octave keeps a song's key); a number transposes by that many semitones; None (or
+            "none") keeps the source pitch. Strings and numbers are accepted (Hydra, CLI).
         precision: dtype of the matching arithmetic; "float64" is the reference's.
         sticky_concat_switch: reproduce the reference quirk that switches the harmonic pass's
             concatenation term off for good after the first fast-changing frame (spec §7.3).
@@ -68,20 +72,25 @@ class MatchConfig:
     topk: int = 4
     concat_weight: float | None = 0.2
     optimise_weights: bool = True
-    pitch_shift: Literal["auto"] | float | None = "auto"
-    precision: Precision = "float64"
+    pitch_shift: Any = "auto"
+    precision: str = "float64"
     sticky_concat_switch: bool = True
     smooth_every_vocoder: bool = False
     respect_file_boundaries: bool = False
     max_opt_iters: int = 100_000
 
     def __post_init__(self) -> None:
+        if self.n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}")
         if self.topk < 1 or self.topk > self.n_candidates:
             raise ValueError(f"topk must be in 1..{self.n_candidates}, got {self.topk}")
-        if self.precision not in ("float64", "float32"):
-            raise ValueError(f"precision must be float64 or float32, got {self.precision!r}")
-        if isinstance(self.pitch_shift, str) and self.pitch_shift != "auto":
-            raise ValueError(f"pitch_shift must be 'auto', a number of semitones or None, got {self.pitch_shift!r}")
+        if self.concat_weight is not None and not (math.isfinite(self.concat_weight) and self.concat_weight >= 0):
+            raise ValueError(f"concat_weight must be a finite number >= 0 (or None), got {self.concat_weight}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.max_opt_iters < 1:
+            raise ValueError(f"max_opt_iters must be >= 1, got {self.max_opt_iters}")
+        self.pitch_shift = parse_pitch_shift(self.pitch_shift)
 
 
 @dataclass
@@ -258,16 +267,13 @@ class KnnSvc:
         return result
 
     def _shifted_f0(self, source_f0_hz: torch.Tensor, pool_f0_hz: torch.Tensor) -> torch.Tensor:
-        shift = self.config.pitch_shift
-        if shift is None or self.kind is VocoderKind.KNNVC:
-            return source_f0_hz.clone()
-        if shift == "auto":
+        shift = self.config.pitch_shift if self.kind.uses_pitch else None
+        if isinstance(shift, str):
             if not bool((source_f0_hz > 0).any()):
                 raise ValueError("the source has no voiced frame: its median pitch is undefined")
             if not bool((pool_f0_hz > 0).any()):
                 raise ValueError("the reference has no voiced frame: its median pitch is undefined")
-            return shift_to_reference(source_f0_hz, pool_f0_hz)
-        return shift_semitones(source_f0_hz, float(shift))
+        return apply_pitch_shift(source_f0_hz, pool_f0_hz, shift)[0]
 
     def _weights(
         self,

@@ -71,6 +71,75 @@ def shift_semitones(f0_hz: torch.Tensor, semitones: float) -> torch.Tensor:
     return _shift_log(f0_hz, torch.zeros((), dtype=f0_hz.dtype), log_to)
 
 
+AUTO_SHIFTS = ("auto", "auto-semitone", "auto-octave")
+"""Automatic shifts: the paper's continuous one, and the same rounded to semitones or octaves."""
+
+MAX_SHIFT_SEMITONES = 48.0
+"""Largest transposition accepted (four octaves); beyond it the vocoders leave their range."""
+
+PitchShift = str | float | None
+"""One of `AUTO_SHIFTS`, a number of semitones, or None (keep the source pitch)."""
+
+
+def parse_pitch_shift(value: object) -> PitchShift:
+    """Canonical form of a pitch-shift setting: an `AUTO_SHIFTS` name, finite semitones, or None.
+
+    Accepts the strings "auto", "auto-semitone", "auto-octave", "none" (any case), None, numbers
+    and numeric strings ("-3", "+12").
+
+    Raises:
+        ValueError: anything else, a non-finite number, or more than `MAX_SHIFT_SEMITONES`.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in AUTO_SHIFTS:
+            return text
+        if text in ("none", "null", "off"):
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(
+                f"pitch shift must be {', '.join(AUTO_SHIFTS)}, none or a number of semitones, got {value!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"pitch shift must be a name or a number of semitones, got {value!r}")
+    semitones = float(value)
+    if not math.isfinite(semitones) or abs(semitones) > MAX_SHIFT_SEMITONES:
+        raise ValueError(
+            f"pitch shift must be a finite number of semitones within ±{MAX_SHIFT_SEMITONES:g}, got {value!r}"
+        )
+    return semitones
+
+
+def apply_pitch_shift(
+    source_f0_hz: torch.Tensor, reference_f0_hz: torch.Tensor, shift: PitchShift
+) -> tuple[torch.Tensor, float]:
+    """The source F0 transposed as `shift` says, and the transposition in semitones.
+
+    "auto" is the paper's shift (:func:`shift_to_reference`, bit for bit); "auto-semitone" and
+    "auto-octave" round its interval to whole semitones / octaves (an octave shift keeps a song's
+    key); a number transposes by that many semitones; None keeps the source pitch.
+
+    Raises:
+        ValueError: an automatic shift and no voiced frame in the source or the reference.
+    """
+    shift = parse_pitch_shift(shift)
+    if shift is None:
+        return source_f0_hz.clone(), 0.0
+    if isinstance(shift, float):
+        return shift_semitones(source_f0_hz, shift), shift
+    log_source, log_reference = median_log_f0(source_f0_hz), median_log_f0(reference_f0_hz)
+    semitones = 12.0 * float(log_reference - log_source) / math.log(2.0)
+    if shift == "auto":
+        return _shift_log(source_f0_hz, log_source, log_reference), semitones
+    step = 12.0 if shift == "auto-octave" else 1.0
+    rounded = step * round(semitones / step)
+    return shift_semitones(source_f0_hz, rounded), rounded
+
+
 def _shift_log(f0_hz: torch.Tensor, log_from: torch.Tensor, log_to: torch.Tensor) -> torch.Tensor:
     voiced = f0_hz > 0
     shifted = torch.zeros_like(f0_hz)
