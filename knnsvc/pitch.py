@@ -16,20 +16,78 @@ VOICED_MIN_HZ = 80.0
 """Harvest values below this are set to 0 (= unvoiced), as in the reference."""
 
 
-def harvest_f0(wav_16k: torch.Tensor) -> torch.Tensor:
-    """WORLD Harvest F0 at the WavLM frame rate (spec §5).
+F0_BLOCK_MARGIN_SECONDS = 1.0
+"""Audio analysed on each side of a block beyond what it keeps (Harvest's filters settle within it)."""
+
+DC_TAIL_SECONDS = 1.0
+"""Minimum length of the constant tail that gives a block the whole recording's mean (see below)."""
+
+
+def harvest_f0(wav_16k: torch.Tensor, block_seconds: float | None = None) -> torch.Tensor:
+    """WORLD Harvest F0 at the WavLM frame rate (spec §5), optionally in blocks.
+
+    Harvest's memory grows about quadratically with the length of what it analyses (9 GB for six
+    minutes), so long recordings are analysed in blocks of `block_seconds`, each with
+    `F0_BLOCK_MARGIN_SECONDS` of extra audio on both sides whose frames are discarded. Two
+    properties of Harvest that span the whole recording are reproduced for every block, which
+    makes the blocks agree with the whole-recording analysis (on the real singing clips: no
+    frame differs for 30 s blocks):
+
+    - Harvest removes the *mean of what it is given* before filtering. A block is therefore
+      extended by a constant tail, on the side that is not an end of the recording and beyond the
+      discarded margin, chosen so that the block's mean is the whole recording's mean.
+    - Harvest decimates to 8 kHz on a grid that depends on the parity of the length; a block is
+      cut with the parity of the whole recording, so it samples the same grid.
 
     Args:
         wav_16k: (L,) waveform at 16 kHz.
+        block_seconds: analyse in blocks of this length; None or 0 analyses the whole recording
+            at once (the reference's behaviour; memory grows with the length).
 
     Returns:
         f0_hz: (L // 320 + 1,) float32; frame n is centred at n * 20 ms; 0 marks unvoiced frames.
     """
+    samples = wav_16k.detach().cpu().double().numpy()
+    n_samples = samples.shape[0]
+    block = round((block_seconds or 0.0) * SAMPLE_RATE / HOP_LENGTH) * HOP_LENGTH
+    margin = round(F0_BLOCK_MARGIN_SECONDS * SAMPLE_RATE / HOP_LENGTH) * HOP_LENGTH
+    if block <= 0 or n_samples <= block + margin:
+        return _harvest(samples)
+
+    mean = float(samples.mean())
+    f0_hz = np.empty(n_samples // HOP_LENGTH + 1, dtype=np.float32)
+    for start in range(0, n_samples, block):
+        stop = min(start + block, n_samples)
+        lo, hi = max(start - margin, 0), min(stop + margin, n_samples)
+        if hi < n_samples and (hi - lo) % 2 != n_samples % 2:
+            hi += 1  # same decimation grid as the whole recording
+        segment = samples[lo:hi]
+        tail_at_end = hi < n_samples
+        tail = _dc_tail(segment, mean)
+        segment = np.concatenate([segment, tail] if tail_at_end else [tail, segment])
+        first_frame = (lo - (0 if tail_at_end else tail.shape[0])) // HOP_LENGTH
+        frames = _harvest(segment)
+        keep = slice(start // HOP_LENGTH, stop // HOP_LENGTH if stop < n_samples else f0_hz.shape[0])
+        f0_hz[keep] = frames[keep.start - first_frame : keep.stop - first_frame]
+    return torch.from_numpy(f0_hz)
+
+
+def _dc_tail(segment: np.ndarray, mean: float) -> np.ndarray:
+    """A constant run that brings `segment`'s mean to `mean`: a whole number of frames long (so a
+    tail in front keeps the frame grid), at least `DC_TAIL_SECONDS`, its level within ±0.5."""
+    excess = mean * segment.shape[0] - float(segment.sum())
+    length = max(round(DC_TAIL_SECONDS * SAMPLE_RATE), math.ceil(abs(excess) / 0.5))
+    length = -(-length // HOP_LENGTH) * HOP_LENGTH
+    level = (mean * (segment.shape[0] + length) - float(segment.sum())) / length
+    return np.full(length, level)
+
+
+def _harvest(samples: np.ndarray) -> torch.Tensor:
+    """Harvest with the reference's settings on float64 samples; values below 80 Hz -> 0."""
     with warnings.catch_warnings():  # pyworld imports the deprecated pkg_resources
         warnings.simplefilter("ignore")
         import pyworld
 
-    samples = wav_16k.detach().cpu().double().numpy()
     f0, _ = pyworld.harvest(
         samples,
         SAMPLE_RATE,
