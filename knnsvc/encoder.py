@@ -9,6 +9,8 @@ transformer block ``layer`` (6), without the final encoder layer norm. Only ``la
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -79,19 +81,30 @@ class WavLMEncoder(nn.Module):
         """(L,) waveform -> (layer + 1, T, D) float32; index 0 = transformer input."""
         return self._encode(wav_16k, all_layers=True)
 
+    def chunks(self, wav_16k: Tensor) -> Iterator[Tensor]:
+        """The features chunk by chunk, in order: (T_c, D) float32 each (memory: one batch).
+
+        Concatenated, they are exactly ``forward(wav_16k)``.
+        """
+        for states in self._encode_chunks(wav_16k, all_layers=False):
+            yield states[0]
+
     def _encode(self, wav_16k: Tensor, all_layers: bool) -> Tensor:
         """(L,) -> (S, T, D) with S = layer + 1 if ``all_layers`` else 1."""
+        outputs = list(self._encode_chunks(wav_16k, all_layers))
+        if not outputs:
+            num_states = self.layer + 1 if all_layers else 1
+            return torch.zeros(num_states, 0, self.dim, device=self.device)
+        return torch.cat(outputs, dim=1)
+
+    def _encode_chunks(self, wav_16k: Tensor, all_layers: bool) -> Iterator[Tensor]:
+        """(L,) -> one (S, T_c, D) float32 tensor per chunk, S = layer + 1 if ``all_layers`` else 1."""
         if wav_16k.dim() != 1:
             raise ValueError(f"expected a mono waveform of shape (L,), got {tuple(wav_16k.shape)}")
         dtype = next(self.wavlm.parameters()).dtype
         wav_16k = wav_16k.to(device=self.device, dtype=dtype)
         lengths = self.chunk_lengths(wav_16k.numel())
-        num_states = self.layer + 1 if all_layers else 1
-        if not lengths:
-            return wav_16k.new_zeros(num_states, 0, self.dim, dtype=torch.float32)
-
         max_batch = self.max_batch_chunks or (4 if self.device.type == "cuda" else 1)
-        outputs = []
         start = 0
         index = 0
         while index < len(lengths):
@@ -103,9 +116,11 @@ class WavLMEncoder(nn.Module):
                 count += 1
             chunks = wav_16k[start: start + count * length].view(count, length)
             chunks = F.pad(chunks, (0, HOP_LENGTH - length % HOP_LENGTH))
-            x, states = self.wavlm.extract_features(chunks, output_layer=self.layer, ret_layer_results=all_layers)
-            batch = torch.stack(states, dim=1) if all_layers else x.unsqueeze(1)  # (count, S, T_c, D)
-            outputs.extend(batch.float().unbind(0))
+            with torch.inference_mode():  # per batch: the caller's code between chunks runs outside it
+                x, states = self.wavlm.extract_features(chunks, output_layer=self.layer,
+                                                        ret_layer_results=all_layers)
+                batch = torch.stack(states, dim=1) if all_layers else x.unsqueeze(1)  # (count, S, T_c, D)
+                batch = batch.float()
             start += count * length
             index += count
-        return torch.cat(outputs, dim=1)
+            yield from batch.unbind(0)

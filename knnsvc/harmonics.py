@@ -53,21 +53,37 @@ MASK_STOP = 1e-7
 """Anti-alias mask value for harmonics at or above Nyquist (attenuated, not exactly 0)."""
 
 
-def magnitude_spectrogram(wav_16k: torch.Tensor) -> torch.Tensor:
-    """Per-frame STFT magnitudes of a 16 kHz waveform (spec §8.1).
+def magnitude_spectrogram(
+    wav_16k: torch.Tensor, first_frame: int = 0, num_frames: int | None = None
+) -> torch.Tensor:
+    """Per-frame STFT magnitudes of a 16 kHz waveform (spec §8.1), optionally a range of frames.
 
     |STFT| with n_fft 400, hop 320, periodic Hann window of 400, centred frames (reflect padding
-    of 200 on both sides), power 1, no normalisation; the Nyquist bin is dropped.
+    of 200 at both ends of the recording), power 1, no normalisation; the Nyquist bin is dropped.
+    Frame n covers samples 320 n - 200 .. 320 n + 199, so a range of frames is computed from just
+    the samples it covers (works in blocks: frame for frame the whole spectrogram).
 
     Args:
         wav_16k: (L,) waveform.
+        first_frame, num_frames: the frames wanted (default: all L // 320 + 1).
 
     Returns:
-        (L // 320 + 1, 200) float32 magnitudes, bin b at b * 40 Hz.
+        (num_frames, 200) float32 magnitudes, bin b at b * 40 Hz.
     """
     if wav_16k.dim() != 1:
         raise ValueError(f"magnitude_spectrogram expects a 1-D waveform (L,), got shape {tuple(wav_16k.shape)}")
-    wav = wav_16k.float()
+    total = wav_16k.shape[0] // HOP_LENGTH + 1
+    if num_frames is None:
+        num_frames = total - first_frame
+    if not (0 <= first_frame and first_frame + num_frames <= total):
+        raise ValueError(f"frames {first_frame}..{first_frame + num_frames} outside the {total} frames")
+    half = N_FFT // 2
+    samples = torch.arange(first_frame * HOP_LENGTH - half, (first_frame + num_frames - 1) * HOP_LENGTH + half,
+                           device=wav_16k.device)
+    last = wav_16k.shape[0] - 1
+    samples = torch.where(samples < 0, -samples, samples)  # reflect at the start (edge excluded)
+    samples = torch.where(samples > last, 2 * last - samples, samples)  # and at the end
+    wav = wav_16k.float()[samples]
     window = torch.hann_window(N_FFT, periodic=True, dtype=wav.dtype, device=wav.device)
     stft = torch.stft(
         wav,
@@ -75,12 +91,11 @@ def magnitude_spectrogram(wav_16k: torch.Tensor) -> torch.Tensor:
         hop_length=HOP_LENGTH,
         win_length=N_FFT,
         window=window,
-        center=True,
-        pad_mode="reflect",
+        center=False,
         normalized=False,
         onesided=True,
         return_complex=True,
-    )  # (201, L // 320 + 1)
+    )  # (201, num_frames)
     return stft.abs()[:N_BINS].T.contiguous()
 
 

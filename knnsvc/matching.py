@@ -2,6 +2,12 @@
 
 All functions are pure: tensors in, tensors out, no device or global state. Arithmetic happens in
 the dtype of the features passed in; the reference runs this stage in float64.
+
+Long sources are matched in blocks of `MATCH_BLOCK` frames, aligned at multiples of that size:
+the kNN search, the reselection (carrying its state from block to block) and the Gram matrices
+of the weight optimisation see the same sub-blocks whatever the caller's blocking, so a blocked
+run gives exactly the result of a whole-file run. Memory is bounded by the block sizes and the
+pool, not by the source length.
 """
 
 from __future__ import annotations
@@ -14,8 +20,26 @@ import torch
 PITCH_EPS = 1e-5
 """Added to F0 before log2 so unvoiced frames (0 Hz) get a finite, very low log-pitch."""
 
-QUERY_BLOCK = 1024
-"""Source frames per block in the kNN search (bounds the T x N distance matrix in memory)."""
+QUERY_BLOCK = 256
+"""Source frames per kNN distance block (bounds the block x N distance matrix in memory)."""
+
+MATCH_BLOCK = 16 * QUERY_BLOCK
+"""Source frames per matching block (a multiple of QUERY_BLOCK; results do not depend on it)."""
+
+GRAM_BLOCK = 1024
+"""Frame pairs per block when the optimiser's Gram matrices are built (bounds gathered rows)."""
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit length (the one normalisation every cosine in this module uses)."""
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def frame_blocks(num_frames: int, block: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges covering 0..num_frames in steps of `block` (one range if block <= 0)."""
+    if block <= 0 or num_frames <= block:
+        return [(0, num_frames)] if num_frames else []
+    return [(start, min(start + block, num_frames)) for start in range(0, num_frames, block)]
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -32,23 +56,22 @@ def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1.0 - a_unit @ b_unit.T
 
 
-def cosine_topk(query: torch.Tensor, pool: torch.Tensor, k: int = 32) -> torch.Tensor:
+def cosine_topk(query: torch.Tensor, pool: torch.Tensor, k: int = 32, pool_is_unit: bool = False) -> torch.Tensor:
     """The k cosine-nearest pool frames of each query frame.
 
     Args:
         query: (T, D) source features.
-        pool: (N, D) reference features, N >= k.
+        pool: (N, D) reference features, N >= k (or their `unit_rows` with ``pool_is_unit``).
 
     Returns:
         (T, k) int64 pool indices, nearest first.
     """
     if pool.shape[0] < k:
         raise ValueError(f"the reference has {pool.shape[0]} frames, fewer than the {k} candidates")
-    pool_unit = pool / pool.norm(dim=-1, keepdim=True)
+    pool_unit = pool if pool_is_unit else unit_rows(pool)
     blocks = []
-    for start in range(0, query.shape[0], QUERY_BLOCK):
-        block = query[start : start + QUERY_BLOCK]
-        dist = 1.0 - (block / block.norm(dim=-1, keepdim=True)) @ pool_unit.T  # (B, N)
+    for start, stop in frame_blocks(query.shape[0], QUERY_BLOCK):
+        dist = 1.0 - unit_rows(query[start:stop]) @ pool_unit.T  # (B, N)
         blocks.append(dist.topk(k, dim=-1, largest=False).indices)
     return torch.cat(blocks) if blocks else query.new_zeros((0, k), dtype=torch.long)
 
@@ -129,6 +152,102 @@ CONCAT_FORGIVE_FACTOR = 5.0
 """Pass B: concatenation distances below factor x baseline count as 0."""
 
 
+class Reselector:
+    """Autoregressive reselection with a concatenation cost (spec §7.3), block by block.
+
+    Frame t chooses its k neighbours among its own initial k candidates and the natural
+    successors (index + 1) of frame t-1's choice, by cosine distance to the source frame plus
+    `concat_weight` times the low median of the cosine distances to frame t-1's choice (plus the
+    pitch distance in the harmonic pass). The choice is causal, so consecutive blocks of a
+    source, fed in order, give exactly the whole-source result: the last choice, the last source
+    frame and the (sticky) concatenation weight carry over.
+
+    Args:
+        pool_unit: (N, D) unit rows of the reference features (`unit_rows`), in the matching dtype.
+        concat_weight: m, the weight of the concatenation cost.
+        pitch: pitch arrays for the harmonic pass (None for the WavLM pass); its f0_target_hz
+            covers the whole source, indexed by absolute frame.
+        neighbours: where the "natural successor" of a pool row is; default: the next row of
+            the concatenated pool (the reference).
+    """
+
+    def __init__(
+        self,
+        pool_unit: torch.Tensor,
+        concat_weight: float,
+        pitch: PitchCost | None = None,
+        neighbours: Neighbours | None = None,
+    ) -> None:
+        # The loop runs on tiny arrays: numpy has far less per-call overhead than torch here.
+        self.pool_unit = pool_unit.cpu().numpy()
+        self.successor = (neighbours or Neighbours.of(pool_unit.shape[0])).next.numpy()
+        self.pitch = pitch
+        if pitch is not None:
+            dtype = self.pool_unit.dtype
+            self.pitch_target = log2_pitch(pitch.f0_target_hz).cpu().numpy().astype(dtype)
+            self.pitch_pool = log2_pitch(pitch.f0_pool_hz).cpu().numpy().astype(dtype)
+        self.weight = concat_weight
+        self.position = 0  # absolute index of the next source frame
+        self.last_choice: np.ndarray | None = None  # (K,) pool rows chosen for the previous frame
+        self.last_query: np.ndarray | None = None  # (D,) previous source frame, unit length
+
+    def __call__(self, initial: torch.Tensor, query_unit: torch.Tensor) -> torch.Tensor:
+        """Reselect the next block of source frames.
+
+        Args:
+            initial: (B, K) candidate pool indices of the block's frames.
+            query_unit: (B, D) unit source features of the block (`unit_rows`, matching dtype).
+
+        Returns:
+            (B, K) reselected pool indices, lowest total cost first.
+        """
+        n_frames, k = initial.shape
+        if n_frames == 0:
+            return initial.clone()
+        init = initial.cpu().numpy()
+        query = query_unit.cpu().numpy()
+        # 2 * cos_dist(Q[t-1], Q[t]) per frame; the source's very first frame has none (unused)
+        if self.last_query is None:
+            steps = 2.0 * (1.0 - np.einsum("td,td->t", query[:-1], query[1:]))
+            baseline = np.concatenate([np.zeros(1, dtype=query.dtype), steps])
+        else:
+            previous = np.concatenate([self.last_query[None], query[:-1]])
+            baseline = 2.0 * (1.0 - np.einsum("td,td->t", previous, query))
+
+        chosen = np.empty_like(init)
+        first = 0
+        if self.last_choice is None:
+            chosen[0] = init[0]
+            first = 1
+        pool_unit = self.pool_unit
+        for t in range(first, n_frames):
+            prev = chosen[t - 1] if t > 0 else self.last_choice
+            cands = np.concatenate([init[t], self.successor[prev]])  # (2K,)
+            cand_unit = pool_unit[cands]  # (2K, D)
+            match = 1.0 - cand_unit @ query[t]  # (2K,)
+            concat = 1.0 - pool_unit[prev] @ cand_unit.T  # (K, 2K)
+            b = baseline[t]
+            if self.pitch is not None:
+                if b < CONCAT_OFF_BASELINE:
+                    concat[concat < CONCAT_FORGIVE_FACTOR * b] = 0.0
+                    current = self.weight
+                else:
+                    current = 0.0
+                    if self.pitch.sticky_switch_off:
+                        self.weight = 0.0
+                extra = np.abs(self.pitch_pool[cands] - self.pitch_target[self.position + t])
+            else:
+                concat = np.where(concat > b, 1.5 * concat - b, concat)
+                current = self.weight
+                extra = 0.0
+            total = current * _low_median(concat) + match + extra
+            chosen[t] = cands[np.argsort(total, kind="stable")[:k]]
+        self.last_choice = chosen[-1].copy()
+        self.last_query = query[-1].copy()
+        self.position += n_frames
+        return torch.from_numpy(chosen).to(initial.device)
+
+
 def reselect(
     initial: torch.Tensor,
     query: torch.Tensor,
@@ -137,12 +256,7 @@ def reselect(
     pitch: PitchCost | None = None,
     neighbours: Neighbours | None = None,
 ) -> torch.Tensor:
-    """Autoregressive reselection with a concatenation cost (spec §7.3).
-
-    Frame t chooses its k neighbours among its own initial k candidates and the natural
-    successors (index + 1) of frame t-1's choice, by cosine distance to the source frame plus
-    `concat_weight` times the low median of the cosine distances to frame t-1's choice (plus the
-    pitch distance in the harmonic pass).
+    """Autoregressive reselection of a whole source (see :class:`Reselector`).
 
     Args:
         initial: (T, K) candidate pool indices per source frame.
@@ -150,57 +264,12 @@ def reselect(
         pool: (N, D) reference features.
         concat_weight: m, the weight of the concatenation cost.
         pitch: pitch arrays for the harmonic pass, None for the WavLM pass.
-        neighbours: where the "natural successor" of a pool row is; default: the next row of
-            the concatenated pool (the reference).
+        neighbours: natural successors (default: the next row of the concatenated pool).
 
     Returns:
         (T, K) reselected pool indices, lowest total cost first.
     """
-    n_frames, k = initial.shape
-    if n_frames == 0:
-        return initial.clone()
-    # The loop runs on tiny arrays: numpy has far less per-call overhead than torch here.
-    query_unit = _unit_rows(query).numpy()
-    pool_unit = _unit_rows(pool).numpy()
-    init = initial.cpu().numpy()
-    successor = (neighbours or Neighbours.of(pool.shape[0])).next.numpy()
-    # 2 * cos_dist(Q[t-1], Q[t]) for t >= 1; entry 0 unused.
-    baseline = np.zeros(n_frames, dtype=query_unit.dtype)
-    baseline[1:] = 2.0 * (1.0 - np.einsum("td,td->t", query_unit[:-1], query_unit[1:]))
-    if pitch is not None:
-        pitch_target = log2_pitch(pitch.f0_target_hz).cpu().numpy().astype(query_unit.dtype)
-        pitch_pool = log2_pitch(pitch.f0_pool_hz).cpu().numpy().astype(query_unit.dtype)
-
-    chosen = np.empty_like(init)
-    chosen[0] = init[0]
-    weight = concat_weight
-    for t in range(1, n_frames):
-        prev = chosen[t - 1]
-        cands = np.concatenate([init[t], successor[prev]])  # (2K,)
-        cand_unit = pool_unit[cands]  # (2K, D)
-        match = 1.0 - cand_unit @ query_unit[t]  # (2K,)
-        concat = 1.0 - pool_unit[prev] @ cand_unit.T  # (K, 2K)
-        b = baseline[t]
-        if pitch is not None:
-            if b < CONCAT_OFF_BASELINE:
-                concat[concat < CONCAT_FORGIVE_FACTOR * b] = 0.0
-                current = weight
-            else:
-                current = 0.0
-                if pitch.sticky_switch_off:
-                    weight = 0.0
-            extra = np.abs(pitch_pool[cands] - pitch_target[t])
-        else:
-            concat = np.where(concat > b, 1.5 * concat - b, concat)
-            current = weight
-            extra = 0.0
-        total = current * _low_median(concat) + match + extra
-        chosen[t] = cands[np.argsort(total, kind="stable")[:k]]
-    return torch.from_numpy(chosen).to(initial.device)
-
-
-def _unit_rows(x: torch.Tensor) -> torch.Tensor:
-    return (x / x.norm(dim=-1, keepdim=True)).cpu()
+    return Reselector(unit_rows(pool), concat_weight, pitch, neighbours)(initial, unit_rows(query))
 
 
 def _low_median(x: np.ndarray) -> np.ndarray:
@@ -234,6 +303,7 @@ def optimise_weights(
     alpha: float,
     settings: OptimiserSettings = OptimiserSettings(),
     neighbours: Neighbours | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Summing weights under which consecutive output frames concatenate smoothly (spec §7.4).
 
@@ -246,21 +316,28 @@ def optimise_weights(
     matrices computed once, with its exact gradient: each step costs O(T K^2) instead of the
     reference's O(T K D) autograd pass.
 
+    The Gram matrices are built in blocks of `GRAM_BLOCK` frame pairs, so memory stays bounded
+    for long sources; the optimisation itself runs on all frames at once (its stopping rule is
+    global), on (T, K) arrays.
+
     Args:
         indices: (T, K) selected pool indices.
         table: (N, D) per-pool-frame vectors (WavLM features or harmonic amplitudes).
         alpha: loss weight (0.1 for WavLM features, 1000 for harmonic amplitudes).
         neighbours: which rows count as table[index - 1] and table[index + 1]; default: the
             adjacent rows of the concatenated pool (the reference).
+        dtype: arithmetic of the Gram matrices (rows are converted as they are gathered);
+            default: the dtype of `table`.
 
     Returns:
-        (T, K) weights, each row on the simplex, in the dtype of `table`.
+        (T, K) weights, each row on the simplex, in `dtype`.
     """
+    dtype = dtype or table.dtype
     n_frames, k = indices.shape
     if n_frames < 2:
-        return torch.full((n_frames, k), 1.0 / k, dtype=table.dtype, device=table.device)
+        return torch.full((n_frames, k), 1.0 / k, dtype=dtype, device=table.device)
     neighbours = neighbours or Neighbours.of(table.shape[0])
-    a_aa, a_ab, a_bb = (g.cpu().numpy() for g in _pair_grams(indices, table, neighbours))
+    a_aa, a_ab, a_bb = _pair_grams(indices, table, neighbours, dtype)
     scale = alpha / ((n_frames - 1) * table.shape[1])
 
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -298,7 +375,7 @@ def optimise_weights(
             if since_improved >= settings.patience:
                 break
         adam.step(grad)
-    return torch.from_numpy(_softmax(best)).to(device=table.device, dtype=table.dtype)
+    return torch.from_numpy(_softmax(best)).to(device=table.device, dtype=dtype)
 
 
 def _softmax(theta: np.ndarray) -> np.ndarray:
@@ -329,8 +406,8 @@ class _AmsgradAdam:
 
 
 def _pair_grams(
-    indices: torch.Tensor, table: torch.Tensor, neighbours: Neighbours
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    indices: torch.Tensor, table: torch.Tensor, neighbours: Neighbours, dtype: torch.dtype
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """K x K Gram matrices of the smoothness loss for each consecutive frame pair (t, t+1).
 
     With G_o[t] = table[neighbour o of indices[t]] (K, D), the pair's loss is
@@ -338,27 +415,48 @@ def _pair_grams(
     i.e. a^T A_aa a - 2 a^T A_ab b + b^T A_bb b.
 
     Returns:
-        A_aa, A_ab, A_bb: each (T-1, K, K).
+        A_aa, A_ab, A_bb: each (T-1, K, K) in `dtype`, built `GRAM_BLOCK` pairs at a time.
     """
-    prev_rows = table[neighbours.previous.to(indices.device)[indices]]  # (T, K, D)
-    rows = table[indices]
-    next_rows = table[neighbours.next.to(indices.device)[indices]]
-    after_prev, after = prev_rows[1:], rows[1:]  # frame t+1 of each pair
-    before, before_next = rows[:-1], next_rows[:-1]  # frame t of each pair
-    gram = lambda x, y: torch.einsum("pid,pjd->pij", x, y)  # noqa: E731
-    a_aa = gram(after_prev, after_prev) + gram(after, after)
-    a_ab = gram(after_prev, before) + gram(after, before_next)
-    a_bb = gram(before, before) + gram(before_next, before_next)
-    return a_aa, a_ab, a_bb
+    previous = neighbours.previous.to(indices.device)
+    following = neighbours.next.to(indices.device)
+    n_pairs, k = indices.shape[0] - 1, indices.shape[1]
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    grams = [np.empty((n_pairs, k, k), dtype=np_dtype) for _ in range(3)]
+
+    def rows(frames: torch.Tensor) -> torch.Tensor:  # (P, K) pool rows -> (P, K, D) in dtype
+        return table[frames].to(dtype)
+
+    def gram(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("pid,pjd->pij", x, y)
+
+    for start, stop in frame_blocks(n_pairs, GRAM_BLOCK):
+        after, before = indices[start + 1 : stop + 1], indices[start:stop]  # frames t+1 and t
+        after_prev, after_rows = rows(previous[after]), rows(after)
+        before_rows, before_next = rows(before), rows(following[before])
+        grams[0][start:stop] = (gram(after_prev, after_prev) + gram(after_rows, after_rows)).cpu().numpy()
+        grams[1][start:stop] = (gram(after_prev, before_rows) + gram(after_rows, before_next)).cpu().numpy()
+        grams[2][start:stop] = (gram(before_rows, before_rows) + gram(before_next, before_next)).cpu().numpy()
+    return grams[0], grams[1], grams[2]
 
 
-def weighted_sum(indices: torch.Tensor, weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """sum_j weights[t, j] * table[indices[t, j]].
+def weighted_sum(
+    indices: torch.Tensor, weights: torch.Tensor, table: torch.Tensor, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """sum_j weights[t, j] * table[indices[t, j]], the terms added in order j = 0, 1, ...
+
+    Written out term by term (not as a matrix product), so each frame's value does not depend on
+    how many frames are computed at once.
 
     Args:
         indices: (T, K), weights: (T, K), table: (N, D).
+        dtype: arithmetic (rows are converted as gathered); default: the dtype of `table`.
 
     Returns:
-        (T, D) in the dtype of `table`.
+        (T, D) in `dtype`.
     """
-    return torch.einsum("tk,tkd->td", weights.to(table.dtype), table[indices])
+    dtype = dtype or table.dtype
+    weights = weights.to(dtype)
+    total = weights[:, 0, None] * table[indices[:, 0]].to(dtype)
+    for j in range(1, indices.shape[1]):
+        total = total + weights[:, j, None] * table[indices[:, j]].to(dtype)
+    return total

@@ -3,16 +3,19 @@
 import pytest
 import torch
 
+from knnsvc import matching
 from knnsvc.matching import (
     HARMONIC_SMOOTHNESS,
     WAVLM_SMOOTHNESS,
     Neighbours,
     OptimiserSettings,
     PitchCost,
+    Reselector,
     cosine_topk,
     optimise_weights,
     pitch_priority,
     reselect,
+    unit_rows,
     weighted_sum,
 )
 
@@ -174,3 +177,25 @@ def test_file_boundaries_keep_successors_and_smoothing_inside_files():
     assert 20 not in per_file[1].tolist()
     weights = optimise_weights(initial, pool, 0.1, neighbours=per_file_neighbours)
     torch.testing.assert_close(weights.sum(1), torch.ones(2, dtype=torch.float64))
+
+
+def test_blocked_matching_is_exactly_the_whole_source(golden, tables):
+    """Reselection fed block by block (state carried), Gram matrices built in small blocks and
+    the kNN search in sub-blocks give exactly the whole-source result."""
+    query, pool = tables
+    conversion = golden["conversions"]["post_opt_0.2"]
+    pitch = PitchCost(conversion["f0_shifted"], golden["ref_f0"])
+    pool_unit, query_unit = unit_rows(pool), unit_rows(query)
+    initial_b = conversion["pitch_sorted"][0][:, :4]
+    for pitch_cost, initial, expected in ((None, golden["nn32"][:, :4], conversion["reselect"][0]),
+                                          (pitch, initial_b, conversion["reselect"][1])):
+        reselector = Reselector(pool_unit, 0.2, pitch_cost)
+        blocks = [reselector(initial[a:b], query_unit[a:b]) for a, b in ((0, 1), (1, 37), (37, 100), (100, 150))]
+        assert torch.equal(torch.cat(blocks), expected)
+    whole = optimise_weights(conversion["reselect"][0], pool, WAVLM_SMOOTHNESS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(matching, "GRAM_BLOCK", 7)
+        patch.setattr(matching, "QUERY_BLOCK", 16)
+        assert torch.equal(optimise_weights(conversion["reselect"][0], pool.float(), WAVLM_SMOOTHNESS,
+                                            dtype=torch.float64), whole)
+        assert torch.equal(cosine_topk(query, pool_unit, 32, pool_is_unit=True), golden["nn32"])
