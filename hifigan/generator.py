@@ -541,8 +541,9 @@ def load_generator(
             defaults (:func:`config_from_state_dict`).
 
     Returns:
-        (kind, generator) with weight norm still in place for weight-normed inputs; call
-        ``generator.remove_weight_norm()`` for faster inference.
+        (kind, generator) holding the checkpoint's tensors (float32; built on the meta device,
+        so without a wasted random initialisation), with weight norm still in place for
+        weight-normed inputs; call ``generator.remove_weight_norm()`` for faster inference.
 
     Raises:
         ValueError: not a vocoder state dict, or shapes that do not fit ``config`` (one line naming
@@ -551,10 +552,14 @@ def load_generator(
     state_dict = _unwrap(state_dict)
     kind = detect_kind(state_dict)
     cfg = config if config is not None else config_from_state_dict(state_dict, kind)
-    model = build_generator(kind, cfg)
+    with torch.device("meta"):  # no random initialisation: the checkpoint's tensors are taken as they are
+        model = build_generator(kind, cfg)
     if _is_folded(state_dict, kind):
         model.remove_weight_norm()
     _check_state_dict(model, state_dict, cfg, kind)
-    model.load_state_dict(state_dict, strict=True)
+    state_dict = {
+        key: value.float() if value.is_floating_point() else value for key, value in state_dict.items()
+    }
+    model.load_state_dict(state_dict, strict=True, assign=True)
     model.eval()
     return kind, model

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import urllib.error
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,10 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from hifigan.config import HiFiGANConfig
 from hifigan.generator import VocoderKind, detect_kind, load_generator
+from knnsvc.download import DownloadError, download_file
+from knnsvc.runtime import first_line
 from wavlm import WavLM, load_wavlm as build_wavlm
+from wavlm.config import WAVLM_LARGE_CFG  # noqa: F401  (re-exported for callers of this module)
 
 log = logging.getLogger(__name__)
 
@@ -100,27 +104,8 @@ RELEASES: dict[str, Release] = {
 DEFAULT_WAVLM = "wavlm-large"
 DEFAULT_VOCODER = "knnsvc-singing"
 
-WAVLM_LARGE_CFG: dict = {
-    "extractor_mode": "layer_norm",
-    "encoder_layers": 24,
-    "encoder_embed_dim": 1024,
-    "encoder_ffn_embed_dim": 4096,
-    "encoder_attention_heads": 16,
-    "activation_fn": "gelu",
-    "layer_norm_first": True,
-    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
-    "conv_bias": False,
-    "normalize": True,
-    "conv_pos": 128,
-    "conv_pos_groups": 16,
-    "relative_position_embedding": True,
-    "num_buckets": 320,
-    "max_distance": 800,
-    "gru_rel_pos": True,
-}
-"""The `cfg` of WavLM-Large.pt (315,453,120 parameters), for building it without the file."""
-
 _UNREADABLE = "not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)"
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _ROLE_WORDS = {"wavlm": "a WavLM encoder", "vocoder": "a vocoder"}
 
 
@@ -179,31 +164,34 @@ def _download(release: Release, progress: bool) -> Path:
         return target
     log.info("downloading %s (%s) to %s", release.name, release.url, target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(release.url, os.fspath(target), progress=progress)
-    except (urllib.error.URLError, OSError, RuntimeError, ValueError) as err:
-        reason = getattr(err, "reason", None) or err
+        download_file(release.url, target, progress=progress)
+    except DownloadError as err:
         raise CheckpointError(
-            f"cannot download '{release.name}' ({_one_line(reason)}): download {release.url} and save it as "
-            f"{target}, or pass the path of the downloaded file instead of the name"
+            f"cannot download '{release.name}' from {release.url} to {target} ({err.reason}): download it "
+            "yourself and save it there, or pass the path of the downloaded file instead of the name"
         ) from None
     return target
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint file on the CPU with ``weights_only=True``.
+    """Load a checkpoint file on the CPU with ``weights_only=True``, memory-mapped when the file
+    is in PyTorch's zip format (tensors are then read from disk only when used).
 
     Raises:
-        CheckpointError: the file is not a readable PyTorch checkpoint, holds code objects, or is
-            not a dict.
+        CheckpointError: the file is not a readable PyTorch checkpoint, holds pickled Python
+            objects (refused, never executed), or is not a dict.
     """
+    path = os.fspath(path)
     try:
-        obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         log.debug("torch.load(%s) failed: %s", path, err)
-        if "Unsupported global" in str(err):
+        found = _REFUSED_GLOBAL.search(str(err))
+        if found or _is_raw_pickle(path):
+            what = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
-                f"{path}: refused to load, the file holds pickled Python objects, not only tensors and plain data"
+                f"{path}: refused to load: the file holds pickled Python objects{what}, not only tensors and "
+                "plain data, and loading it could run code"
             ) from None
         raise CheckpointError(f"{path}: {_UNREADABLE}") from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError) as err:
@@ -214,10 +202,24 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return obj
 
 
+def _is_raw_pickle(path: str) -> bool:
+    """A plain Python pickle (protocol 2 or later), not PyTorch's zip format."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
 def load_wavlm(
-    name_or_path: str | os.PathLike = DEFAULT_WAVLM, device: str | torch.device = "cpu", progress: bool = True
+    name_or_path: str | os.PathLike = DEFAULT_WAVLM,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    num_layers: int | None = None,
 ) -> WavLM:
     """Build WavLM from an official ``{'cfg', 'model'}`` checkpoint, strictly loaded, eval mode.
+
+    No random initialisation: the model is built on the meta device and takes the (memory-mapped)
+    checkpoint tensors. With `num_layers` (e.g. 6 for kNN-SVC's layer-6 features) the deeper
+    blocks are dropped after the strict check, so their weights are never read or kept.
 
     Raises:
         CheckpointError: see `resolve_checkpoint`; also a vocoder file or a corrupt/foreign dict.
@@ -230,9 +232,9 @@ def load_wavlm(
         found = ", ".join(sorted(map(str, ckpt))[:6])
         raise CheckpointError(f"{path}: not a WavLM checkpoint (expected keys 'cfg' and 'model', found {found})")
     try:
-        model = build_wavlm(ckpt)
+        model = build_wavlm(ckpt, num_layers=num_layers)
     except (ValueError, KeyError, RuntimeError, TypeError) as err:
-        raise CheckpointError(f"{path}: cannot load WavLM ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: cannot load WavLM ({first_line(err)})") from None
     return model.to(device).eval()
 
 
@@ -270,16 +272,16 @@ def load_vocoder(
         try:
             config = HiFiGANConfig.from_json(config_json)
         except (OSError, ValueError, TypeError) as err:
-            raise CheckpointError(f"{config_json}: not a usable HiFi-GAN config ({_one_line(err)})") from None
+            raise CheckpointError(f"{config_json}: not a usable HiFi-GAN config ({first_line(err)})") from None
     try:
         detect_kind(state)
     except ValueError as err:
-        raise CheckpointError(f"{path}: not a vocoder checkpoint ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: not a vocoder checkpoint ({first_line(err)})") from None
     try:
         kind, generator = load_generator(state, config)
     except (ValueError, KeyError, RuntimeError, TypeError) as err:
         where = f" with config {config_json}" if isinstance(config_json, (str, os.PathLike)) else ""
-        raise CheckpointError(f"{path}: cannot load the vocoder{where} ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: cannot load the vocoder{where} ({first_line(err)})") from None
     generator.remove_weight_norm()
     return kind, generator.to(device).eval()
 
@@ -292,8 +294,3 @@ def check_compatible(wavlm: WavLM, generator: nn.Module, wavlm_name: object, voc
             f"{vocoder_name}: the vocoder takes {expected}-dim features but the WavLM {wavlm_name} "
             f"produces {wavlm.dim}-dim features; use a matching pair"
         )
-
-
-def _one_line(err: object) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -28,6 +28,7 @@ from knnsvc.encoder import WavLMEncoder
 from knnsvc.knnvc import KnnVc, default_device
 from knnsvc.pipeline import KnnSvc, MatchConfig
 from wavlm import WavLM, WavLMConfig
+from wavlm.config import WAVLM_LARGE_CFG
 
 __all__ = ["hifigan_wavlm", "knn_svc", "knn_vc", "wavlm_large"]
 
@@ -58,7 +59,7 @@ def wavlm_large(
         return checkpoints.load_wavlm(checkpoint, device=device, progress=progress)
     _refuse_path(checkpoint, "checkpoint")
     if config is None:
-        config = WavLMConfig.from_dict(checkpoints.WAVLM_LARGE_CFG)
+        config = WavLMConfig.from_dict(WAVLM_LARGE_CFG)
     elif not isinstance(config, WavLMConfig):
         config = WavLMConfig.from_dict(config)
     with torch.random.fork_rng(devices=[]):

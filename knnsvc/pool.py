@@ -1,7 +1,9 @@
 """ReferencePool: a target singer's frames (WavLM features, F0, harmonic amplitudes) and files.
 
 A pool is built once per singer and reused across conversions; `save`/`load` use a pickle-free
-`torch.load(weights_only=True)` format, and `cache_key` addresses it by content.
+`torch.load(weights_only=True)` format that checks itself (format name and version, dtypes,
+shapes, and a checksum of the tensor bytes), so a truncated, foreign or bit-flipped file is
+refused with one line instead of being used.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from typing import Iterable, Sequence
 
 import torch
 
-from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+from knnsvc.config import HOP_LENGTH, N_HARMONICS, SAMPLE_RATE
 from knnsvc.files import atomic_path
+from knnsvc.runtime import first_line
 
-POOL_FORMAT_VERSION = 1
+POOL_FORMAT = "knnsvc-reference-pool"
+POOL_FORMAT_VERSION = 2
+
+
+class PoolFileError(ValueError):
+    """A pool file that cannot be used (unreadable, foreign, corrupt); the message is one line."""
 
 
 @dataclass
@@ -58,20 +66,30 @@ class ReferencePool:
     @classmethod
     def concat(cls, pools: Sequence[ReferencePool]) -> ReferencePool:
         """Join pools in order (the reference concatenates its files' frames the same way)."""
+        return cls.join(list(pools))
+
+    @classmethod
+    def join(cls, pools: list[ReferencePool]) -> ReferencePool:
+        """Like `concat`, but empties `pools`, releasing each pool as it is copied: joining then
+        needs the memory of the result plus one input pool, not twice the result."""
         if not pools:
             raise ValueError("no reference recordings to build a pool from")
+        if len(pools) == 1:
+            return pools.pop()
+        n_frames = sum(p.num_frames for p in pools)
+        first = pools[0]
+        feats = torch.empty(n_frames, first.feats.shape[1], dtype=first.feats.dtype)
+        f0_hz = torch.empty(n_frames, dtype=first.f0_hz.dtype)
+        amps = torch.empty(n_frames, first.amps.shape[1], dtype=first.amps.dtype)
         starts, names, offset = [], [], 0
-        for pool in pools:
+        while pools:
+            pool = pools.pop(0)
+            rows = slice(offset, offset + pool.num_frames)
+            feats[rows], f0_hz[rows], amps[rows] = pool.feats, pool.f0_hz, pool.amps
             starts.extend(offset + s for s in pool.starts)
             names.extend(pool.names)
             offset += pool.num_frames
-        return cls(
-            feats=torch.cat([p.feats for p in pools]),
-            f0_hz=torch.cat([p.f0_hz for p in pools]),
-            amps=torch.cat([p.amps for p in pools]),
-            starts=starts,
-            names=names,
-        )
+        return cls(feats=feats, f0_hz=f0_hz, amps=amps, starts=starts, names=names)
 
     def head(self, seconds: float) -> ReferencePool:
         """The first `seconds` of the pool (frame-exact), for reference-duration studies."""
@@ -99,32 +117,90 @@ class ReferencePool:
     def save(self, path: str | Path, settings: dict | None = None) -> Path:
         """Write the pool atomically; `settings` (plain values) are stored alongside."""
         path = Path(path)
-        payload = {
-            "version": POOL_FORMAT_VERSION,
-            "feats": self.feats.float().cpu(),
-            "f0_hz": self.f0_hz.float().cpu(),
-            "amps": self.amps.float().cpu(),
+        tensors = {
+            "feats": self.feats.float().cpu().contiguous(),
+            "f0_hz": self.f0_hz.float().cpu().contiguous(),
+            "amps": self.amps.float().cpu().contiguous(),
             "starts": torch.tensor(self.starts, dtype=torch.long),
+        }
+        payload = {
+            "format": POOL_FORMAT,
+            "version": POOL_FORMAT_VERSION,
+            **tensors,
             "names": list(self.names),
             "settings": dict(settings or {}),
+            "checksum": _checksum(tensors, self.names),
         }
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> ReferencePool:
-        """Read a pool written by `save` (no code can run: weights_only loading)."""
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("version") != POOL_FORMAT_VERSION:
-            raise ValueError(f"{path}: not a reference pool of format version {POOL_FORMAT_VERSION}")
+    def load(cls, path: str | Path, dim: int | None = None) -> ReferencePool:
+        """Read a pool written by `save` (no code can run: weights_only loading).
+
+        Args:
+            dim: the feature dimension the caller expects (None: any).
+
+        Raises:
+            PoolFileError: the file is unreadable, not a pool of this format version, or its
+                contents fail the shape, dtype or checksum checks.
+        """
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many unrelated types for truncated/foreign files
+            raise PoolFileError(f"{path}: not a readable pool file ({first_line(err)})") from None
+        if not isinstance(payload, dict) or payload.get("format") != POOL_FORMAT:
+            raise PoolFileError(f"{path}: not a reference pool file")
+        if payload.get("version") != POOL_FORMAT_VERSION:
+            raise PoolFileError(
+                f"{path}: pool format version {payload.get('version')}, expected {POOL_FORMAT_VERSION}"
+            )
+        tensors = {key: payload.get(key) for key in ("feats", "f0_hz", "amps", "starts")}
+        names = payload.get("names")
+        problem = _check_tables(tensors, names, dim)
+        if problem is None and payload.get("checksum") != _checksum(tensors, names):
+            problem = "checksum mismatch (the file is corrupt)"
+        if problem is not None:
+            raise PoolFileError(f"{path}: {problem}")
         return cls(
-            feats=payload["feats"],
-            f0_hz=payload["f0_hz"],
-            amps=payload["amps"],
-            starts=payload["starts"].tolist(),
-            names=list(payload["names"]),
+            feats=tensors["feats"],
+            f0_hz=tensors["f0_hz"],
+            amps=tensors["amps"],
+            starts=tensors["starts"].tolist(),
+            names=list(names),
         )
+
+
+def _check_tables(tensors: dict, names: object, dim: int | None) -> str | None:
+    """What is wrong with a loaded pool's tables, or None."""
+    feats, f0_hz, amps, starts = (tensors[key] for key in ("feats", "f0_hz", "amps", "starts"))
+    if not all(isinstance(t, torch.Tensor) for t in (feats, f0_hz, amps, starts)):
+        return "missing tables"
+    if feats.dtype != torch.float32 or f0_hz.dtype != torch.float32 or amps.dtype != torch.float32:
+        return "tables are not float32"
+    if feats.dim() != 2 or f0_hz.shape != feats.shape[:1] or amps.dim() != 2 or amps.shape[0] != feats.shape[0]:
+        return f"tables of inconsistent shapes {tuple(feats.shape)}, {tuple(f0_hz.shape)}, {tuple(amps.shape)}"
+    if dim is not None and feats.shape[1] != dim:
+        return f"features are {feats.shape[1]}-dimensional, this encoder makes {dim}"
+    if amps.shape[1] != N_HARMONICS:
+        return f"{amps.shape[1]} harmonic amplitudes per frame, expected {N_HARMONICS}"
+    if not isinstance(names, list) or starts.dim() != 1 or len(names) != starts.numel() or starts.numel() == 0:
+        return "file list does not match the file boundaries"
+    if int(starts[0]) != 0 or bool((starts[1:] <= starts[:-1]).any()) or int(starts[-1]) >= max(feats.shape[0], 1):
+        return "file boundaries out of order"
+    return None
+
+
+def _checksum(tensors: dict, names: Sequence[str]) -> str:
+    """blake2b of the tables' bytes, shapes and dtypes, and the file names."""
+    digest = hashlib.blake2b(digest_size=16)
+    for key in ("feats", "f0_hz", "amps", "starts"):
+        tensor = tensors[key]
+        digest.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    digest.update("|".join(names).encode())
+    return digest.hexdigest()
 
 
 def cache_key(audio_files: Iterable[str | Path], encoder_id: str, settings: dict) -> str:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-import urllib.error
+import functools
+import http.server
+import pickle
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -29,9 +34,22 @@ def hub_dir(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def local_release(monkeypatch) -> Release:
-    """'wavlm-large' pointing at the tiny golden checkpoint through a file:// URL."""
-    release = Release("wavlm-large", WAVLM.resolve().as_uri(), "wavlm", None, "tiny stand-in")
+def golden_server():
+    """An HTTP server on 127.0.0.1 serving tests/golden/ (a stand-in for the release host)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(GOLDEN))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def local_release(monkeypatch, golden_server) -> Release:
+    """'wavlm-large' pointing at the tiny golden checkpoint on the local server."""
+    release = Release("wavlm-large", golden_server + WAVLM.name, "wavlm", None, "tiny stand-in")
     monkeypatch.setitem(checkpoints.RELEASES, "wavlm-large", release)
     return release
 
@@ -118,8 +136,15 @@ def test_corrupt_and_unsafe_files(tmp_path):
 
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"generator": {}, "payload": Release("x", "u", "vocoder", None, "d")}, unsafe)
-    with pytest.raises(CheckpointError, match="refused to load, the file holds pickled Python objects"):
+    with pytest.raises(CheckpointError, match="refused to load: the file holds pickled Python objects"):
         checkpoints.load_vocoder(unsafe)
+    executable = tmp_path / "executable.pt"  # a pickle that would run a command if unpickled
+    executable.write_bytes(b"cposix\nsystem\n(S'echo pwned'\ntR.")
+    raw = tmp_path / "raw.pt"  # a plain pickle of an object, not PyTorch's format
+    raw.write_bytes(pickle.dumps({"generator": Release("x", "u", "vocoder", None, "d")}, protocol=4))
+    for path in (executable, raw):
+        with pytest.raises(CheckpointError, match="refused to load: the file holds pickled Python objects"):
+            checkpoints.load_vocoder(path)
 
 
 def test_missing_path():
@@ -129,39 +154,43 @@ def test_missing_path():
 
 def test_release_is_downloaded_once_into_the_hub_cache(hub_dir, local_release, monkeypatch):
     calls = []
-    real_download = torch.hub.download_url_to_file
+    real_download = checkpoints.download_file
 
-    def counting(url, dst, *args, **kwargs):
-        calls.append((url, dst))
-        return real_download(url, dst, *args, **kwargs)
+    def counting(url, destination, **kwargs):
+        calls.append((url, destination))
+        return real_download(url, destination, **kwargs)
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", counting)
+    monkeypatch.setattr(checkpoints, "download_file", counting)
     first = checkpoints.load_wavlm("wavlm-large", progress=False)
     second = checkpoints.load_wavlm("wavlm-large", progress=False)
     cached = hub_dir / "checkpoints" / "wavlm_tiny.pt"
-    assert calls == [(local_release.url, str(cached))]
+    assert calls == [(local_release.url, cached)]
     assert cached.read_bytes() == WAVLM.read_bytes()
     assert torch.equal(first.mask_emb, second.mask_emb)
 
 
 def test_offline_message_says_what_to_download_and_where(hub_dir, monkeypatch):
-    def offline(url, dst, *args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    """No route to the release host: one line naming the URL and the destination, within seconds."""
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    unreachable = Release("knnsvc-singing", f"http://127.0.0.1:{port}/g_00810000.pt", "vocoder",
+                          VocoderKind.HARMONIC, "unreachable")
+    monkeypatch.setitem(checkpoints.RELEASES, "knnsvc-singing", unreachable)
+    start = time.monotonic()
     with pytest.raises(CheckpointError) as info:
-        checkpoints.load_vocoder("knnsvc-singing")
+        checkpoints.load_vocoder("knnsvc-singing", progress=False)
+    assert time.monotonic() - start < 10
     message = str(info.value)
-    release = checkpoints.RELEASES["knnsvc-singing"]
     assert "\n" not in message
-    assert release.url in message
-    assert str(hub_dir / "checkpoints" / release.filename) in message
-    assert "name resolution" in message and "pass the path" in message
-    assert not (hub_dir / "checkpoints" / release.filename).exists()
+    assert unreachable.url in message
+    assert str(hub_dir / "checkpoints" / unreachable.filename) in message
+    assert "refused" in message and "pass the path" in message
+    assert not (hub_dir / "checkpoints" / unreachable.filename).exists()
 
 
-def test_failed_real_download_leaves_no_partial_file(hub_dir, monkeypatch, tmp_path):
-    missing = Release("knnvc", (tmp_path / "gone.pt").as_uri(), "vocoder", VocoderKind.KNNVC, "missing")
+def test_failed_real_download_leaves_no_partial_file(hub_dir, monkeypatch, golden_server):
+    missing = Release("knnvc", golden_server + "gone.pt", "vocoder", VocoderKind.KNNVC, "missing")
     monkeypatch.setitem(checkpoints.RELEASES, "knnvc", missing)
     with pytest.raises(CheckpointError, match="cannot download 'knnvc'"):
         checkpoints.load_vocoder("knnvc", progress=False)

@@ -17,6 +17,27 @@ ACTIVATIONS = ("gelu", "relu")
 """Feed-forward activations this implementation supports (the released models use gelu)."""
 
 
+WAVLM_LARGE_CFG: dict = {
+    "extractor_mode": "layer_norm",
+    "encoder_layers": 24,
+    "encoder_embed_dim": 1024,
+    "encoder_ffn_embed_dim": 4096,
+    "encoder_attention_heads": 16,
+    "activation_fn": "gelu",
+    "layer_norm_first": True,
+    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
+    "conv_bias": False,
+    "normalize": True,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "relative_position_embedding": True,
+    "num_buckets": 320,
+    "max_distance": 800,
+    "gru_rel_pos": True,
+}
+"""The `cfg` of WavLM-Large.pt (315,453,120 parameters), for building it without the file."""
+
+
 @dataclass
 class WavLMConfig:
     """Architecture of a WavLM model.

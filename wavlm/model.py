@@ -43,7 +43,24 @@ class WavLM(nn.Module):
 
     @property
     def num_layers(self) -> int:
-        return self.config.encoder_layers
+        """Transformer blocks this model holds (fewer than the config's when truncated)."""
+        return len(self.encoder.layers)
+
+    @property
+    def truncated(self) -> bool:
+        """Whether blocks after `num_layers` were dropped (see `truncate`)."""
+        return self.num_layers < self.config.encoder_layers
+
+    def truncate(self, num_layers: int) -> WavLM:
+        """Keep only the first `num_layers` blocks (enough for ``output_layer <= num_layers``).
+
+        The dropped blocks' weights are released, so a model loaded from a memory-mapped
+        checkpoint never reads them from disk. Returns self.
+        """
+        if not 0 <= num_layers <= self.num_layers:
+            raise ValueError(f"num_layers must be in 0..{self.num_layers}, got {num_layers}")
+        self.encoder.layers = self.encoder.layers[:num_layers]
+        return self
 
     @property
     def dim(self) -> int:
@@ -69,6 +86,8 @@ class WavLM(nn.Module):
             raise ValueError(f"WavLM expects a (batch, samples) waveform, got shape {tuple(wav.shape)}")
         if output_layer is not None and not 0 <= output_layer <= self.num_layers:
             raise ValueError(f"output_layer must be in 0..{self.num_layers}, got {output_layer}")
+        if output_layer is None and self.truncated:
+            raise ValueError(f"this model keeps only {self.num_layers} blocks: pass output_layer <= {self.num_layers}")
         features = self.layer_norm(self.feature_extractor(wav))  # (B, T, C)
         if self.post_extract_proj is not None:
             features = self.post_extract_proj(features)
@@ -81,12 +100,17 @@ class WavLM(nn.Module):
         return self.extract_features(wav, output_layer=output_layer)[0]
 
 
-def load_wavlm(checkpoint: Mapping[str, Any]) -> WavLM:
+def load_wavlm(checkpoint: Mapping[str, Any], num_layers: int | None = None) -> WavLM:
     """Build a WavLM from an official checkpoint dict and load its weights strictly.
+
+    The model is built on the meta device (no random initialisation) and takes the checkpoint's
+    tensors themselves (``assign=True``): with a memory-mapped checkpoint nothing is copied, and
+    with `num_layers` the blocks after it are never touched.
 
     Args:
         checkpoint: ``{'cfg': dict, 'model': state_dict}``, e.g.
-            ``torch.load("WavLM-Large.pt", map_location="cpu", weights_only=True)``.
+            ``torch.load("WavLM-Large.pt", map_location="cpu", weights_only=True, mmap=True)``.
+        num_layers: keep only the first blocks (every key is still checked strictly).
 
     Returns:
         The model in eval mode, holding the checkpoint tensors themselves (no copy; floating
@@ -124,4 +148,6 @@ def load_wavlm(checkpoint: Mapping[str, Any]) -> WavLM:
             ) if part
         ) or str(error).splitlines()[-1].strip()
         raise ValueError(f"WavLM checkpoint weights do not match its cfg: {detail}") from None
+    if num_layers is not None:
+        model.truncate(num_layers)
     return model.eval()

@@ -1,0 +1,159 @@
+"""Reference pools from audio files: a per-file cache, the checks a recording must pass, composition.
+
+One module builds pools for every caller (the convert CLI, the evaluation, prematching): each
+recording becomes a one-file `ReferencePool`, read from the cache when its entry is valid, and a
+singer's pool is the concatenation of the files' pools. The cache is content-addressed per file
+(the audio bytes, the encoder weights and every analysis setting), so adding a recording to a
+folder encodes only that recording, and each entry is written as soon as its file is done, so a
+failure loses nothing already encoded. A cache entry that is unreadable, foreign or corrupt is
+reported in one WARNING line and rebuilt; a cache folder that cannot be written is reported
+once and the run goes on without caching.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from knnsvc.audio import AudioError, is_silent, load_audio
+from knnsvc.config import SAMPLE_RATE
+from knnsvc.pipeline import KnnSvc, Progress
+from knnsvc.pool import POOL_FORMAT_VERSION, PoolFileError, ReferencePool
+from knnsvc.runtime import first_line
+
+log = logging.getLogger(__name__)
+
+ENTRY_PREFIX = "file-"
+"""Cache entries are ``<cache>/file-<key>.pt``."""
+
+
+class PoolCache:
+    """Per-file reference-pool cache in `folder` (created on first write).
+
+    Args:
+        folder: the cache folder. A path that is a file, or a folder that cannot be written, is
+            reported once (WARNING) and the cache is then read-only or off.
+        settings: what, besides the audio bytes, determines a pool (`KnnSvc.pool_settings`).
+    """
+
+    def __init__(self, folder: str | Path, settings: dict) -> None:
+        self.folder = Path(folder).expanduser()
+        self.settings = dict(settings)
+        self._settings_text = json.dumps(self.settings, sort_keys=True, default=str)
+        self.writable = True
+        self.readable = True
+        self._entries: dict[tuple[Path, int, int], Path] = {}
+        if self.folder.exists() and not self.folder.is_dir():
+            log.warning("pool cache %s is not a folder: continuing without caching", self.folder)
+            self.writable = self.readable = False
+
+    def entry(self, audio: Path) -> Path:
+        """Where the pool of `audio` is kept: its key covers the bytes and the settings."""
+        stat = audio.stat()
+        memo = (audio.resolve(), stat.st_size, stat.st_mtime_ns)
+        if memo not in self._entries:
+            self._entries[memo] = self._entry(audio)
+        return self._entries[memo]
+
+    def _entry(self, audio: Path) -> Path:
+        digest = hashlib.blake2b(digest_size=20)
+        digest.update(f"pool-v{POOL_FORMAT_VERSION}|{self._settings_text}|".encode())
+        with open(audio, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return self.folder / f"{ENTRY_PREFIX}{digest.hexdigest()}.pt"
+
+    def load(self, audio: Path, dim: int) -> ReferencePool | None:
+        """The cached pool of `audio`, or None (absent, or invalid: reported and removed)."""
+        if not self.readable:
+            return None
+        path = self.entry(audio)
+        if not path.is_file():
+            return None
+        try:
+            pool = ReferencePool.load(path, dim=dim)
+        except PoolFileError as err:
+            log.warning("ignoring the cached pool of %s and rebuilding it: %s", audio, err)
+            path.unlink(missing_ok=True)
+            return None
+        if len(pool.names) != 1:
+            log.warning("ignoring the cached pool of %s and rebuilding it: %s holds %d files", audio, path,
+                        len(pool.names))
+            return None
+        pool.names = [str(audio)]
+        return pool
+
+    def store(self, audio: Path, pool: ReferencePool) -> None:
+        """Keep `pool` as the entry of `audio`; a failure to write turns writing off (one WARNING)."""
+        if not self.writable:
+            return
+        try:
+            pool.save(self.entry(audio), settings=self.settings)
+        except OSError as err:
+            log.warning("cannot write the pool cache in %s (%s): continuing without caching", self.folder,
+                        first_line(err))
+            self.writable = False
+
+
+def usable_recording(path: Path, converter: KnnSvc) -> torch.Tensor:
+    """Load `path` as a reference or source recording, checking it can be used.
+
+    Raises:
+        AudioError: unreadable, non-finite samples, silent, or too short for one frame.
+    """
+    wav_16k = load_audio(path)
+    if is_silent(wav_16k):
+        raise AudioError(path, "the recording is silent")
+    if converter.encoder.num_frames(wav_16k.numel()) == 0:
+        raise AudioError(path, f"too short ({wav_16k.numel() / SAMPLE_RATE:.3f} s)")
+    return wav_16k
+
+
+def file_pool(converter: KnnSvc, path: Path, cache: PoolCache | None = None) -> ReferencePool:
+    """The one-file pool of `path`: from the cache when valid, else encoded (and cached).
+
+    Raises:
+        AudioError: the recording cannot be used (see `usable_recording`).
+    """
+    if cache is not None:
+        pool = cache.load(path, converter.encoder.dim)
+        if pool is not None:
+            return pool
+    pool = converter.reference_pool(usable_recording(path, converter), name=str(path))
+    if cache is not None:
+        cache.store(path, pool)
+    return pool
+
+
+def build_reference_pool(
+    converter: KnnSvc,
+    files: Sequence[Path],
+    cache: PoolCache | None,
+    on_bad_file: Callable[[AudioError], None],
+    progress: Progress | None = None,
+) -> tuple[ReferencePool | None, int]:
+    """A singer's pool: the files' pools (cached per file) joined in order.
+
+    Each unusable file goes to `on_bad_file` (which may raise to stop) and is left out.
+
+    Returns:
+        (the pool, or None if no file was usable; the number of files left out).
+    """
+    pools: list[ReferencePool] = []
+    left_out = 0
+    for done, path in enumerate(files):
+        try:
+            pools.append(file_pool(converter, path, cache))
+        except AudioError as err:
+            on_bad_file(err)
+            left_out += 1
+        if progress is not None:
+            progress("reference", done + 1, len(files))
+    if not pools:
+        return None, left_out
+    return ReferencePool.join(pools), left_out
