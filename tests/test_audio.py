@@ -1,9 +1,31 @@
+import errno
+import logging
+import shutil
+
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 import torch
 
-from knnsvc.audio import AudioError, find_audio, is_silent, load_audio, loudness_normalise, save_audio
+from knnsvc import audio
+from knnsvc.audio import (
+    AUDIO_SUFFIXES,
+    OUTPUT_SUFFIXES,
+    AudioError,
+    AudioWriter,
+    LoudnessMeter,
+    check_disk_space,
+    check_finite,
+    find_audio,
+    is_silent,
+    load_audio,
+    loudness_normalise,
+    output_bytes,
+    peak_limit,
+    save_audio,
+)
+from knnsvc.files import TEMP_SUFFIX, is_temporary
 
 
 def _tone(seconds, rate, freq=440.0):
@@ -86,3 +108,311 @@ def test_saved_files_follow_the_umask(tmp_path):
         os.umask(old)
     assert (out.stat().st_mode & 0o777) == 0o644
     assert sf.info(out).format == "FLAC"
+
+
+# --- blocked loading -------------------------------------------------------------------------
+
+def _one_shot(path, sample_rate=16_000):
+    """What load_audio computed before it read in blocks: the whole file, mixed, resampled."""
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    mono = data.mean(axis=1)
+    return mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate, quality="VHQ")
+
+
+@pytest.mark.parametrize("rate,channels", [(16_000, 1), (44_100, 2), (48_000, 1), (48_000, 2)])
+@pytest.mark.parametrize("block_seconds", [audio.BLOCK_SECONDS, 0.37])
+def test_blocked_loading_equals_one_shot(tmp_path, monkeypatch, rate, channels, block_seconds):
+    rng = np.random.default_rng(rate + channels)
+    seconds = 4.6  # longer than the default block: at least two blocks either way
+    data = (0.3 * rng.standard_normal((int(seconds * rate), channels))).astype(np.float32)
+    path = tmp_path / "long.flac"
+    sf.write(path, data, rate, subtype="PCM_24")
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", block_seconds)
+    wav = load_audio(path)
+    expected = _one_shot(path)
+    assert wav.dtype == torch.float32 and wav.numel() == expected.size
+    np.testing.assert_array_equal(wav.numpy(), expected)  # bit for bit, length included
+
+
+def test_loading_grows_its_buffer_when_the_header_has_no_length(tmp_path, monkeypatch):
+    path = tmp_path / "tone.wav"
+    sf.write(path, _tone(2.0, 44_100), 44_100)
+    expected = soxr.resample(sf.read(path, dtype="float32")[0], 44_100, 16_000, quality="VHQ")
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", 0.25)
+    monkeypatch.setattr(sf.SoundFile, "frames", property(lambda self: 0))
+    np.testing.assert_array_equal(load_audio(path).numpy(), expected)
+
+
+# --- non-finite samples ----------------------------------------------------------------------
+
+def _damaged_file(tmp_path):
+    data = np.stack([_tone(1.0, 44_100), _tone(1.0, 44_100, 220.0)], axis=1)
+    data[100, 0] = np.nan
+    data[200, 1] = np.inf
+    data[30_000, :] = -np.inf
+    path = tmp_path / "damaged.wav"
+    sf.write(path, data, 44_100, subtype="FLOAT")
+    return path, data
+
+
+def test_nonfinite_samples_are_rejected_with_their_count(tmp_path):
+    path, _ = _damaged_file(tmp_path)
+    with pytest.raises(AudioError) as err:
+        load_audio(path)
+    message = str(err.value)
+    assert str(path) in message and "contains 4 non-finite samples (NaN or inf)" in message
+    assert "\n" not in message
+
+
+def test_nonfinite_samples_can_be_repaired_with_one_warning(tmp_path, caplog):
+    path, data = _damaged_file(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="knnsvc.audio"):
+        wav = load_audio(path, nonfinite="repair")
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert str(path) in caplog.text and "4 non-finite samples" in caplog.text
+    repaired = np.where(np.isfinite(data), data, 0.0).mean(axis=1, dtype=np.float32)
+    np.testing.assert_array_equal(wav.numpy(), soxr.resample(repaired, 44_100, 16_000, quality="VHQ"))
+    with pytest.raises(ValueError, match="nonfinite"):
+        load_audio(path, nonfinite="ignore")
+
+
+def test_check_finite_names_what_and_counts():
+    check_finite(torch.zeros(4), "source")
+    check_finite(np.zeros(4), "source")
+    with pytest.raises(ValueError, match=r"^vocoder output: 2 non-finite samples \(NaN or inf\) of 4$"):
+        check_finite(torch.tensor([0.0, float("nan"), float("inf"), 1.0]), "vocoder output")
+    with pytest.raises(ValueError, match=r"^f0: 1 non-finite"):
+        check_finite(np.array([np.nan, 1.0]), "f0")
+
+
+# --- formats ---------------------------------------------------------------------------------
+
+_EXPECTED_FORMATS = {
+    ".wav": ("WAV", "PCM_32"), ".flac": ("FLAC", "PCM_24"), ".aiff": ("AIFF", "PCM_24"),
+    ".aif": ("AIFF", "PCM_24"), ".ogg": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+}
+
+
+def test_this_machine_reads_and_writes_every_listed_suffix():
+    assert set(AUDIO_SUFFIXES) == set(OUTPUT_SUFFIXES) == set(_EXPECTED_FORMATS)
+
+
+@pytest.mark.parametrize("suffix", OUTPUT_SUFFIXES)
+def test_every_suffix_round_trips(tmp_path, suffix):
+    t = np.arange(16_000) / 16_000
+    wav = torch.from_numpy((0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 1320 * t)).astype(np.float32))
+    out = save_audio(tmp_path / f"tone{suffix.upper()}", wav)
+    info = sf.info(out)
+    assert (info.format, info.subtype, info.samplerate) == (*_EXPECTED_FORMATS[suffix], 16_000)
+    assert find_audio(tmp_path) == [out]
+    assert out.stat().st_size <= output_bytes(wav.numel(), out)
+    back = load_audio(out)
+    assert back.numel() == wav.numel()
+    if info.subtype.startswith("PCM"):
+        np.testing.assert_allclose(back.numpy(), wav.numpy(), atol=2.0**-22)
+    else:  # lossy: same tone at the same level
+        spectrum = np.abs(np.fft.rfft(back.numpy()))
+        assert np.argmax(spectrum) * 16_000 / back.numel() == 440.0
+        assert abs(float(back.pow(2).mean().sqrt() / wav.pow(2).mean().sqrt()) - 1.0) < 0.02
+
+
+def test_formats_that_cannot_be_written_are_refused_before_any_file_exists(tmp_path):
+    with pytest.raises(AudioError, match="cannot write OGG OPUS at 44100 Hz .*8000, 12000, 16000, 24000"):
+        AudioWriter(tmp_path / "out.opus", sample_rate=44_100)
+    with pytest.raises(AudioError, match=r"cannot write '\.xyz' files \(writable: \.wav, \.flac"):
+        save_audio(tmp_path / "out.xyz", torch.zeros(10))
+    with pytest.raises(AudioError, match="FLAC files cannot hold subtype 'FLOAT'"):
+        AudioWriter(tmp_path / "out.flac", subtype="float")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- folder scans ----------------------------------------------------------------------------
+
+def test_find_audio_skips_hidden_temporary_and_excluded_files(tmp_path):
+    names = ["a.wav", "sub/b.OPUS", "sub/c.aif", ".hidden.wav", ".cache/d.wav", "out/e.wav", "out/deep/f.flac",
+             "sub/.g.wav.1234abcd.tmp.wav", "notes.txt"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    with AudioWriter(tmp_path / "sub" / "h.wav") as writer:
+        writer.write(np.zeros(10, dtype=np.float32))
+        (temporary,) = [p for p in (tmp_path / "sub").iterdir() if is_temporary(p)]
+        assert temporary.name.startswith(".h.wav.") and temporary.name.endswith(TEMP_SUFFIX)
+        found = find_audio(tmp_path, exclude=[tmp_path / "sub" / ".." / "out"])  # excluded: another spelling
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a.wav", "sub/b.OPUS", "sub/c.aif"]
+    assert "out/e.wav" in [p.relative_to(tmp_path).as_posix() for p in find_audio(tmp_path)]
+    assert find_audio(tmp_path / "out", exclude=[tmp_path / "out"]) == []
+
+
+# --- the incremental writer ------------------------------------------------------------------
+
+def _song(seconds, rate=16_000, seed=0):
+    """Phrases of a harmonic tone with pauses: something with gated and ungated blocks."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    tone = sum(np.sin(2 * np.pi * 220 * k * t + rng.uniform(0, 6)) / k for k in range(1, 8))
+    envelope = (np.sin(2 * np.pi * 0.7 * t) > -0.3) * (0.2 + 0.15 * np.sin(2 * np.pi * 3 * t))
+    return (0.3 * tone * envelope).astype(np.float32)
+
+
+def _blocks(wav, sizes):
+    cuts = np.cumsum(sizes)
+    return np.split(wav, cuts[cuts < wav.size])
+
+
+def test_writer_writes_blocks_in_order(tmp_path):
+    wav = _song(3.0)
+    out = tmp_path / "out.wav"
+    with AudioWriter(out) as writer:
+        for block in _blocks(wav, [1, 999, 16_000, 7]):
+            writer.write(torch.from_numpy(block))
+        assert not out.exists()
+    assert writer.samples_written == wav.size
+    data, rate = sf.read(out, dtype="float32")
+    assert rate == 16_000 and sf.info(out).subtype == "PCM_32"
+    np.testing.assert_allclose(data, wav, atol=2.0**-30)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+
+
+@pytest.mark.parametrize("loudness", [None, -16.0])
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt, SystemExit])
+def test_writer_leaves_nothing_on_any_exception(tmp_path, loudness, error):
+    out = tmp_path / "out.flac"
+    with pytest.raises(error):
+        with AudioWriter(out, loudness_lufs=loudness) as writer:
+            writer.write(_song(1.0))
+            assert any(is_temporary(p) for p in tmp_path.iterdir())
+            raise error()
+    assert list(tmp_path.iterdir()) == []
+    out.write_bytes(b"previous")
+    with pytest.raises(error):
+        with AudioWriter(out, loudness_lufs=loudness) as writer:
+            writer.write(_song(1.0))
+            raise error()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.flac"] and out.read_bytes() == b"previous"
+
+
+def test_writer_refuses_nonfinite_blocks(tmp_path):
+    with pytest.raises(ValueError, match=r"out\.wav: block at sample 10: 1 non-finite samples"):
+        with AudioWriter(tmp_path / "out.wav") as writer:
+            writer.write(np.zeros(10, dtype=np.float32))
+            writer.write(np.array([0.0, np.nan], dtype=np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_clips_and_reports_it_once(tmp_path, caplog):
+    out = tmp_path / "out.wav"
+    with caplog.at_level(logging.WARNING, logger="knnsvc.audio"):
+        with AudioWriter(out) as writer:
+            writer.write(np.array([0.5, 1.5, -0.25], dtype=np.float32))
+            writer.write(torch.tensor([-2.0, 1.0, 0.0]))
+    np.testing.assert_allclose(sf.read(out)[0], [0.5, 1.0, -0.25, -1.0, 1.0, 0.0], atol=1e-9)
+    assert len(caplog.records) == 1 and caplog.records[0].levelno == logging.WARNING
+    assert str(out) in caplog.text and "2 of 6 samples" in caplog.text and "2.000" in caplog.text
+
+
+def test_full_disk_gives_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    def no_space(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sf.SoundFile, "write", no_space)
+    with pytest.raises(AudioError) as err:
+        with AudioWriter(tmp_path / "out.wav") as writer:
+            writer.write(_song(0.5))
+    assert str(err.value) == f"{tmp_path / 'out.wav'}: no space left on the device; nothing was written"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_seen_by_libsndfile_while_normalising(tmp_path, monkeypatch):
+    """libsndfile reports a failed write() as a bare system error: the free space tells."""
+    def system_error(self, data):
+        raise sf.LibsndfileError(2)
+
+    monkeypatch.setattr(sf.SoundFile, "write", system_error)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(AudioError, match="no space left on the device"):
+        with AudioWriter(tmp_path / "out.wav", loudness_lufs=-16.0) as writer:
+            writer.write(_song(1.0))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_space_pre_check(tmp_path, monkeypatch):
+    assert output_bytes(16_000, tmp_path / "x.wav") == 4 * 16_000 + 64 * 1024
+    assert output_bytes(16_000, tmp_path / "x.wav", loudness=True) == 8 * 16_000 + 64 * 1024
+    assert output_bytes(16_000, tmp_path / "x.flac") == 3 * 16_000 + 64 * 1024
+    assert output_bytes(16_000 * 60, tmp_path / "x.ogg") == 128_000 // 8 * 60 + 64 * 1024
+    check_disk_space(tmp_path / "new" / "folder" / "x.wav", 1024)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 2**20, 2**20))
+    with pytest.raises(AudioError, match=r"x\.wav: not enough free disk space: about 2\.0 MiB needed, 1\.0 MiB free$"):
+        check_disk_space(tmp_path / "x.wav", 2**21)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_writer_reaches_the_loudness_target_in_blocks(tmp_path, suffix):
+    import pyloudnorm
+
+    wav = 0.1 * _song(4.0)
+    out = tmp_path / f"out{suffix}"
+    with AudioWriter(out, loudness_lufs=-16.0) as writer:
+        for block in _blocks(wav, [3_000] * 100):
+            writer.write(block)
+    data, _ = sf.read(out)
+    assert abs(pyloudnorm.Meter(16_000).integrated_loudness(data) + 16.0) < 0.1
+    assert np.abs(data).max() <= 1.0
+    expected = peak_limit(loudness_normalise(torch.from_numpy(wav), -16.0)).numpy()
+    np.testing.assert_allclose(data, expected, atol=2.0**-22)
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_writer_limits_the_peak_when_the_gain_would_clip(tmp_path):
+    import pyloudnorm
+
+    wav = _song(3.0)
+    wav[8_000] = 0.99  # a transient that -6 LUFS would push far above full scale
+    out = tmp_path / "out.wav"
+    with AudioWriter(out, loudness_lufs=-6.0) as writer:
+        writer.write(wav)
+    data, _ = sf.read(out)
+    assert abs(np.abs(data).max() - 1.0) < 1e-9 and np.argmax(np.abs(data)) == 8_000
+    np.testing.assert_allclose(data, wav / 0.99, atol=2.0**-22)
+    assert pyloudnorm.Meter(16_000).integrated_loudness(data) < -6.0
+
+
+# --- loudness --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rate", [16_000, 44_100])
+@pytest.mark.parametrize("seconds", [0.4, 1.06, 3.37])
+def test_meter_equals_pyloudnorm_for_any_split(rate, seconds):
+    import pyloudnorm
+
+    rng = np.random.default_rng(int(seconds * 100))
+    n = int(seconds * rate)
+    wav = rng.standard_normal(n) * np.linspace(0.01, 0.5, n) * (np.arange(n) % (rate // 2) > rate // 8)
+    expected = pyloudnorm.Meter(rate).integrated_loudness(wav)
+    splits = [[n], [1000] * n, [1, 2, 3, 6399] * n, np.diff(np.sort(rng.integers(0, n, 40)), prepend=0)]
+    for sizes in splits:
+        meter = LoudnessMeter(rate)
+        for block in _blocks(wav, sizes):
+            meter.add(block)
+        assert meter.num_samples == n
+        assert abs(meter.integrated_lufs() - expected) < 1e-6
+
+
+def test_meter_gives_minus_infinity_for_silent_or_too_short_audio():
+    import pyloudnorm
+
+    meter = LoudnessMeter(16_000)
+    meter.add(np.zeros(16_000))
+    assert meter.integrated_lufs() == -np.inf == pyloudnorm.Meter(16_000).integrated_loudness(np.zeros(16_000))
+    short = LoudnessMeter(16_000)
+    short.add(torch.from_numpy(_tone(0.39, 16_000)))
+    assert short.integrated_lufs() == -np.inf
+
+
+def test_too_short_audio_keeps_its_level_with_a_warning(caplog):
+    wav = torch.from_numpy(_tone(0.3, 16_000))
+    with caplog.at_level(logging.WARNING, logger="knnsvc.audio"):
+        assert loudness_normalise(wav, -16.0) is wav
+    assert "too short to measure loudness" in caplog.text
+    assert loudness_normalise(torch.zeros(16_000), -16.0).abs().max() == 0
