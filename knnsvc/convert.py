@@ -1,46 +1,65 @@
 """`python -m knnsvc.convert SRC REF [-o OUT]`: convert recordings to a target singer's voice.
 
-SRC is an audio file or a folder (every wav/flac/mp3/ogg below it, converted one by one); REF is
-an audio file or a folder of one singer's recordings (all of them form the reference pool).
+SRC is an audio file or a folder (every recording below it, converted one by one); REF is an
+audio file or a folder of one singer's recordings (all of them form the reference pool).
 
 Output names (never inside an input folder unless asked to with -o):
 
 - one source file: ``-o OUT`` is the output file (or, if OUT is a folder or ends with "/",
   ``OUT/<src_stem>_to_<ref_stem>.wav``); without -o: ``./<src_stem>_to_<ref_stem>.wav``.
 - a source folder: outputs mirror its tree under ``-o OUT`` (``OUT/<sub/dirs>/<stem>.wav``);
-  without -o: under ``./<src_folder>_to_<ref_stem>/``.
+  without -o: under ``./<src_folder>_to_<ref_stem>/``. An output folder inside the source
+  folder is never scanned for sources.
 
 ``<ref_stem>`` is the reference file's stem or the reference folder's name. Existing outputs are
-kept unless --overwrite is given; outputs are written atomically (no partial files).
+kept (and reported as skipped) unless --overwrite is given; outputs are written block by block into
+a temporary file that is renamed at the end, so a failed or interrupted run leaves no partial
+file, and a rerun converts only what is missing.
 
-Exit status: 0 when every file converted, 1 when anything failed (each failure is one line on
-stderr naming the file and the problem; the rest of a batch is still processed), 2 for bad usage.
+Exit status: 0 when every file was converted or already there, 1 when anything failed (each
+failure is one line on stderr naming the file and the problem; the rest of a batch is still
+processed), 2 for bad usage, 130 when interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
-import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from hifigan.generator import VocoderKind
 from knnsvc import __version__, checkpoints
-from knnsvc.audio import AUDIO_SUFFIXES, AudioError, find_audio, is_silent, load_audio, loudness_normalise, save_audio
+from knnsvc.audio import (
+    OUTPUT_SUFFIXES,
+    AudioError,
+    AudioWriter,
+    check_disk_space,
+    find_audio,
+    output_bytes,
+)
 from knnsvc.checkpoints import CheckpointError
-from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.encoder import WavLMEncoder
-from knnsvc.pipeline import KnnSvc, MatchConfig
-from knnsvc.pool import ReferencePool, cache_key
+from knnsvc.files import remove_stale_temporaries
+from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, PROTECT_OFF, KnnSvc, MatchConfig, Progress
+from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, get_f0_extractor, parse_pitch_shift
+from knnsvc.pool import ReferencePool
+from knnsvc.references import PoolCache, build_reference_pool, usable_recording
+from knnsvc.runtime import first_line, resolve_device
 
 log = logging.getLogger("knnsvc.convert")
+
+INTERRUPTED_STATUS = 130
 
 
 @dataclass
@@ -53,13 +72,59 @@ class Job:
 
 @dataclass
 class Plan:
-    """The jobs to run, and how many were refused before starting."""
+    """The jobs to run, those already done, and how many were refused before starting."""
 
     todo: list[Job]
+    skipped: int = 0
     failed: int = 0
 
 
+@dataclass
+class Batch:
+    """What a run has done so far (read when it is interrupted)."""
+
+    total: int = 0
+    converted: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+@dataclass
+class Options:
+    """Per-file output settings of a conversion."""
+
+    loudness: float | None = None
+    f0_file: Path | None = None
+    repair_audio: bool = False
+
+
+# ----------------------------------------------------------------------------------- arguments
+def _number(low: float | None = None, high: float | None = None, what: str = "a number"):
+    """An argparse type: a finite float within [low, high] (either bound may be open)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"in [{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
+            raise argparse.ArgumentTypeError(f"expected {what} {bounds}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _pitch_shift(text: str) -> str | float | None:
+    try:
+        return parse_pitch_shift(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The CLI; defaults come from `MatchConfig` (one default per setting)."""
+    defaults = MatchConfig()
     parser = argparse.ArgumentParser(
         prog="python -m knnsvc.convert",
         description="Zero-shot singing voice conversion with kNN-SVC: sing SRC in the voice of REF.",
@@ -81,48 +146,79 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HiFi-GAN config (official config_v1_wavlm.json format) for a non-standard vocoder; "
                              "default: read the widths from the checkpoint")
     smoothing = parser.add_mutually_exclusive_group()
-    smoothing.add_argument("--post-opt", type=float, default=0.2, metavar="M",
+    smoothing.add_argument("--post-opt", type=_number(0.0, what="a concatenation weight"),
+                           default=defaults.concat_weight, metavar="M",
                            help="concatenation weight m of the reselection, with summing-weight optimisation "
                                 "(default: %(default)s, the paper's post_opt_0.2)")
     smoothing.add_argument("--no-post-opt", action="store_true",
                            help="no reselection and no weight optimisation: mean of the top-k (no_post_opt)")
-    parser.add_argument("--topk", type=int, default=4, help="neighbours averaged per frame (default: %(default)s)")
-    parser.add_argument("--pitch-shift", type=_pitch_shift, default="auto", metavar="auto|SEMITONES|none",
-                        help="auto: move the source's median pitch to the reference's (the paper); a number: "
-                             "shift by that many semitones; none: keep the source pitch (default: %(default)s)")
-    parser.add_argument("--precision", choices=("float64", "float32"), default="float64",
+    parser.add_argument("--topk", type=int, default=defaults.topk,
+                        help="neighbours averaged per frame (default: %(default)s)")
+    parser.add_argument("--pitch-shift", type=_pitch_shift, default=defaults.pitch_shift,
+                        metavar="|".join(AUTO_SHIFTS) + "|SEMITONES|none",
+                        help="auto: move the source's median pitch to the reference's (the paper); auto-semitone / "
+                             "auto-octave: the same rounded to whole semitones / octaves (octaves keep a song's "
+                             "key); a number: shift by that many semitones; none: keep the source pitch "
+                             "(default: %(default)s)")
+    parser.add_argument("--f0", choices=F0_EXTRACTORS, default="harvest",
+                        help="pitch extractor (default: %(default)s, which the released vocoders were trained on)")
+    parser.add_argument("--f0-file", type=Path, metavar="CSV",
+                        help="use this F0 curve (time_s,f0_hz per line) for the source instead of extracting it "
+                             "(one source file only)")
+    parser.add_argument("--index-rate", type=_number(0.0, 1.0), default=defaults.index_rate, metavar="R",
+                        help="features = R * matched + (1 - R) * source, as RVC's index_rate "
+                             "(default: %(default)s = matched only)")
+    parser.add_argument("--protect", type=_number(0.0, PROTECT_OFF), default=defaults.protect, metavar="P",
+                        help="RVC's protect: unvoiced source frames keep (1 - P) of the source features "
+                             "(default: %(default)s = off; 0 keeps them entirely)")
+    parser.add_argument("--rms-mix", type=_number(0.0, 1.0), default=defaults.rms_mix, metavar="M",
+                        help="the output's loudness envelope follows the source's by M (default: %(default)s = off; "
+                             "RVC's rms_mix_rate is 1 - M)")
+    parser.add_argument("--precision", choices=("float64", "float32"), default=defaults.precision,
                         help="arithmetic of matching and weight optimisation; float64 is the reference's "
                              "(default: %(default)s)")
     parser.add_argument("--respect-file-boundaries", action="store_true",
                         help="successor frames and smoothness neighbours stay inside each reference file "
                              "(the reference treats the reference files as one recording)")
+    parser.add_argument("--block-seconds", type=_number(0.0, what="a block length in seconds"),
+                        default=DEFAULT_BLOCK_SECONDS, metavar="S",
+                        help="F0 extraction and vocoding work in blocks of S seconds, so memory is bounded for any "
+                             "length; the result is the same (0 = whole recordings at once) (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--pool-cache", type=Path, metavar="DIR",
-                        help="cache encoded reference pools here (keyed by audio bytes, encoder weights and "
-                             "settings), so a singer is encoded once")
-    parser.add_argument("--loudness", type=float, metavar="LUFS",
-                        help="normalise each output to this integrated loudness (default: off, peak-limited only)")
+                        help="cache each reference recording's encoded pool here (keyed by its audio bytes, the "
+                             "encoder weights and the analysis settings), so a singer is encoded once")
+    parser.add_argument("--loudness", type=_number(-70.0, 0.0, what="a loudness in LUFS"), metavar="LUFS",
+                        help="normalise each output to this integrated loudness (default: off, as the reference)")
+    parser.add_argument("--repair-audio", action="store_true",
+                        help="replace NaN/inf samples in inputs by 0 (with a warning) instead of refusing the file")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--list-checkpoints", action="store_true", help="print the known checkpoints and exit")
-    parser.add_argument("-q", "--quiet", action="store_true", help="errors only, no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only, no progress bars")
     parser.add_argument("--version", action="version", version=f"knnsvc {__version__}")
     return parser
 
 
-def _pitch_shift(text: str) -> str | float | None:
-    lowered = text.strip().lower()
-    if lowered == "auto":
-        return "auto"
-    if lowered == "none":
-        return None
+def _match_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> MatchConfig:
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, none or a number of semitones, got {text!r}") from None
+        return MatchConfig(
+            topk=args.topk,
+            concat_weight=None if args.no_post_opt else args.post_opt,
+            optimise_weights=not args.no_post_opt,
+            pitch_shift=args.pitch_shift,
+            precision=args.precision,
+            respect_file_boundaries=args.respect_file_boundaries,
+            index_rate=args.index_rate,
+            protect=args.protect,
+            rms_mix=args.rms_mix,
+        )
+    except ValueError as err:
+        parser.error(str(err))
 
 
+# ----------------------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 something failed, 2 bad usage)."""
+    """Run the CLI; returns the exit status (0 ok, 1 something failed, 2 bad usage, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list_checkpoints:
@@ -130,114 +226,208 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.source is None or args.reference is None:
         parser.error("SRC and REF are required")
+    args.match_config = _match_config(args, parser)
     try:
-        args.match_config = MatchConfig(
-            topk=args.topk,
-            concat_weight=None if args.no_post_opt else args.post_opt,
-            optimise_weights=not args.no_post_opt,
-            pitch_shift=args.pitch_shift,
-            precision=args.precision,
-            respect_file_boundaries=args.respect_file_boundaries,
-        )
-    except ValueError as err:
-        parser.error(str(err))
-    try:
-        args.device = _device(args.device)
+        args.device = resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
         parser.error(f"--device: {err}")
+    with cli_logging(args.quiet):
+        batch = Batch()
+        try:
+            with stop_on_sigterm():
+                return run(args, batch)
+        except KeyboardInterrupt:
+            done = batch.converted + batch.skipped
+            log.error("interrupted: %d of %d converted; rerun to continue", done, batch.total or done)
+            return INTERRUPTED_STATUS
 
+
+@contextmanager
+def cli_logging(quiet: bool) -> Iterator[None]:
+    """Log the package's messages to stderr as ``LEVEL: message``, through tqdm bars."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     package_log = logging.getLogger("knnsvc")
     previous_level = package_log.level
     package_log.addHandler(handler)
-    package_log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    package_log.setLevel(logging.WARNING if quiet else logging.INFO)
     try:
         with logging_redirect_tqdm(loggers=[package_log]):
-            return _run(args)
+            yield
     finally:
         package_log.removeHandler(handler)
         package_log.setLevel(previous_level)
 
 
-def _run(args: argparse.Namespace) -> int:
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops the run like Ctrl-C does (temporary files are removed on the way out)."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args: argparse.Namespace, batch: Batch) -> int:
+    """The conversion of one CLI invocation (see the module docstring)."""
+    if args.f0_file is not None and not args.source.is_file():
+        log.error("--f0-file needs one source file, but %s is a folder", args.source)
+        return 1
     try:
         jobs = plan_jobs(args.source, args.reference, args.output)
         references = _reference_files(args.reference)
     except ValueError as err:
         log.error("%s", err)
         return 1
-    plan = _drop_unwritable(jobs, references, args.overwrite)
+    plan = _screen_jobs(jobs, references, args.overwrite)
+    batch.total, batch.skipped, batch.failed = len(jobs), plan.skipped, plan.failed
+    plan = _drop_unwritable_folders(plan, batch)
     if not plan.todo:
-        return 1
-
-    device = args.device
-    try:
-        wavlm_path = checkpoints.resolve_checkpoint(args.wavlm, "wavlm", progress=not args.quiet)
-        wavlm = checkpoints.load_wavlm(wavlm_path, device=device)
-        kind, vocoder = checkpoints.load_vocoder(args.vocoder, args.vocoder_config, device=device,
-                                                 progress=not args.quiet)
-        checkpoints.check_compatible(wavlm, vocoder, args.wavlm, args.vocoder)
-    except CheckpointError as err:
-        log.error("%s", err)
-        return 1
-    config = args.match_config
-    converter = KnnSvc(WavLMEncoder(wavlm), vocoder, kind, config=config)
-    log.info("vocoder: %s (%s), device %s, precision %s", args.vocoder, kind.value, device, args.precision)
+        return 1 if batch.failed else 0
 
     try:
-        pool, left_out = _cli_reference_pool(converter, args.reference, references, args.pool_cache, args.quiet)
+        converter = load_converter(args)
+    except (CheckpointError, ValueError, ImportError) as err:
+        log.error("%s", first_line(err))
+        return 1
+    log.info("vocoder: %s (%s), device %s, precision %s, blocks of %g s", args.vocoder, converter.kind.value,
+             args.device, args.precision, converter.block_seconds)
+
+    bars = StageBars(disabled=args.quiet)
+    try:
+        pool, left_out = _cli_reference_pool(converter, args.reference, references, args.pool_cache, bars)
         _check_pool(pool, args.reference, converter)
-    except ValueError as err:
-        log.error("%s", err)
+    except (ValueError, AudioError) as err:
+        log.error("%s", first_line(err))
         return 1
+    finally:
+        bars.close()
+    batch.failed += left_out
 
-    failed = plan.failed + left_out
-    bar = tqdm(plan.todo, desc="converting", unit="file", disable=args.quiet or None, dynamic_ncols=True)
-    for job in bar:
+    options = Options(loudness=args.loudness, f0_file=args.f0_file, repair_audio=args.repair_audio)
+    files = tqdm(plan.todo, desc="files", unit="file", disable=args.quiet or len(plan.todo) < 2 or None,
+                 dynamic_ncols=True, position=0)
+    for job in files:
+        bars = StageBars(disabled=args.quiet, label=job.source.name, position=1)
         try:
-            _convert_one(converter, pool, job, args.loudness, lambda stage: bar.set_postfix_str(
-                f"{job.source.name}: {stage}", refresh=True))
+            report = convert_file(converter, pool, job, options, bars)
         except (ValueError, RuntimeError, OSError) as err:
-            failed += 1
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            batch.failed += 1
+            message = first_line(err)
             if isinstance(err, AudioError) or message.startswith(str(job.source)):
                 log.error("%s", message)
             else:
                 log.error("%s: %s", job.source, message)
             log.debug("conversion of %s failed", job.source, exc_info=True)
         else:
-            log.info("wrote %s", job.output)
-    bar.close()
-    total = len(plan.todo) + plan.failed
-    converted = total - (failed - left_out)
-    if failed and total + left_out > 1:
-        log.error("%d problem(s); %d of %d source file(s) converted", failed, converted, total)
-    return 1 if failed else 0
+            batch.converted += 1
+            log.info("wrote %s (%s)", job.output, report)
+        finally:
+            bars.close()
+    files.close()
+    if batch.failed and batch.total + left_out > 1:
+        log.error("%d problem(s); %d of %d source file(s) converted%s", batch.failed, batch.converted, batch.total,
+                  f", {batch.skipped} already there" if batch.skipped else "")
+    return 1 if batch.failed else 0
 
 
-def _convert_one(converter: KnnSvc, pool: ReferencePool, job: Job, loudness: float | None, stage) -> None:
-    stage("load")
-    wav_16k = load_audio(job.source)
-    if is_silent(wav_16k):
-        raise AudioError(job.source, "the recording is silent")
-    if converter.encoder.num_frames(wav_16k.numel()) == 0:
-        raise AudioError(job.source, f"too short ({wav_16k.numel() / SAMPLE_RATE:.3f} s)")
-    stage("encode + F0")
-    source = converter.analyse(wav_16k)
-    if _needs_voicing(converter) and not bool((source.f0_hz > 0).any()):
-        raise AudioError(job.source, "no voiced frames, so the pitch shift to the reference is undefined "
-                                     "(use --pitch-shift 0 or none)")
-    stage("match")
-    result = converter.match(source, pool)
-    stage("vocode")
-    out = converter.vocode(result)
-    if loudness is not None:
-        out = loudness_normalise(out, loudness)
-    stage("write")
-    save_audio(job.output, out)
+def load_converter(args: argparse.Namespace) -> KnnSvc:
+    """The models and settings the arguments name, loaded once.
+
+    Raises:
+        CheckpointError: a checkpoint cannot be found, fetched or used.
+        ValueError, ImportError: an unknown or uninstalled pitch extractor.
+    """
+    progress = not args.quiet
+    f0 = get_f0_extractor(args.f0, args.device)
+    encoder_layer = WAVLM_LAYER
+    wavlm_path = checkpoints.resolve_checkpoint(args.wavlm, "wavlm", progress=progress)
+    wavlm = checkpoints.load_wavlm(wavlm_path, device=args.device, num_layers=encoder_layer)
+    kind, vocoder = checkpoints.load_vocoder(args.vocoder, args.vocoder_config, device=args.device, progress=progress)
+    checkpoints.check_compatible(wavlm, vocoder, args.wavlm, args.vocoder)
+    return KnnSvc(WavLMEncoder(wavlm, layer=encoder_layer), vocoder, kind, config=args.match_config,
+                  block_seconds=args.block_seconds, f0=f0)
 
 
+# ----------------------------------------------------------------------------------- one file
+def convert_file(converter: KnnSvc, pool: ReferencePool, job: Job, options: Options,
+                 progress: Progress | None = None) -> str:
+    """Convert `job.source` into `job.output` (written block by block, atomically).
+
+    Returns:
+        A short description of what was done (duration, pitch shift) for the log.
+
+    Raises:
+        AudioError, ValueError: the source cannot be used, or the output cannot be written.
+    """
+    wav_16k = usable_recording(job.source, converter, nonfinite="repair" if options.repair_audio else "error")
+    n_samples = converter.encoder.num_frames(wav_16k.numel()) * HOP_LENGTH
+    check_disk_space(job.output, output_bytes(n_samples, job.output, loudness=options.loudness is not None))
+
+    source = converter.analyse(wav_16k, progress)
+    del wav_16k
+    try:
+        if options.f0_file is not None:
+            from knnsvc.pitch import load_f0_curve  # TODO(move up once pitch.py has it)
+
+            source.f0_hz = load_f0_curve(options.f0_file, source.num_frames)
+        if _needs_voicing(converter) and not bool((source.f0_hz > 0).any()):
+            raise AudioError(job.source, "no voiced frames, so the automatic pitch shift to the reference is "
+                                         "undefined (use --pitch-shift 0 or none)")
+        result = converter.match(source, pool, progress)
+        with AudioWriter(job.output, loudness_lufs=options.loudness) as writer:
+            for block in converter.vocode_blocks(result, progress):
+                writer.write(block)
+    finally:
+        source.close()
+    seconds = writer.samples_written / SAMPLE_RATE
+    if not converter.kind.uses_pitch:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.1f} s, pitch shift {result.semitones:+.2f} semitones (x{result.shift_ratio:.4f})"
+
+
+class StageBars:
+    """One tqdm bar per stage of a conversion (with ETA), as a `Progress` callback."""
+
+    NAMES = {"reference": "encoding reference", "encode": "encoding", "match": "matching", "vocode": "vocoding"}
+    UNITS = {"reference": "file"}
+
+    def __init__(self, disabled: bool, label: str = "", position: int = 0) -> None:
+        self.disabled = disabled
+        self.label = label
+        self.position = position
+        self.stage: str | None = None
+        self.bar: tqdm | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.disabled:
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            name = self.NAMES.get(stage, stage)
+            self.bar = tqdm(total=total, desc=f"{self.label}: {name}" if self.label else name,
+                            unit=self.UNITS.get(stage, "frame"), unit_scale=stage != "reference",
+                            leave=False, dynamic_ncols=True, position=self.position)
+        assert self.bar is not None
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.stage = None, None
+
+
+# ----------------------------------------------------------------------------------- planning
 def plan_jobs(source: Path, reference: Path, output: Path | None) -> list[Job]:
     """Map each source file to its output path (see the module docstring).
 
@@ -253,17 +443,17 @@ def plan_jobs(source: Path, reference: Path, output: Path | None) -> list[Job]:
         default_name = f"{source.stem}_to_{ref_stem}.wav"
         if output is None:
             target = Path.cwd() / default_name
-        elif output.is_dir() or str(output).endswith(("/", os.sep)) or output.suffix.lower() not in AUDIO_SUFFIXES:
+        elif output.is_dir() or str(output).endswith(("/", os.sep)) or output.suffix.lower() not in OUTPUT_SUFFIXES:
             target = output / default_name
         else:
             target = output
         return [Job(source, target)]
-    files = find_audio(source)
-    if not files:
-        raise ValueError(f"{source}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder")
     folder = output if output is not None else Path.cwd() / f"{source.resolve().name}_to_{ref_stem}"
     if folder.is_file():
         raise ValueError(f"{folder}: is a file, but a folder is needed for a folder of sources")
+    files = find_audio(source, exclude=[folder])
+    if not files:
+        raise ValueError(f"{source}: no audio files ({', '.join(OUTPUT_SUFFIXES)}) in this folder")
     return [Job(f, folder / f.relative_to(source).with_suffix(".wav")) for f in files]
 
 
@@ -272,12 +462,13 @@ def _reference_files(reference: Path) -> list[Path]:
         return [reference]
     files = find_audio(reference)
     if not files:
-        raise ValueError(f"{reference}: no audio files ({', '.join(AUDIO_SUFFIXES)}) in this folder")
+        raise ValueError(f"{reference}: no audio files ({', '.join(OUTPUT_SUFFIXES)}) in this folder")
     return files
 
 
-def _drop_unwritable(jobs: list[Job], references: list[Path], overwrite: bool) -> Plan:
-    """Skip (as failures) outputs that exist, would replace an input, or collide with each other."""
+def _screen_jobs(jobs: list[Job], references: list[Path], overwrite: bool) -> Plan:
+    """Skip outputs that exist (already converted); refuse those that would replace an input or
+    collide with each other."""
     inputs = {p.resolve() for p in references} | {j.source.resolve() for j in jobs}
     plan = Plan([])
     seen: dict[Path, Path] = {}
@@ -289,7 +480,9 @@ def _drop_unwritable(jobs: list[Job], references: list[Path], overwrite: bool) -
             log.error("%s: output %s is also the output of %s; rename one of them", job.source, job.output,
                       seen[target])
         elif job.output.exists() and not overwrite:
-            log.error("%s: output %s already exists (use --overwrite to replace it)", job.source, job.output)
+            log.warning("%s: skipped, %s already exists (use --overwrite to replace it)", job.source, job.output)
+            plan.skipped += 1
+            continue
         else:
             seen[target] = job.source
             plan.todo.append(job)
@@ -298,60 +491,43 @@ def _drop_unwritable(jobs: list[Job], references: list[Path], overwrite: bool) -
     return plan
 
 
-def pool_cache_file(converter: KnnSvc, files: Sequence[Path], cache: Path) -> Path:
-    """Where the pool of these recordings is cached: keyed by audio bytes, encoder and settings."""
-    return cache / f"pool-{cache_key(files, converter.encoder_id, converter.pool_settings())}.pt"
-
-
-def reference_pool(
-    converter: KnnSvc,
-    files: Sequence[Path],
-    cache_file: Path | None,
-    on_bad_file: Callable[[AudioError], None],
-    progress: bool = False,
-) -> tuple[ReferencePool | None, int]:
-    """Encode a singer's recordings into one pool, or read it from `cache_file` (see
-    `pool_cache_file`; None = no caching).
-
-    Each unusable file (unreadable, silent, too short) goes to `on_bad_file` (which may raise to
-    stop) and is left out; a pool missing a file is not cached.
-
-    Returns:
-        (the pool, or None if no file was usable; the number of files left out).
-    """
-    if cache_file is not None and cache_file.is_file():
-        try:
-            pool = ReferencePool.load(cache_file)
-        except (ValueError, RuntimeError, OSError, KeyError) as err:
-            log.warning("ignoring unreadable pool cache %s (%s)", cache_file, err)
+def _drop_unwritable_folders(plan: Plan, batch: Batch) -> Plan:
+    """Check, before any model loads, that every output folder can be written; clean up the
+    temporary files an earlier, killed run may have left there."""
+    verdicts: dict[Path, str | None] = {}
+    kept = []
+    for job in plan.todo:
+        folder = job.output.parent
+        if folder not in verdicts:
+            verdicts[folder] = _folder_problem(folder)
+            if verdicts[folder] is None and folder.is_dir():
+                for stale in remove_stale_temporaries(folder):
+                    log.info("removed %s, left by an interrupted run", stale)
+        if verdicts[folder] is None:
+            kept.append(job)
         else:
-            log.info("reference pool from cache %s (%.1f s, %d file(s))", cache_file, pool.seconds,
-                     len(pool.names))
-            return pool, 0
-    pools, left_out = [], 0
-    for path in tqdm(files, desc="encoding reference", unit="file", disable=not progress or None, dynamic_ncols=True):
-        try:
-            wav_16k = load_audio(path)
-            if is_silent(wav_16k):
-                raise AudioError(path, "the recording is silent")
-            if converter.encoder.num_frames(wav_16k.numel()) == 0:
-                raise AudioError(path, f"too short ({wav_16k.numel() / SAMPLE_RATE:.3f} s)")
-        except AudioError as err:
-            on_bad_file(err)
-            left_out += 1
-            continue
-        pools.append(converter.build_pool([wav_16k], names=[str(path)]))
-    if not pools:
-        return None, left_out
-    pool = ReferencePool.concat(pools)
-    if cache_file is not None and not left_out:
-        pool.save(cache_file, settings=converter.pool_settings())
-        log.info("cached the reference pool in %s", cache_file)
-    return pool, left_out
+            log.error("%s: cannot write %s (%s)", job.source, job.output, verdicts[folder])
+            batch.failed += 1
+    return Plan(kept, plan.skipped, plan.failed)
 
 
+def _folder_problem(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (or in the folder that will hold it), or None."""
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            return "no existing parent folder"
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
+# ----------------------------------------------------------------------------------- reference
 def _cli_reference_pool(
-    converter: KnnSvc, reference: Path, files: list[Path], cache: Path | None, quiet: bool
+    converter: KnnSvc, reference: Path, files: list[Path], cache: Path | None, progress: Progress
 ) -> tuple[ReferencePool, int]:
     """The CLI's pool: a bad single reference file stops the run; in a folder it is left out.
 
@@ -364,16 +540,16 @@ def _cli_reference_pool(
             raise err
         log.error("%s (left out of the reference)", err)
 
-    cache_file = pool_cache_file(converter, files, cache) if cache is not None else None
-    pool, left_out = reference_pool(converter, files, cache_file, on_bad_file, progress=not quiet)
+    pool_cache = PoolCache(cache, converter.pool_settings()) if cache is not None else None
+    pool, left_out = build_reference_pool(converter, files, pool_cache, on_bad_file, progress)
     if pool is None:
         raise ValueError(f"{reference}: no usable reference recording in this folder")
     return pool, left_out
 
 
 def _needs_voicing(converter: KnnSvc) -> bool:
-    """Whether the median-pitch shift applies (it needs voiced frames in source and reference)."""
-    return converter.config.pitch_shift == "auto" and converter.kind is not VocoderKind.KNNVC
+    """Whether an automatic pitch shift applies (it needs voiced frames in source and reference)."""
+    return isinstance(converter.config.pitch_shift, str) and converter.kind.uses_pitch
 
 
 def _check_pool(pool: ReferencePool, reference: Path, converter: KnnSvc) -> None:
@@ -388,15 +564,6 @@ def _check_pool(pool: ReferencePool, reference: Path, converter: KnnSvc) -> None
             f"{reference}: the reference has no voiced frames, so its median pitch is undefined "
             "(use --pitch-shift 0 or none)"
         )
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA is not available on this machine (use --device cpu)")
-    return device
 
 
 if __name__ == "__main__":

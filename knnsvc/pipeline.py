@@ -46,7 +46,7 @@ from knnsvc.matching import (
     unit_rows,
     weighted_sum,
 )
-from knnsvc.pitch import apply_pitch_shift, harvest_f0, parse_pitch_shift
+from knnsvc.pitch import F0Extractor, apply_pitch_shift, get_f0_extractor, parse_pitch_shift
 from knnsvc.pool import ReferencePool, module_fingerprint
 from knnsvc.runtime import StageTimer
 
@@ -246,9 +246,8 @@ class KnnSvc:
         config: matching settings.
         block_seconds: F0 extraction and vocoding work in blocks of this length (memory
             bounded for any length); 0 = whole recordings at once (the reference's behaviour).
-        f0: F0 extractor: a callable ``(wav_16k, block_seconds) -> (L // 320 + 1,) f0_hz``
-            (default: Harvest, which the released vocoders were trained on).
-        f0_id: identity of `f0` in pool cache keys (default "harvest").
+        f0: F0 extractor (`knnsvc.pitch.get_f0_extractor`; default: Harvest, which the released
+            vocoders were trained on); its `cache_id` enters pool cache keys.
 
     Stage times accumulate in `timings` (seconds per stage name); clear it to start a new
     measurement. On CUDA the timer synchronises, so GPU work is charged to its own stage.
@@ -261,8 +260,7 @@ class KnnSvc:
         kind: VocoderKind | str,
         config: MatchConfig | None = None,
         block_seconds: float = DEFAULT_BLOCK_SECONDS,
-        f0: Callable[[torch.Tensor, float | None], torch.Tensor] = harvest_f0,
-        f0_id: str = "harvest",
+        f0: F0Extractor | None = None,
     ) -> None:
         if not (math.isfinite(block_seconds) and block_seconds >= 0):
             raise ValueError(f"block_seconds must be a finite number >= 0, got {block_seconds}")
@@ -271,8 +269,7 @@ class KnnSvc:
         self.kind = VocoderKind(kind)
         self.config = config or MatchConfig()
         self.block_seconds = float(block_seconds)
-        self.f0 = f0
-        self.f0_id = f0_id
+        self.f0 = f0 if f0 is not None else get_f0_extractor("harvest")
         self._timer = StageTimer(self.encoder.device)
         self._encoder_id: str | None = None
 
@@ -370,7 +367,7 @@ class KnnSvc:
             "encoder": self.encoder_id,
             "layer": self.encoder.layer,
             "chunk_samples": self.encoder.chunk_samples,
-            "f0": self.f0_id,
+            "f0": self.f0.cache_id,
             "f0_block_seconds": self.block_seconds,
         }
 

@@ -100,13 +100,16 @@ class PoolCache:
             self.writable = False
 
 
-def usable_recording(path: Path, converter: KnnSvc) -> torch.Tensor:
+def usable_recording(path: Path, converter: KnnSvc, nonfinite: str = "error") -> torch.Tensor:
     """Load `path` as a reference or source recording, checking it can be used.
+
+    Args:
+        nonfinite: "error" refuses NaN/inf samples, "repair" replaces them by 0 (see `load_audio`).
 
     Raises:
         AudioError: unreadable, non-finite samples, silent, or too short for one frame.
     """
-    wav_16k = load_audio(path)
+    wav_16k = load_audio(path, nonfinite=nonfinite)
     if is_silent(wav_16k):
         raise AudioError(path, "the recording is silent")
     if converter.encoder.num_frames(wav_16k.numel()) == 0:

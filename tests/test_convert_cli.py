@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from knnsvc import convert
-from knnsvc.pipeline import KnnSvc
+from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, KnnSvc, MatchConfig
 
 GOLDEN = Path(__file__).parent / "golden"
 WAVLM = str(GOLDEN / "wavlm_tiny.pt")
@@ -165,14 +165,17 @@ def test_default_output_names_never_write_into_the_input_folder(small, tmp_path,
 
 
 def test_never_overwrites_without_flag(small, capsys):
+    """An existing output is skipped (reported, not an error: a rerun finishes a batch)."""
     target = small["out"] / "result.wav"
     target.parent.mkdir()
     target.write_bytes(b"keep me")
     args = [str(small["src"]), str(small["ref"]), "-o", str(target), *tiny_args("--no-post-opt")]
-    assert convert.main(args) == 1
+    assert convert.main(args) == 0
     assert target.read_bytes() == b"keep me"
-    [line] = error_lines(capsys.readouterr().err)
-    assert "already exists" in line and "--overwrite" in line
+    err = capsys.readouterr().err
+    assert error_lines(err) == []
+    [line] = [line for line in err.splitlines() if line.startswith("WARNING")]
+    assert "skipped" in line and "already exists" in line and "--overwrite" in line
     assert convert.main([*args, "--overwrite"]) == 0
     assert sf.info(target).frames == 50 * 320
     assert [p.name for p in target.parent.iterdir()] == ["result.wav"]  # no temporary leftovers
@@ -189,17 +192,26 @@ def test_refuses_to_replace_an_input(small, capsys):
 def test_options_reach_the_converter(small, monkeypatch):
     seen = {}
 
-    def fake_convert_one(converter, pool, job, loudness, stage):
-        seen.update(config=converter.config, loudness=loudness, kind=converter.kind)
+    def fake_convert_file(converter, pool, job, options, progress):
+        seen.update(config=converter.config, loudness=options.loudness, kind=converter.kind,
+                    block_seconds=converter.block_seconds, f0=converter.f0.name)
+        return "fake"
 
-    monkeypatch.setattr(convert, "_convert_one", fake_convert_one)
+    monkeypatch.setattr(convert, "convert_file", fake_convert_file)
     args = [str(small["src"]), str(small["ref"]), "-o", str(small["out"] / "x.wav"), *tiny_args(
-        "--pitch-shift", "-3.5", "--topk", "3", "--precision", "float32", "--loudness", "-20", "--post-opt", "0.5")]
+        "--pitch-shift", "-3.5", "--topk", "3", "--precision", "float32", "--loudness", "-20", "--post-opt", "0.5",
+        "--index-rate", "0.75", "--protect", "0.2", "--rms-mix", "0.5", "--block-seconds", "12", "--f0", "dio")]
     assert convert.main(args) == 0
     config = seen["config"]
     assert (config.pitch_shift, config.topk, config.precision, config.concat_weight, config.optimise_weights) == (
         -3.5, 3, "float32", 0.5, True)
-    assert seen["loudness"] == -20.0
+    assert (config.index_rate, config.protect, config.rms_mix) == (0.75, 0.2, 0.5)
+    assert (seen["loudness"], seen["block_seconds"], seen["f0"]) == (-20.0, 12.0, "dio")
+    assert convert.main([*args[:4], *tiny_args("--pitch-shift", "auto-octave")]) == 0
+    assert seen["config"].pitch_shift == "auto-octave"
+    defaults = MatchConfig()
+    assert convert.main([*args[:4], *tiny_args()]) == 0
+    assert seen["config"] == defaults and seen["block_seconds"] == DEFAULT_BLOCK_SECONDS
     assert convert.main([*args[:4], *tiny_args("--no-post-opt", "--pitch-shift", "none")]) == 0
     assert seen["config"].concat_weight is None and not seen["config"].optimise_weights
     assert seen["config"].pitch_shift is None
@@ -279,7 +291,10 @@ def test_missing_inputs_and_usage(small, tmp_path, capsys):
     empty.mkdir()
     assert convert.main([str(small["src"]), str(empty), *tiny_args()]) == 1
     assert "no audio files" in _single_error(capsys)
-    usage_errors = (["--pitch-shift", "up"], ["--topk", "40"], ["--topk", "0"], ["--post-opt", "0.1", "--no-post-opt"])
+    usage_errors = (["--pitch-shift", "up"], ["--topk", "40"], ["--topk", "0"], ["--post-opt", "0.1", "--no-post-opt"],
+                    ["--pitch-shift", "nan"], ["--pitch-shift", "inf"], ["--pitch-shift", "1000"], ["--post-opt", "-1"],
+                    ["--post-opt", "nan"], ["--loudness", "inf"], ["--loudness", "5"], ["--index-rate", "1.5"],
+                    ["--protect", "0.7"], ["--rms-mix", "-0.1"], ["--block-seconds", "-3"], ["--f0", "crepe"])
     for bad_usage in usage_errors:
         with pytest.raises(SystemExit) as exit_info:
             convert.main([str(small["src"]), str(small["ref"]), *bad_usage])
