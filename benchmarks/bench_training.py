@@ -21,14 +21,16 @@ from pathlib import Path
 
 import torch
 
-from hifigan.dataset import SEGMENT_SIZE
 from hifigan.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator
 from hifigan.generator import VocoderKind, build_generator
 from hifigan.mel import LogMelSpectrogram
-from hifigan.prematch import PrematchConfig, Prematcher, resolve_device
-from hifigan.train import DataConfig, GanStep, TrainConfig, build_optimizers
 from knnsvc.checkpoints import WAVLM_LARGE_CFG, load_wavlm
 from knnsvc.encoder import WavLMEncoder
+from knnsvc.runtime import resolve_device
+from training.dataset import SEGMENT_SIZE
+from training.gan import GanStep, build_optimizers
+from training.prematch import PrematchConfig, Prematcher
+from training.trainer import DataConfig, TrainConfig
 from wavlm import WavLM, WavLMConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -73,11 +75,17 @@ def bench_train_step(
     generator = build_generator(kind).to(device)
     mpd, msd = MultiPeriodDiscriminator().to(device), MultiScaleDiscriminator().to(device)
     config = TrainConfig(out_dir="unused", data=DataConfig(corpus_dir="unused", features_dir="unused"))
-    optim_g, optim_d = build_optimizers(config, generator, mpd, msd)
-    log_mel = LogMelSpectrogram().to(device)
+    optim_g, optim_d = build_optimizers(
+        generator,
+        mpd,
+        msd,
+        learning_rate=config.learning_rate,
+        betas=(config.adam_b1, config.adam_b2),
+        weight_decay=config.weight_decay,
+    )
+    log_mel = LogMelSpectrogram(config.mel).to(device)
     dtype = torch.bfloat16 if autocast else None
     step = GanStep(
-        kind,
         generator,
         mpd,
         msd,

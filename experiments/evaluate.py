@@ -8,18 +8,19 @@
         sources_dir=... targets_dir=... out_dir=runs/os2os vocoders.sine=PATH
     python experiments/summarize.py runs/os2os
 
-The config groups in experiments/ablations/ (one `# @package _global_` delta per Table 1 column or
-ablation) are put on Hydra's search path here. This file only converts the DictConfig into typed
-settings; the work is done by `knnsvc.eval.experiment.run_evaluation`.
+The schema is `EvaluateConfig` below, registered as `evaluate_schema`; conf/evaluate.yaml is a
+delta over it, so an unknown key fails when the config is composed. Each file in
+experiments/ablations/ (one delta per Table 1 column or ablation) is registered as the option
+`ablations=<file name>`. This file only turns the composed config into typed settings; the work
+is done by `knnsvc.eval.experiment.run_evaluation`.
 """
 
-from __future__ import annotations
-
 import logging
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,61 +29,124 @@ from knnsvc.eval.intelligibility import WhisperSettings
 from knnsvc.eval.suite import SuiteSettings
 from knnsvc.pipeline import MatchConfig
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent
+ABLATIONS_DIR = Path(__file__).resolve().parent / "ablations"
 
 log = logging.getLogger("knnsvc.eval")
 
 
-def _pitch_shift(value):
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "off")):
-        return None
-    if isinstance(value, str) and value == "auto":
-        return "auto"
-    return float(value)
+@dataclass
+class VocoderChoices:
+    """The vocoder each Table 1 column uses: release names or checkpoint files."""
+
+    knnvc: str | None = "knnvc-prematched"
+    sine: str | None = None
+    """No f0-sine checkpoint is published: pass vocoders.sine=PATH."""
+    harmonic: str | None = "knnsvc-singing"
+    """knnsvc-speech for LibriSpeech conditions."""
 
 
-def _optional_path(value) -> Path | None:
-    return None if value in (None, "") else Path(str(value))
+@dataclass
+class SpeakerConfig:
+    """Speaker similarity and EER (`SuiteSettings.embedder`, `SuiteSettings.max_target_files`)."""
+
+    embedder: str = SuiteSettings.embedder
+    max_target_files: int | None = SuiteSettings.max_target_files
+
+
+@dataclass
+class AsrConfig:
+    """Intelligibility ASR (`WhisperSettings`; ``best_of`` follows ``beam_size``)."""
+
+    model: str = WhisperSettings.model
+    language: str | None = WhisperSettings.language
+    beam_size: int = WhisperSettings.beam_size
+    compute_type: str = WhisperSettings.compute_type
+
+
+@dataclass
+class PlotsConfig:
+    """Figures (F0, spectrograms, provenance) of the first `examples` conversions."""
+
+    examples: int = EvaluationSettings.plot_examples
+
+
+@dataclass
+class EvaluateConfig:
+    """One evaluation run (the schema of conf/evaluate.yaml); see `EvaluationSettings`.
+
+    Paths are strings here and become `Path`s in `settings_from_config`. `vocoder` defaults to
+    the harmonic column's checkpoint; an ablation delta points it at its own column.
+    """
+
+    sources_dir: str
+    targets_dir: str
+    out_dir: str
+    cache_dir: str = "${out_dir}/cache"
+    vocoders: VocoderChoices = field(default_factory=VocoderChoices)
+    wavlm: str = "wavlm-large"
+    vocoder: str | None = "${vocoders.harmonic}"
+    vocoder_config: str | None = None
+    device: str = EvaluationSettings.device
+    system: str = EvaluationSettings.system
+    condition: str | None = None
+    expect_vocoder_kind: str | None = None
+    pairs: str | None = None
+    max_sources_per_speaker: int | None = None
+    reference_seconds: float | None = None
+    match: MatchConfig = field(default_factory=MatchConfig)
+    metrics: list[str] = field(default_factory=lambda: list(SuiteSettings.metrics))
+    speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    plots: PlotsConfig = field(default_factory=PlotsConfig)
+
+
+def register_configs() -> None:
+    """Put the schema and every experiments/ablations/*.yaml (group `ablations`) into Hydra's store."""
+    store = ConfigStore.instance()
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    for path in sorted(ABLATIONS_DIR.glob("*.yaml")):
+        store.store(group="ablations", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+register_configs()
 
 
 def settings_from_config(cfg: DictConfig, out_dir: Path) -> EvaluationSettings:
     """Typed settings from the composed config (the only place a DictConfig is read)."""
-    if cfg.vocoder is None:
-        raise ValueError(f"no vocoder for system '{cfg.system}': pass vocoder=NAME_OR_CKPT (or vocoders.sine=PATH)")
-    match = OmegaConf.to_container(cfg.match, resolve=True)
-    match["pitch_shift"] = _pitch_shift(match.get("pitch_shift"))
-    asr = cfg.asr
+    app: EvaluateConfig = OmegaConf.to_object(cfg)
+    if app.vocoder is None:
+        raise ValueError(f"no vocoder for system '{app.system}': pass vocoder=NAME_OR_CKPT (or vocoders.sine=PATH)")
     return EvaluationSettings(
-        sources_dir=Path(cfg.sources_dir),
-        targets_dir=Path(cfg.targets_dir),
+        sources_dir=Path(app.sources_dir),
+        targets_dir=Path(app.targets_dir),
         out_dir=out_dir,
-        cache_dir=Path(cfg.cache_dir),
-        wavlm=str(cfg.wavlm),
-        vocoder=str(cfg.vocoder),
-        vocoder_config=None if cfg.vocoder_config is None else str(cfg.vocoder_config),
-        device=str(cfg.device),
-        system=str(cfg.system),
-        condition=None if cfg.condition is None else str(cfg.condition),
-        expect_vocoder_kind=None if cfg.expect_vocoder_kind is None else str(cfg.expect_vocoder_kind),
-        match=MatchConfig(**match),
-        reference_seconds=None if cfg.reference_seconds is None else float(cfg.reference_seconds),
-        pairs=_optional_path(cfg.pairs),
-        max_sources_per_speaker=cfg.max_sources_per_speaker,
+        cache_dir=Path(app.cache_dir),
+        wavlm=app.wavlm,
+        vocoder=app.vocoder,
+        vocoder_config=app.vocoder_config,
+        device=app.device,
+        system=app.system,
+        condition=app.condition,
+        expect_vocoder_kind=app.expect_vocoder_kind,
+        match=app.match,
+        reference_seconds=app.reference_seconds,
+        pairs=None if app.pairs in (None, "") else Path(app.pairs),
+        max_sources_per_speaker=app.max_sources_per_speaker,
         suite=SuiteSettings(
-            metrics=tuple(cfg.metrics),
-            embedder=str(cfg.speaker.embedder),
+            metrics=tuple(app.metrics),
+            embedder=app.speaker.embedder,
             whisper=WhisperSettings(
-                model=str(asr.model),
-                language=None if asr.language is None else str(asr.language),
-                beam_size=int(asr.beam_size),
-                best_of=int(asr.beam_size),
-                compute_type=str(asr.compute_type),
+                model=app.asr.model,
+                language=app.asr.language,
+                beam_size=app.asr.beam_size,
+                best_of=app.asr.beam_size,
+                compute_type=app.asr.compute_type,
             ),
-            pitch_shift=match["pitch_shift"],
-            device=str(cfg.device),
-            max_target_files=cfg.speaker.max_target_files,
+            pitch_shift=app.match.pitch_shift,
+            device=app.device,
+            max_target_files=app.speaker.max_target_files,
         ),
-        plot_examples=int(cfg.plots.examples),
+        plot_examples=app.plots.examples,
     )
 
 
@@ -97,17 +161,5 @@ def main(cfg: DictConfig) -> float | None:
     return summary.get("eer")
 
 
-def with_ablations_on_search_path(argv: list[str]) -> list[str]:
-    """Add experiments/ to Hydra's search path (group `ablations`) among the other overrides.
-
-    Hydra's parser wants the overrides contiguous, so the extra one goes just before the first
-    user override (or first, when there is none).
-    """
-    extra = f"hydra.searchpath=[file://{EXPERIMENTS_DIR}]"
-    position = next((i for i, arg in enumerate(argv[1:], 1) if "=" in arg and not arg.startswith("-")), 1)
-    return argv[:position] + [extra] + argv[position:]
-
-
 if __name__ == "__main__":
-    sys.argv = with_ablations_on_search_path(sys.argv)
     main()

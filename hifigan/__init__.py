@@ -1,4 +1,5 @@
-"""HiFi-GAN vocoders of kNN-VC / kNN-SVC: config, generators (loadable from the official files)."""
+"""HiFi-GAN vocoders of kNN-VC / kNN-SVC: architectures only (config, generators, layers,
+discriminators, losses, mel). Training lives above the pipeline, in ``training/``."""
 
 from hifigan.config import HiFiGANConfig
 from hifigan.generator import (

@@ -1,4 +1,10 @@
-"""HiFi-GAN configuration: the keys of the official ``config_v1_wavlm.json`` with their defaults."""
+"""HiFi-GAN architecture configuration, read from and written to the official JSON layout.
+
+An official ``config_v1_wavlm.json`` mixes the generator architecture with training, mel-loss and
+launcher settings (``batch_size``, ``learning_rate``, ``num_mels``, ``dist_config``, ...). Only the
+architecture is a field here; every other key is kept verbatim in ``extra``, so that ``to_dict()``
+and ``to_json()`` reproduce the file. Training settings live in ``training/trainer.py``.
+"""
 
 import dataclasses
 import json
@@ -9,31 +15,28 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-
-def _default_dist_config() -> dict[str, Any]:
-    return {"dist_backend": "nccl", "dist_url": "tcp://localhost:54321", "world_size": 1}
+OFFICIAL_KEY_ORDER = (
+    "resblock num_gpus batch_size learning_rate adam_b1 adam_b2 lr_decay seed special_comment "
+    "upsample_rates dspgan_upsample_rates upsample_kernel_sizes dspgan_upsample_kernel_sizes "
+    "upsample_initial_channel resblock_kernel_sizes resblock_dilation_sizes n_harmonic with_amp_ratio "
+    "with_harm hubert_dim hubert_dim_ hubert_dim__ hubert_dim_old hifi_dim segment_size num_mels "
+    "num_freq n_fft hop_size win_size sampling_rate fmin fmax fmax_for_loss num_workers dist_config"
+).split()
+"""Key order of the official kNN-SVC ``config_v1_wavlm.json``; ``to_dict`` writes keys in this order."""
 
 
 @dataclass
 class HiFiGANConfig:
-    """Generator, mel-loss and training settings of the kNN-SVC / kNN-VC HiFi-GAN (spec §9.1).
+    """Generator architecture of the kNN-SVC / kNN-VC HiFi-GAN (spec §9.1).
 
-    Defaults are the official kNN-SVC ``config_v1_wavlm.json``. The architecture keys are
-    ``hubert_dim`` (input feature dim D), ``hifi_dim`` (output of ``lin_pre``),
-    ``upsample_initial_channel``, the upsample/resblock lists and ``n_harmonic`` (width of the
-    excitation branch, not the number of harmonics). Keys the code does not use (``dspgan_*``,
-    ``hubert_dim_*``, ``special_comment``, anything else) are kept verbatim in ``extra`` so that
-    ``to_dict()`` reproduces the file they came from.
+    Defaults are the official kNN-SVC ``config_v1_wavlm.json``. ``hubert_dim`` is the input
+    feature dim D, ``hifi_dim`` the output of ``lin_pre``, ``n_harmonic`` the width of the
+    excitation branch (not the number of harmonics); ``with_harm`` / ``with_amp_ratio`` are the
+    official architecture flags. ``extra`` holds every other key of the file it came from
+    (training and mel settings, ``dspgan_*``, ``hubert_dim_*``, ``special_comment``, ...).
     """
 
     resblock: str = "1"
-    num_gpus: int = 0
-    batch_size: int = 16
-    learning_rate: float = 0.0002
-    adam_b1: float = 0.8
-    adam_b2: float = 0.99
-    lr_decay: float = 0.999
-    seed: int = 1234
     upsample_rates: list[int] = field(default_factory=lambda: [10, 8, 2, 2])
     upsample_kernel_sizes: list[int] = field(default_factory=lambda: [20, 16, 4, 4])
     upsample_initial_channel: int = 512
@@ -44,18 +47,6 @@ class HiFiGANConfig:
     with_harm: bool = True
     hubert_dim: int = 1024
     hifi_dim: int = 512
-    segment_size: int = 7040
-    num_mels: int = 80
-    num_freq: int = 1025
-    n_fft: int = 1024
-    hop_size: int = 320
-    win_size: int = 1024
-    sampling_rate: int = 16000
-    fmin: int = 0
-    fmax: int = 8000
-    fmax_for_loss: int | None = None
-    num_workers: int = 12
-    dist_config: dict[str, Any] = field(default_factory=_default_dist_config)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -69,15 +60,18 @@ class HiFiGANConfig:
                 f"resblock_kernel_sizes {self.resblock_kernel_sizes} and resblock_dilation_sizes "
                 f"{self.resblock_dilation_sizes} must have the same length"
             )
+        shadowed = sorted(set(self.extra) & _architecture_keys())
+        if shadowed:
+            raise ValueError(f"extra must not hold architecture keys, got {shadowed}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "HiFiGANConfig":
-        """Build from a config dict; unknown keys go to ``extra`` (nothing is rejected)."""
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        """Build from a config dict; non-architecture keys go to ``extra`` (nothing is rejected)."""
+        known = _architecture_keys()
         kwargs = {key: value for key, value in values.items() if key in known}
         extra = {key: value for key, value in values.items() if key not in known}
         if extra:
-            logger.debug("HiFiGANConfig: keeping unused keys %s", sorted(extra))
+            logger.debug("HiFiGANConfig: keeping non-architecture keys %s", sorted(extra))
         return cls(**kwargs, extra=extra)
 
     @classmethod
@@ -86,15 +80,25 @@ class HiFiGANConfig:
         with open(path, encoding="utf-8") as file:
             return cls.from_dict(json.load(file))
 
-    def to_dict(self) -> dict[str, Any]:
-        """Flat dict in the official JSON layout (``extra`` keys merged back in)."""
+    def architecture_dict(self) -> dict[str, Any]:
+        """The architecture fields only (no ``extra``): what decides the generator's shapes."""
         values = dataclasses.asdict(self)
-        extra = values.pop("extra")
-        values.update(extra)
+        values.pop("extra")
         return values
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat dict in the official JSON layout: architecture and ``extra``, in the official key order."""
+        values = {**self.architecture_dict(), **self.extra}
+        rank = {key: index for index, key in enumerate(OFFICIAL_KEY_ORDER)}
+        ordered = sorted(values, key=lambda key: rank.get(key, len(rank)))  # stable: others keep their order
+        return {key: values[key] for key in ordered}
 
     def to_json(self, path: str | Path) -> None:
         """Write the official JSON layout to ``path``."""
         with open(path, "w", encoding="utf-8") as file:
             json.dump(self.to_dict(), file, indent=2)
             file.write("\n")
+
+
+def _architecture_keys() -> set[str]:
+    return {f.name for f in dataclasses.fields(HiFiGANConfig)} - {"extra"}

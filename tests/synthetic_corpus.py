@@ -102,7 +102,7 @@ def prematched_corpus(tmp_path_factory) -> tuple[Path, Path]:
     Shared between test modules: treat both folders as read-only.
     """
     if "root" not in _PREMATCHED:
-        from hifigan.prematch import PrematchConfig, Prematcher
+        from training.prematch import PrematchConfig, Prematcher
 
         root = tmp_path_factory.mktemp("prematched")
         make_corpus(root / "corpus", n_speakers=3, n_utterances=3, seconds=1.2)

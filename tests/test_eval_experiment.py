@@ -264,18 +264,10 @@ def test_table1_ablation_configs_compose_into_typed_settings(tmp_path, ablation,
     overrides = ["sources_dir=s", "targets_dir=t", "out_dir=o", f"ablations={ablation}", "vocoders.sine=sine.pt",
                  "reference_seconds=5", "match.pitch_shift=none"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"hydra.searchpath=[file://{ROOT / 'experiments'}]", *overrides])
+        cfg = compose("evaluate", overrides=overrides)
     settings = app.settings_from_config(cfg, tmp_path)
     assert settings.system == system and settings.expect_vocoder_kind == kind
     assert settings.match.concat_weight == concat_weight and settings.match.optimise_weights is optimise
     assert settings.match.pitch_shift is None and settings.reference_seconds == 5.0
     assert settings.cache_dir == Path("o/cache") and settings.out_dir == tmp_path
     assert settings.vocoder == {"knnvc": "knnvc-prematched", "sine": "sine.pt"}.get(kind, "knnsvc-singing")
-
-
-def test_search_path_override_joins_the_other_overrides():
-    app = _evaluate_app()
-    extra = f"hydra.searchpath=[file://{ROOT / 'experiments'}]"
-    assert app.with_ablations_on_search_path(["e.py", "-m", "a=1", "b=2"]) == ["e.py", "-m", extra, "a=1", "b=2"]
-    assert app.with_ablations_on_search_path(["e.py", "--cfg", "job", "a=1"]) == ["e.py", "--cfg", "job", extra, "a=1"]
-    assert app.with_ablations_on_search_path(["e.py", "--info"]) == ["e.py", extra, "--info"]

@@ -1,4 +1,4 @@
-"""Prematching (hifigan/prematch.py): contents, pools, resume after interruption, bad input, CLI."""
+"""Prematching (training/prematch.py): contents, pools, resume after interruption, bad input, CLI."""
 
 from __future__ import annotations
 
@@ -14,15 +14,10 @@ import soundfile as sf
 import torch
 from synthetic_corpus import WAVLM_TINY, make_corpus, tiny_encoder
 
-from hifigan.prematch import (
-    PoolUnit,
-    PrematchConfig,
-    PrematchedFeatures,
-    Prematcher,
-    feature_relpath,
-    scan_corpus,
-)
 from knnsvc.matching import cosine_topk
+from training.corpus import PoolUnit, scan_corpus
+from training.features import PrematchedFeatures, feature_relpath
+from training.prematch import PrematchConfig, Prematcher, prematch_match_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,7 +103,8 @@ def test_features_match_the_specification(corpus, tmp_path, encoder):
 
 @pytest.mark.parametrize("unit", [PoolUnit.SPEAKER, PoolUnit.CHAPTER])
 def test_pool_excludes_the_utterance_and_follows_the_pool_unit(corpus, tmp_path, encoder, unit):
-    prematcher = CountingPrematcher(config(corpus, tmp_path / "f", pool_unit=unit, n_candidates=16), encoder)
+    settings = config(corpus, tmp_path / "f", pool_unit=unit, match=prematch_match_config(n_candidates=16))
+    prematcher = CountingPrematcher(settings, encoder)
     prematcher.run()
     files = {p.relative_to(corpus) for p in corpus.rglob("*.wav")}
     for own_name, *pool_names, speaker in prematcher.pools:

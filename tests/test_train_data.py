@@ -13,17 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from synthetic_corpus import make_corpus, prematched_corpus
 
-from hifigan.dataset import (
-    EpochSampler,
-    HarmonicInput,
-    SplitEntry,
-    VocoderDataset,
-    make_splits,
-    read_split_csv,
-    write_split_csv,
-)
-from hifigan.prematch import PoolUnit, PrematchedFeatures
-from hifigan.train import AutocastDtype
+from training.corpus import PoolUnit, SplitEntry, make_splits, read_split_csv, write_split_csv
+from training.dataset import EpochSampler, HarmonicInput, VocoderDataset
+from training.features import PrematchedFeatures
+from training.gan import AutocastDtype
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -172,7 +165,7 @@ def test_every_train_config_composes_into_dataclasses(generator, data, monkeypat
     sys.modules.pop("train", None)
     import train as app
 
-    overrides = ["corpus_dir=c", "features_dir=f", "out_dir=o", f"generator={generator}", f"data={data}"]
+    overrides = ["data.corpus_dir=c", "data.features_dir=f", "out_dir=o", f"generator={generator}", f"data={data}"]
     if data == "csv":
         overrides += ["data.train_csv=t.csv", "data.valid_csv=v.csv"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -199,6 +192,7 @@ def test_prematch_config_composes(monkeypatch):
             compose("prematch", overrides=["corpus_dir=c", "out_dir=o", "pool_unit=chapter"])
         )
     assert (
-        config.pool_unit is PoolUnit.CHAPTER and config.wavlm == "wavlm-large" and config.n_candidates == 32
+        config.pool_unit is PoolUnit.CHAPTER and config.wavlm == "wavlm-large" and config.match.n_candidates == 32
     )
+    assert config.match.pitch_shift is None and config.match.precision == "float32"  # prematching's defaults
     sys.modules.pop("prematch", None)

@@ -11,7 +11,7 @@ import torch
 from synthetic_corpus import VOCODER_TINY_CONFIG, WAVLM_TINY, prematched_corpus
 
 from hifigan.generator import HarmonicGenerator, VocoderKind, load_generator
-from hifigan.train import DataConfig, TrainConfig, Trainer, train
+from training.trainer import DataConfig, TrainConfig, Trainer, train
 
 STEPS = 30
 

@@ -7,7 +7,7 @@ import torch
 from synthetic_corpus import prematched_corpus
 from test_train_pipeline import tiny_config
 
-from hifigan.train import train
+from training.trainer import train
 
 
 @pytest.mark.slow

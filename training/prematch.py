@@ -4,24 +4,7 @@ For every utterance of a corpus laid out as ``<corpus>/<speaker>/.../*.{wav,flac
 speaker's *other* utterances form the reference pool (option ``pool_unit="chapter"``: the other
 utterances of the same folder, the reference's behaviour, which the kNN-VC authors called a bug).
 The utterance is then matched against that pool with the inference code (``KnnSvc.match``, no key
-shift), and one feature file is written per utterance:
-
-===================  ==============  ==========================================================
-key                  shape / dtype   content
-===================  ==============  ==========================================================
-``feats``            (T, D) float16  mean of the 4 cosine-nearest pool frames (layer 6), the
-                                     prematched features of kNN-VC / kNN-SVC training
-                                     (``feature_mode="matched"``: the inference features, with
-                                     reselection and optimised weights)
-``f0_hz``            (T,) float32    the utterance's own Harvest F0 (the pitch the target sings)
-``amps``             (T, H) float32  harmonic amplitudes exactly as inference computes them for
-                                     this utterance: pitch-priority candidates, reselection and
-                                     optimised weights per the matching settings
-``candidate_amps``   (T, K, H) f16   amplitudes of the K pitch-priority candidates (no
-                                     reselection), for the reference's random-candidate input
-``amp_ratio``        (T, K) float32  ||S_utt[t]||_1 / (||S_pool[c]||_1 + 1e-5) of those candidates
-``num_samples``      int             length of the 16 kHz audio the frames came from
-===================  ==============  ==========================================================
+shift), and one feature file is written per utterance (format: ``training/features.py``).
 
 Own-utterance exclusion: the pool simply does not contain the utterance's frames, which is the
 same as giving them distance +inf (they can never be chosen, nor reached as a reselection
@@ -37,6 +20,7 @@ Shape letters: T frames, D feature dim, H harmonics, K candidates, N pool frames
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
@@ -51,7 +35,7 @@ from tqdm import tqdm
 
 from hifigan.generator import VocoderKind
 from knnsvc import __version__
-from knnsvc.audio import AudioError, find_audio, load_audio
+from knnsvc.audio import AudioError, load_audio
 from knnsvc.config import SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.files import atomic_path
@@ -59,25 +43,14 @@ from knnsvc.harmonics import magnitude_spectrogram
 from knnsvc.matching import pitch_priority
 from knnsvc.pipeline import KnnSvc, MatchConfig, SourceFeatures
 from knnsvc.pool import ReferencePool
+from knnsvc.runtime import resolve_device
+from training.corpus import CorpusFile, PoolUnit, scan_corpus
+from training.features import FEATURE_FORMAT, FEATURE_FORMAT_VERSION, PrematchedFeatures, feature_relpath
 
 log = logging.getLogger(__name__)
 
-FEATURE_FORMAT = "knnsvc-prematch"
-FEATURE_FORMAT_VERSION = 1
-FEATURE_SUFFIX = ".pt"
 MANIFEST_NAME = "prematch_manifest.json"
 AMP_RATIO_EPS = 1e-5
-
-
-class PoolUnit(str, enum.Enum):
-    """Which utterances form an utterance's reference pool."""
-
-    SPEAKER = "speaker"
-    """All other utterances of the speaker (first folder level below the corpus root)."""
-    CHAPTER = "chapter"
-    """All other utterances in the same folder (the reference's ``per_spk_extract`` behaviour)."""
-
-
 class FeatureMode(str, enum.Enum):
     """Which WavLM features are written as the vocoder input."""
 
@@ -87,24 +60,35 @@ class FeatureMode(str, enum.Enum):
     """The features inference feeds the vocoder (reselection and optimised weights, pass A)."""
 
 
+def prematch_match_config(**changes: Any) -> MatchConfig:
+    """The matching settings of prematching: inference's, without a key shift, in float32.
+
+    The utterance is matched at its own pitch (``pitch_shift=None``: the target sings what it
+    sang); float32 is faster than the reference's float64, and only near-ties differ. ``changes``
+    override any field (e.g. ``n_candidates=16``).
+    """
+    return MatchConfig(**{"pitch_shift": None, "precision": "float32", **changes})
+
+
 @dataclass
 class PrematchConfig:
-    """Settings of a prematching run.
+    """Settings of a prematching run (also the schema of ``conf/prematch.yaml``).
+
+    Choice fields are typed ``str`` for Hydra (which would read an enum field by member *name*)
+    and hold the enum member after construction.
 
     Attributes:
         corpus_dir: corpus root, ``<corpus>/<speaker>/.../*.{wav,flac,mp3,ogg}``.
         out_dir: feature root; ``<out>/<path relative to corpus>.pt`` per utterance.
         wavlm: WavLM checkpoint: a release name or a local file.
         device: "cpu", "cuda", "cuda:1", ... or "auto".
-        pool_unit: speaker (default) or chapter (reference behaviour).
+        pool_unit: ``speaker`` (default) or ``chapter`` (reference behaviour); see :class:`PoolUnit`.
         layer: WavLM layer.
-        n_candidates: cosine-nearest pool frames per frame (32).
-        topk: frames averaged per output frame (4).
-        concat_weight: reselection weight m for the harmonic amplitudes (None = no reselection).
-        optimise_weights: optimise the harmonic summing weights (True) or take the plain mean.
-        sticky_concat_switch: the reference quirk of the pitched reselection (spec §7.3).
-        precision: matching arithmetic; float32 is faster, the reference runs float64.
-        feature_mode: which WavLM features to write (``mean`` = the reference's prematching).
+        match: the inference matching settings used for ``amps`` (and for ``feats`` with
+            ``feature_mode="matched"``); ``n_candidates`` cosine-nearest frames per frame, of which
+            ``topk`` are averaged. Defaults: :func:`prematch_match_config`. A key shift is refused.
+        feature_mode: which WavLM features to write, ``mean`` (the reference's prematching) or
+            ``matched``; see :class:`FeatureMode`.
         feats_dtype: storage dtype of ``feats`` (float16 as kNN-VC stores prematched features).
         overwrite: recompute files that exist (otherwise they are skipped).
         num_shards, shard_index: process only the pool groups with index % num_shards ==
@@ -115,17 +99,12 @@ class PrematchConfig:
 
     corpus_dir: str
     out_dir: str
-    wavlm: str
+    wavlm: str = "wavlm-large"
     device: str = "auto"
-    pool_unit: PoolUnit = PoolUnit.SPEAKER
+    pool_unit: str = PoolUnit.SPEAKER.value
     layer: int = WAVLM_LAYER
-    n_candidates: int = 32
-    topk: int = 4
-    concat_weight: float | None = 0.2
-    optimise_weights: bool = True
-    sticky_concat_switch: bool = True
-    precision: str = "float32"
-    feature_mode: FeatureMode = FeatureMode.MEAN
+    match: MatchConfig = field(default_factory=prematch_match_config)
+    feature_mode: str = FeatureMode.MEAN.value
     feats_dtype: str = "float16"
     overwrite: bool = False
     num_shards: int = 1
@@ -136,156 +115,28 @@ class PrematchConfig:
     def __post_init__(self) -> None:
         self.pool_unit = PoolUnit(self.pool_unit)
         self.feature_mode = FeatureMode(self.feature_mode)
-        for name in ("optimise_weights", "sticky_concat_switch", "overwrite", "progress"):
+        for name in ("overwrite", "progress"):
             _check_bool(name, getattr(self, name))
+        for name in ("optimise_weights", "sticky_concat_switch", "smooth_every_vocoder", "respect_file_boundaries"):
+            _check_bool(f"match.{name}", getattr(self.match, name))
+        if self.match.pitch_shift is not None:
+            raise ValueError(
+                f"match.pitch_shift must be none for prematching (utterances are matched at their own pitch), "
+                f"got {self.match.pitch_shift!r}"
+            )
         if self.feats_dtype not in ("float16", "float32"):
             raise ValueError(f"feats_dtype must be float16 or float32, got {self.feats_dtype!r}")
-        if self.precision not in ("float32", "float64"):
-            raise ValueError(f"precision must be float32 or float64, got {self.precision!r}")
-        if not 1 <= self.topk <= self.n_candidates:
-            raise ValueError(f"topk must be in 1..n_candidates={self.n_candidates}, got {self.topk}")
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"shard_index must be in 0..{self.num_shards - 1}, got {self.shard_index}")
 
     def settings(self) -> dict[str, Any]:
         """The settings that determine the written features (recorded in the manifest)."""
-        keep = (
-            "wavlm pool_unit layer n_candidates topk concat_weight optimise_weights "
-            "sticky_concat_switch precision feature_mode feats_dtype chunk_seconds"
-        ).split()
-        values = {key: _plain(getattr(self, key)) for key in keep}
+        values = {key: _plain(getattr(self, key)) for key in ("wavlm", "pool_unit", "layer")}
+        values.update(dataclasses.asdict(self.match))
+        values.update({key: _plain(getattr(self, key)) for key in ("feature_mode", "feats_dtype", "chunk_seconds")})
         values["own_utterance"] = "excluded from the pool (distance +inf)"
         values["feature_format_version"] = FEATURE_FORMAT_VERSION
         return values
-
-    def match_config(self) -> MatchConfig:
-        """The inference matching settings used for the harmonic amplitudes (no key shift)."""
-        return MatchConfig(
-            n_candidates=self.n_candidates,
-            topk=self.topk,
-            concat_weight=self.concat_weight,
-            optimise_weights=self.optimise_weights,
-            pitch_shift=None,
-            precision=self.precision,
-            sticky_concat_switch=self.sticky_concat_switch,
-        )
-
-
-@dataclass
-class PrematchedFeatures:
-    """The contents of one feature file (see the module docstring for the keys)."""
-
-    feats: torch.Tensor
-    f0_hz: torch.Tensor
-    amps: torch.Tensor
-    candidate_amps: torch.Tensor
-    amp_ratio: torch.Tensor
-    num_samples: int
-
-    @property
-    def num_frames(self) -> int:
-        return self.feats.shape[0]
-
-    def save(self, path: str | Path) -> None:
-        """Write atomically (temporary file in the same folder, then rename)."""
-        payload = {
-            "format": FEATURE_FORMAT,
-            "version": FEATURE_FORMAT_VERSION,
-            "feats": self.feats.cpu(),
-            "f0_hz": self.f0_hz.float().cpu(),
-            "amps": self.amps.float().cpu(),
-            "candidate_amps": self.candidate_amps.cpu(),
-            "amp_ratio": self.amp_ratio.float().cpu(),
-            "num_samples": int(self.num_samples),
-        }
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-
-    @classmethod
-    def load(cls, path: str | Path) -> PrematchedFeatures:
-        """Read a feature file written by :meth:`save` (``weights_only`` loading).
-
-        Raises:
-            ValueError: the file is unreadable or not a prematched feature file of this version.
-        """
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several unrelated types for corrupt files
-            raise ValueError(f"{path}: not a readable feature file ({_first_line(err)})") from None
-        if not isinstance(payload, dict) or payload.get("format") != FEATURE_FORMAT:
-            raise ValueError(f"{path}: not a prematched feature file (run experiments/prematch.py)")
-        if payload.get("version") != FEATURE_FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: feature format version {payload.get('version')}, expected {FEATURE_FORMAT_VERSION}; "
-                "prematch the corpus again"
-            )
-        return cls(
-            feats=payload["feats"],
-            f0_hz=payload["f0_hz"],
-            amps=payload["amps"],
-            candidate_amps=payload["candidate_amps"],
-            amp_ratio=payload["amp_ratio"],
-            num_samples=int(payload["num_samples"]),
-        )
-
-
-def feature_relpath(audio_relpath: str | Path) -> Path:
-    """Feature file of an audio file, relative to the feature root: same path, suffix ``.pt``."""
-    return Path(audio_relpath).with_suffix(FEATURE_SUFFIX)
-
-
-@dataclass
-class CorpusFile:
-    """One utterance of the corpus: its path relative to the corpus root and its pool group."""
-
-    relpath: Path
-    group: str
-
-
-def scan_corpus(corpus_dir: str | Path, pool_unit: PoolUnit | str = PoolUnit.SPEAKER) -> list[CorpusFile]:
-    """All audio files of a corpus with their pool group, sorted by path.
-
-    Files directly in the corpus root belong to no speaker; they are skipped with a warning.
-
-    Raises:
-        ValueError: the folder does not exist, holds no audio, or two audio files would share one
-            feature file (``a.wav`` and ``a.flac`` in one folder).
-    """
-    corpus_dir = Path(corpus_dir)
-    pool_unit = PoolUnit(pool_unit)
-    if not corpus_dir.is_dir():
-        raise ValueError(f"corpus_dir {corpus_dir}: not a folder")
-    paths = find_audio(corpus_dir)
-    if not paths:
-        raise ValueError(
-            f"corpus_dir {corpus_dir}: no audio files (.wav, .flac, .mp3, .ogg) found; "
-            "expected <corpus>/<speaker>/.../<utterance>.flac"
-        )
-    files, loose, targets = [], [], defaultdict(list)
-    for path in paths:
-        rel = path.relative_to(corpus_dir)
-        if len(rel.parts) < 2:
-            loose.append(str(rel))
-            continue
-        group = rel.parts[0] if pool_unit is PoolUnit.SPEAKER else rel.parent.as_posix()
-        files.append(CorpusFile(rel, group))
-        targets[feature_relpath(rel)].append(str(rel))
-    if loose:
-        log.warning(
-            "%d audio file(s) directly in %s belong to no speaker folder and are skipped: %s",
-            len(loose),
-            corpus_dir,
-            ", ".join(loose[:5]) + (" ..." if len(loose) > 5 else ""),
-        )
-    clashes = [names for names in targets.values() if len(names) > 1]
-    if clashes:
-        raise ValueError(
-            f"audio files would share a feature file (same name, different suffix): {clashes[0]}; "
-            "rename or remove one of them"
-        )
-    if not files:
-        raise ValueError(f"corpus_dir {corpus_dir}: no audio file inside a speaker folder")
-    return files
 
 
 @dataclass
@@ -316,7 +167,7 @@ class Prematcher:
     def __init__(self, config: PrematchConfig, encoder: WavLMEncoder) -> None:
         self.config = config
         self.encoder = encoder
-        self.svc = KnnSvc(encoder, None, VocoderKind.HARMONIC, config.match_config())
+        self.svc = KnnSvc(encoder, None, VocoderKind.HARMONIC, config.match)
         self.corpus_dir = Path(config.corpus_dir)
         self.out_dir = Path(config.out_dir)
 
@@ -427,11 +278,11 @@ class Prematcher:
                 )
                 continue
             pool = ReferencePool.concat(others)
-            if pool.num_frames < cfg.n_candidates:
+            if pool.num_frames < cfg.match.n_candidates:
                 self._skip(
                     item,
                     f"its {cfg.pool_unit.value} pool has {pool.num_frames} frames, "
-                    f"fewer than n_candidates={cfg.n_candidates}",
+                    f"fewer than match.n_candidates={cfg.match.n_candidates}",
                     manifest,
                     summary,
                     bar,
@@ -476,13 +327,14 @@ class Prematcher:
 
     def _match(self, own: _Analysis, pool: ReferencePool, others: list[_Analysis]) -> PrematchedFeatures:
         cfg = self.config
+        topk = cfg.match.topk
         source = SourceFeatures(feats=own.pool.feats, f0_hz=own.pool.f0_hz)
         result = self.svc.match(source, pool)
         if cfg.feature_mode is FeatureMode.MEAN:
-            feats = pool.feats[result.candidates[:, : cfg.topk]].mean(dim=1)  # (T, K, D) -> (T, D)
+            feats = pool.feats[result.candidates[:, :topk]].mean(dim=1)  # (T, K, D) -> (T, D)
         else:
             feats = result.feats
-        priority = pitch_priority(result.candidates, own.pool.f0_hz, pool.f0_hz)[:, : cfg.topk]  # (T, K)
+        priority = pitch_priority(result.candidates, own.pool.f0_hz, pool.f0_hz)[:, :topk]  # (T, K)
         pool_spec_l1 = torch.cat([a.spec_l1 for a in others])  # (N,)
         amp_ratio = own.spec_l1[:, None] / (pool_spec_l1[priority] + AMP_RATIO_EPS)
         return PrematchedFeatures(
@@ -507,7 +359,8 @@ class Prematcher:
         if path.is_file() and not self.config.overwrite:
             with open(path, encoding="utf-8") as handle:
                 manifest = json.load(handle)
-            old = manifest.get("settings", {})
+            # a matching setting an older manifest does not record was at its default then
+            old = {**dataclasses.asdict(prematch_match_config()), **manifest.get("settings", {})}
             changed = {k: (old.get(k), v) for k, v in settings.items() if k != "wavlm" and old.get(k) != v}
             if changed:
                 details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -533,23 +386,6 @@ class Prematcher:
             tmp.write_text(text + "\n", encoding="utf-8")
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; a bare ``cuda`` means cuda:``local_rank``.
-
-    Raises:
-        ValueError: a CUDA device was asked for but CUDA is not available.
-    """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device} requested but CUDA is not available (use device=cpu)")
-        if resolved.index is None:
-            resolved = torch.device("cuda", local_rank)
-    return resolved
-
-
 def prematch(config: PrematchConfig) -> PrematchSummary:
     """Load the WavLM checkpoint named in ``config`` and prematch the corpus."""
     from knnsvc.checkpoints import load_wavlm
@@ -567,8 +403,3 @@ def _plain(value: Any) -> Any:
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be true or false, got {value!r} ({type(value).__name__})")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -1,19 +1,15 @@
 """HiFi-GAN vocoder training (spec §9.5, §10.3), as a library: typed configs in, checkpoints out.
 
-One training step: generate y_hat; discriminator step (LSGAN on the detached y_hat, MPD + MSD);
-generator step (LSGAN + 2 x feature matching + 45 x mel L1). AdamW for both (lr 2e-4, betas
-0.8/0.99, weight decay 0.01), learning rates decayed by 0.999 per epoch.
+The defaults of :class:`TrainConfig` / :class:`DataConfig` are the official kNN-SVC settings:
+AdamW for both networks (lr 2e-4, betas 0.8/0.99, weight decay 0.01), learning rates decayed by
+0.999 per epoch, batch 16 of 7040-sample segments, the official log-mel loss. One update is
+:class:`training.gan.GanStep`; the files are described in ``training/checkpoints.py``.
 
-Checkpoints (in ``out_dir``) keep the official formats, so a generator file is used by
-``python -m knnsvc.convert`` as it is:
+``out_dir/config.json`` is the run's vocoder config in the official ``config_v1_wavlm.json``
+layout: the architecture plus the training and mel-loss values this run used, so the official
+code and ``python -m knnsvc.convert --vocoder-config`` read it. Training settings found in a given
+``vocoder_config`` file are not used (a warning names those that differ from the run's).
 
-- ``g_XXXXXXXX.pt`` = ``{'generator': state_dict}`` (official keys, legacy weight norm);
-- ``do_XXXXXXXX.pt`` = ``{'mpd', 'msd', 'optim_g', 'optim_d', 'steps', 'epoch'}`` plus what a
-  bit-exact resume needs: ``scheduler_g``, ``scheduler_d``, ``scaler``, ``batches_in_epoch``,
-  ``world_size``, ``rng``, ``best_valid_mel_l1``, ``train_config``, ``vocoder``, ``format_version``.
-
-XXXXXXXX is the number of completed updates. The last ``keep_checkpoints`` pairs are kept; the
-generator with the lowest validation mel L1 is kept in ``out_dir/best/`` with ``best.json``.
 A run pointed at an ``out_dir`` with checkpoints resumes from the newest pair (same batches,
 same crops, same parameters as an uninterrupted run). SIGINT/SIGTERM finish the current step,
 write a checkpoint and return.
@@ -26,80 +22,57 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import logging
 import math
-import os
-import random
-import re
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
-import torch.distributed as dist
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from hifigan.config import HiFiGANConfig
-from hifigan.dataset import (
-    BadFilePolicy,
-    EpochSampler,
-    HarmonicInput,
-    SplitEntry,
-    VocoderDataset,
-    make_splits,
-    read_split_csv,
-    write_split_csv,
-)
 from hifigan.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator
 from hifigan.generator import VocoderKind, build_generator
-from hifigan.losses import (
-    MEL_WEIGHT,
-    discriminator_loss,
-    feature_matching_loss,
-    generator_adversarial_loss,
-    mel_l1,
-)
+from hifigan.losses import mel_l1
 from hifigan.mel import LogMelSpectrogram, MelConfig
-from hifigan.prematch import resolve_device
-from knnsvc.files import atomic_path
+from knnsvc.runtime import resolve_device
+from training import checkpoints
+from training.corpus import SplitEntry, make_splits, read_split_csv, write_split_csv
+from training.dataset import SEGMENT_SIZE, BadFilePolicy, EpochSampler, HarmonicInput, VocoderDataset
+from training.distributed import backend_for, local_rank, setup_distributed
+from training.gan import AutocastDtype, GanStep, autocast_context, build_optimizers, generate
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT_VERSION = 1
-_CHECKPOINT_RE = re.compile(r"^do_(\d{8,})\.pt$")
-
-
-class AutocastDtype(str, enum.Enum):
-    """Reduced precision used when ``TrainConfig.autocast`` is true."""
-
-    BFLOAT16 = "bfloat16"
-    FLOAT16 = "float16"
+UNCHECKED_OFFICIAL_KEYS = ("num_gpus", "num_workers", "dist_config")
+"""Official training keys that describe the machine, not the result: never warned about."""
 
 
 @dataclass
 class DataConfig:
-    """Where the training and validation items come from.
+    """Where the training and validation items come from (the ``data`` node of ``conf/train.yaml``).
 
     Attributes:
         corpus_dir: corpus root (audio).
         features_dir: prematched feature root.
         train_csv, valid_csv: split lists (``audio_path,feat_path``). When both are None the lists
-            are made from the corpus with :func:`hifigan.dataset.make_splits` (``valid_fraction``,
+            are made from the corpus with :func:`training.corpus.make_splits` (``valid_fraction``,
             ``split_by``, ``split_seed``) and written to ``out_dir/splits/``; a resumed run reuses
             the lists written there.
-        harmonic_input: ``matched`` (inference-consistent) or ``random_candidate`` (reference).
+        split_by: ``utterance`` or ``speaker`` (speaker-disjoint validation).
+        harmonic_input: ``matched`` (inference-consistent) or ``random_candidate`` (reference);
+            see :class:`training.dataset.HarmonicInput`.
         segment_size: training segment in samples (multiple of 320).
         num_workers: data-loader worker processes per rank.
         valid_max_items: validate on at most this many items of the list (None = all).
-        on_bad_file: ``skip`` (warn and leave out) or ``error`` (stop).
+        on_bad_file: ``skip`` (warn and leave out) or ``error`` (stop); see
+            :class:`training.dataset.BadFilePolicy`.
     """
 
     corpus_dir: str
@@ -109,11 +82,11 @@ class DataConfig:
     valid_fraction: float = 0.05
     split_by: str = "utterance"
     split_seed: int = 1234
-    harmonic_input: HarmonicInput = HarmonicInput.MATCHED
-    segment_size: int = 7040
+    harmonic_input: str = HarmonicInput.MATCHED.value
+    segment_size: int = SEGMENT_SIZE
     num_workers: int = 2
     valid_max_items: int | None = 50
-    on_bad_file: BadFilePolicy = BadFilePolicy.SKIP
+    on_bad_file: str = BadFilePolicy.SKIP.value
 
     def __post_init__(self) -> None:
         self.harmonic_input = HarmonicInput(self.harmonic_input)
@@ -126,12 +99,16 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """A training run. Defaults are the official kNN-SVC settings.
+    """A training run (the schema of ``conf/train.yaml``). Defaults are the official kNN-SVC settings.
+
+    Choice fields are typed ``str`` for Hydra (which would read an enum field by member *name*)
+    and hold the enum member after construction.
 
     Attributes:
         out_dir: checkpoints, TensorBoard logs (``out_dir/logs``), split lists, configs.
         data: see :class:`DataConfig`.
-        generator: ``harmonic`` (kNN-SVC), ``sine`` (kNN-SVC w/o AS) or ``knnvc``.
+        generator: ``harmonic`` (kNN-SVC), ``sine`` (kNN-SVC w/o AS) or ``knnvc``; see
+            :class:`hifigan.generator.VocoderKind`.
         vocoder_config: official-format JSON with the architecture (None = official defaults).
         init_generator: a ``g_*.pt`` to start the generator from (fine-tuning); ignored on resume.
         device: "auto", "cpu", "cuda" (under torchrun each rank takes cuda:LOCAL_RANK).
@@ -139,12 +116,14 @@ class TrainConfig:
         learning_rate, adam_b1, adam_b2, weight_decay, lr_decay: AdamW and the per-epoch decay.
         seed: model initialisation and data order.
         max_steps: stop after this many updates. max_epochs: or after this many epochs.
-        autocast: run forward passes under autocast in ``autocast_dtype`` (false = float32).
+        autocast: run forward passes under autocast in ``autocast_dtype`` (``bfloat16`` or
+            ``float16``; false = float32).
         checkpoint_interval, validation_interval, log_interval: in updates (0 = only at the end
             for checkpoints/validation).
         keep_checkpoints: newest checkpoint pairs kept in out_dir.
         num_audio_samples: validation items written to TensorBoard as audio.
         discriminator_width: channel multiplier of MPD/MSD (1.0 = official; smaller for tests).
+        mel: the log-mel front end of the mel loss and the validation metric.
         resume: continue from the newest checkpoint in out_dir; false refuses to touch an
             out_dir that has checkpoints.
         progress: progress bar on rank 0.
@@ -152,7 +131,7 @@ class TrainConfig:
 
     out_dir: str
     data: DataConfig
-    generator: VocoderKind = VocoderKind.HARMONIC
+    generator: str = VocoderKind.HARMONIC.value
     vocoder_config: str | None = None
     init_generator: str | None = None
     device: str = "auto"
@@ -166,19 +145,22 @@ class TrainConfig:
     max_steps: int = 1_000_000
     max_epochs: int | None = None
     autocast: bool = False
-    autocast_dtype: AutocastDtype = AutocastDtype.BFLOAT16
+    autocast_dtype: str = AutocastDtype.BFLOAT16.value
     checkpoint_interval: int = 5000
     validation_interval: int = 1000
     log_interval: int = 25
     keep_checkpoints: int = 2
     num_audio_samples: int = 4
     discriminator_width: float = 1.0
+    mel: MelConfig = field(default_factory=MelConfig)
     resume: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
+        if isinstance(self.mel, dict):
+            self.mel = MelConfig(**self.mel)
         self.generator = VocoderKind(self.generator)
         self.autocast_dtype = AutocastDtype(self.autocast_dtype)
         for name in ("autocast", "resume", "progress"):
@@ -192,6 +174,31 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain values (enums as strings), for JSON and checkpoints."""
         return _plain(dataclasses.asdict(self))
+
+
+def official_training_values(config: TrainConfig, world_size: int, device: torch.device) -> dict[str, Any]:
+    """The training and mel-loss keys of an official ``config_v1_wavlm.json``, as this run uses them."""
+    mel = config.mel
+    return {
+        "num_gpus": world_size if device.type == "cuda" else 0,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "adam_b1": config.adam_b1,
+        "adam_b2": config.adam_b2,
+        "lr_decay": config.lr_decay,
+        "seed": config.seed,
+        "segment_size": config.data.segment_size,
+        "num_mels": mel.n_mels,
+        "n_fft": mel.n_fft,
+        "hop_size": mel.hop_length,
+        "win_size": mel.win_length,
+        "sampling_rate": mel.sample_rate,
+        "fmin": _json_number(mel.fmin_hz),
+        "fmax": _json_number(mel.fmax_hz),
+        "fmax_for_loss": None if mel.fmax_hz == mel.sample_rate / 2 else _json_number(mel.fmax_hz),
+        "num_workers": config.data.num_workers,
+        "dist_config": {"dist_backend": backend_for(device), "dist_url": "env://", "world_size": world_size},
+    }
 
 
 @dataclass
@@ -208,148 +215,19 @@ class TrainResult:
     """Logged training scalars, one dict per ``log_interval`` (keys as in TensorBoard)."""
 
 
-# ----------------------------------------------------------------------------------- distributed
-@dataclass
-class _Distributed:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    initialised_here: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def _setup_distributed(device: torch.device) -> _Distributed:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return _Distributed()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    initialised_here = False
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-        initialised_here = True
-    return _Distributed(rank, local_rank, world_size, initialised_here)
-
-
-# ----------------------------------------------------------------------------------- one update
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Any:
-    """``torch.autocast`` in ``dtype`` on ``device``; no autocast at all when ``dtype`` is None."""
-    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def generate(
-    kind: VocoderKind, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device
-) -> torch.Tensor:
-    """Run a generator of ``kind`` on a batch: feats (B, T, D), f0_hz (B, T), amps (B, T, H) -> (B, 1, L)."""
-    feats = batch["feats"].to(device, non_blocking=True)
-    if kind is VocoderKind.KNNVC:
-        return model(feats)
-    f0_hz = batch["f0_hz"].to(device, non_blocking=True)
-    if kind is VocoderKind.SINE:
-        return model(feats, f0_hz)
-    return model(feats, f0_hz, batch["amps"].to(device, non_blocking=True))
-
-
-@dataclass
-class GanStep:
-    """One HiFi-GAN update: discriminator step on the detached output, then generator step.
-
-    The models may be DistributedDataParallel wrappers. Losses are float32; forward passes run
-    under autocast when ``autocast_dtype`` is set (a gradient scaler belongs with float16).
-    """
-
-    kind: VocoderKind
-    generator: nn.Module
-    mpd: nn.Module
-    msd: nn.Module
-    optim_g: torch.optim.Optimizer
-    optim_d: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    log_mel: LogMelSpectrogram
-    device: torch.device
-    autocast_dtype: torch.dtype | None = None
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Update both networks on ``batch`` (keys as :class:`VocoderDataset` items, batched).
-
-        Returns:
-            Detached scalar losses keyed by their TensorBoard names.
-        """
-        wav = batch["wav"].to(self.device, non_blocking=True)[:, None, :]  # (B, 1, L)
-        log_mel_real = batch["log_mel"].to(self.device, non_blocking=True)
-        with autocast_context(self.device, self.autocast_dtype):
-            wav_generated = generate(self.kind, self.generator, batch, self.device)  # (B, 1, L)
-        if wav_generated.shape != wav.shape:
-            raise RuntimeError(
-                f"generator output {tuple(wav_generated.shape)} does not match the target {tuple(wav.shape)}"
-            )
-
-        with autocast_context(self.device, self.autocast_dtype):
-            mpd_real, mpd_fake, _, _ = self.mpd(wav, wav_generated.detach())
-            msd_real, msd_fake, _, _ = self.msd(wav, wav_generated.detach())
-        loss_d = discriminator_loss(mpd_real, mpd_fake)[0] + discriminator_loss(msd_real, msd_fake)[0]
-        self.optim_d.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_d).backward()
-        self.scaler.step(self.optim_d)
-
-        mel_error = mel_l1(log_mel_real, self.log_mel(wav_generated[:, 0]))
-        with autocast_context(self.device, self.autocast_dtype):
-            _, mpd_fake, mpd_real_maps, mpd_fake_maps = self.mpd(wav, wav_generated)
-            _, msd_fake, msd_real_maps, msd_fake_maps = self.msd(wav, wav_generated)
-        loss_fm = feature_matching_loss(mpd_real_maps, mpd_fake_maps) + feature_matching_loss(
-            msd_real_maps, msd_fake_maps
-        )
-        loss_adv = generator_adversarial_loss(mpd_fake)[0] + generator_adversarial_loss(msd_fake)[0]
-        loss_g = loss_adv + loss_fm + MEL_WEIGHT * mel_error
-        self.optim_g.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_g).backward()
-        self.scaler.step(self.optim_g)
-        self.scaler.update()
-        return {
-            "train/loss_g": loss_g.detach(),
-            "train/loss_d": loss_d.detach(),
-            "train/mel_l1": mel_error.detach(),
-            "train/loss_adv": loss_adv.detach(),
-            "train/loss_fm": loss_fm.detach(),
-        }
-
-
-def build_optimizers(
-    config: TrainConfig, generator: nn.Module, mpd: nn.Module, msd: nn.Module
-) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """AdamW for the generator and for MSD + MPD (in the official parameter order)."""
-    betas = (config.adam_b1, config.adam_b2)
-    optim_g = torch.optim.AdamW(
-        generator.parameters(), config.learning_rate, betas=betas, weight_decay=config.weight_decay
-    )
-    optim_d = torch.optim.AdamW(
-        list(msd.parameters()) + list(mpd.parameters()),
-        config.learning_rate,
-        betas=betas,
-        weight_decay=config.weight_decay,
-    )
-    return optim_g, optim_d
-
-
-# ----------------------------------------------------------------------------------- trainer
 class Trainer:
     """Builds the models, data and optimisers of a :class:`TrainConfig` and runs the loop."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = resolve_device(config.device, local_rank)
-        self.dist = _setup_distributed(self.device)
+        self.device = resolve_device(config.device, local_rank())
+        self.dist = setup_distributed(self.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.out_dir = Path(config.out_dir)
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._barrier()
+        self.dist.barrier()
 
         if config.batch_size % self.dist.world_size:
             raise ValueError(
@@ -360,26 +238,26 @@ class Trainer:
         self.vocoder_config = (
             HiFiGANConfig.from_json(config.vocoder_config) if config.vocoder_config else HiFiGANConfig()
         )
-        vc = self.vocoder_config
-        self.mel_config = MelConfig(
-            sample_rate=vc.sampling_rate,
-            n_fft=vc.n_fft,
-            win_length=vc.win_size,
-            hop_length=vc.hop_size,
-            n_mels=vc.num_mels,
-            fmin_hz=float(vc.fmin),
-            fmax_hz=float(vc.fmax_for_loss if vc.fmax_for_loss is not None else vc.fmax),
-        )
+        self.run_vocoder_config = self._run_vocoder_config()
+        self.mel_config = config.mel
 
         torch.manual_seed(config.seed)
-        self.generator = build_generator(config.generator, vc).to(self.device)
+        self.generator = build_generator(config.generator, self.vocoder_config).to(self.device)
         self.mpd = MultiPeriodDiscriminator(width=config.discriminator_width).to(self.device)
         self.msd = MultiScaleDiscriminator(width=config.discriminator_width).to(self.device)
         self.log_mel = LogMelSpectrogram(self.mel_config).to(self.device)
-        self.optim_g, self.optim_d = build_optimizers(config, self.generator, self.mpd, self.msd)
+        self.optim_g, self.optim_d = build_optimizers(
+            self.generator,
+            self.mpd,
+            self.msd,
+            learning_rate=config.learning_rate,
+            betas=(config.adam_b1, config.adam_b2),
+            weight_decay=config.weight_decay,
+        )
         self.scheduler_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=config.lr_decay)
         self.scheduler_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=config.lr_decay)
-        use_scaler = config.autocast and config.autocast_dtype is AutocastDtype.FLOAT16
+        self.autocast_dtype = config.autocast_dtype.torch_dtype if config.autocast else None
+        use_scaler = config.autocast and config.autocast_dtype.needs_grad_scaler
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
 
         self.steps = 0
@@ -417,13 +295,7 @@ class Trainer:
             self.msd_ddp = DistributedDataParallel(self.msd, device_ids=device_ids)
         else:
             self.generator_ddp, self.mpd_ddp, self.msd_ddp = self.generator, self.mpd, self.msd
-        self.autocast_dtype = None
-        if config.autocast:
-            self.autocast_dtype = (
-                torch.bfloat16 if config.autocast_dtype is AutocastDtype.BFLOAT16 else torch.float16
-            )
         self.gan_step = GanStep(
-            config.generator,
             self.generator_ddp,
             self.mpd_ddp,
             self.msd_ddp,
@@ -440,8 +312,26 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.out_dir / "logs"), purge_step=self.steps or None)
-            self.vocoder_config.to_json(self.out_dir / "config.json")
-            _write_json(self.out_dir / "train_config.json", config.to_dict())
+            self.run_vocoder_config.to_json(self.out_dir / "config.json")
+            checkpoints.write_json(self.out_dir / "train_config.json", config.to_dict())
+
+    def _run_vocoder_config(self) -> HiFiGANConfig:
+        """The architecture plus this run's training and mel values (``config.json``, official layout)."""
+        used = official_training_values(self.config, self.dist.world_size, self.device)
+        given = self.vocoder_config.extra
+        ignored = [
+            f"{key}={given[key]!r} (used: {used[key]!r})"
+            for key in used
+            if key in given and key not in UNCHECKED_OFFICIAL_KEYS and given[key] != used[key]
+        ]
+        if ignored and self.dist.is_main:
+            log.warning(
+                "%s: training settings in the vocoder config are not used (they come from the training "
+                "config): %s",
+                self.config.vocoder_config,
+                ", ".join(ignored),
+            )
+        return HiFiGANConfig.from_dict({**self.vocoder_config.to_dict(), **used})
 
     # ------------------------------------------------------------------------------- data
     def _build_datasets(self) -> tuple[VocoderDataset, VocoderDataset | None]:
@@ -497,7 +387,7 @@ class Trainer:
             write_split_csv(train_csv, train)
             write_split_csv(valid_csv, valid)
             log.info("wrote split lists %s (%d) and %s (%d)", train_csv, len(train), valid_csv, len(valid))
-        self._barrier()
+        self.dist.barrier()
         return read_split_csv(train_csv), read_split_csv(valid_csv)
 
     def _loader(self) -> DataLoader:
@@ -528,7 +418,7 @@ class Trainer:
             while self.steps < cfg.max_steps and (cfg.max_epochs is None or self.epoch < cfg.max_epochs):
                 self.sampler.set_epoch(self.epoch, start=self.batches_in_epoch * self.batch_per_rank)
                 for batch in self._loader():
-                    self._train_step(batch)
+                    self._accumulate(self.gan_step(batch))
                     self.steps += 1
                     self.batches_in_epoch += 1
                     bar.update(1)
@@ -538,7 +428,7 @@ class Trainer:
                         self.validate()
                     if cfg.checkpoint_interval and self.steps % cfg.checkpoint_interval == 0:
                         self.save_checkpoint()
-                    if self._should_stop():
+                    if self.dist.any(self._stop_requested):
                         interrupted = True
                         break
                     if self.steps >= cfg.max_steps:
@@ -573,9 +463,6 @@ class Trainer:
         self.scheduler_d.step()
         self.epoch += 1
         self.batches_in_epoch = 0
-
-    def _train_step(self, batch: dict[str, torch.Tensor]) -> None:
-        self._accumulate(self.gan_step(batch))
 
     def _accumulate(self, values: dict[str, torch.Tensor]) -> None:
         if self._running is None:
@@ -618,7 +505,7 @@ class Trainer:
                 item = self.valid_set[index]
                 batch = {key: value[None] for key, value in item.items() if isinstance(value, torch.Tensor)}
                 with autocast_context(self.device, self.autocast_dtype):
-                    wav_generated = generate(self.config.generator, self.generator, batch, self.device)
+                    wav_generated = generate(self.generator, batch, self.device)
                 wav_generated = wav_generated[:, 0].float()  # (1, L)
                 log_mel_real = batch["log_mel"].to(self.device)
                 errors.append(float(mel_l1(log_mel_real, self.log_mel(wav_generated))))
@@ -643,89 +530,57 @@ class Trainer:
             )
             if error < self.best_valid:
                 self.best_valid = error
-                self._save_best()
-        self.best_valid = self._broadcast_float(self.best_valid)
+                self.best_generator = checkpoints.save_best_generator(
+                    self.out_dir, self.steps, self.generator.state_dict(), self.best_valid
+                )
+        self.best_valid = self.dist.broadcast_float(self.best_valid)
         return error
-
-    def _save_best(self) -> None:
-        best_dir = self.out_dir / "best"
-        best_dir.mkdir(exist_ok=True)
-        path = best_dir / f"g_{self.steps:08d}.pt"
-        _atomic_torch_save({"generator": self.generator.state_dict()}, path)
-        for old in best_dir.glob("g_*.pt"):
-            if old != path:
-                old.unlink()
-        _write_json(
-            best_dir / "best.json",
-            {"steps": self.steps, "valid_mel_l1": self.best_valid, "generator": path.name},
-        )
-        self.best_generator = path
 
     # ------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path | None:
         """Write ``g_XXXXXXXX.pt`` and ``do_XXXXXXXX.pt`` (rank 0) and prune old pairs."""
         self._last_saved_step = self.steps
         if not self.dist.is_main:
-            self._barrier()
+            self.dist.barrier()
             return None
-        g_path = self.out_dir / f"g_{self.steps:08d}.pt"
-        do_path = self.out_dir / f"do_{self.steps:08d}.pt"
-        _atomic_torch_save({"generator": self.generator.state_dict()}, g_path)
-        _atomic_torch_save(
-            {
-                "mpd": self.mpd.state_dict(),
-                "msd": self.msd.state_dict(),
-                "optim_g": self.optim_g.state_dict(),
-                "optim_d": self.optim_d.state_dict(),
-                "steps": self.steps,
-                "epoch": self.epoch,
-                "scheduler_g": self.scheduler_g.state_dict(),
-                "scheduler_d": self.scheduler_d.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "batches_in_epoch": self.batches_in_epoch,
-                "world_size": self.dist.world_size,
-                "best_valid_mel_l1": self.best_valid,
-                "rng": _rng_state(),
-                "train_config": self.config.to_dict(),
-                "vocoder": self.vocoder_config.to_dict(),
-                "format_version": CHECKPOINT_FORMAT_VERSION,
-            },
-            do_path,
+        state = {
+            "mpd": self.mpd.state_dict(),
+            "msd": self.msd.state_dict(),
+            "optim_g": self.optim_g.state_dict(),
+            "optim_d": self.optim_d.state_dict(),
+            "steps": self.steps,
+            "epoch": self.epoch,
+            "scheduler_g": self.scheduler_g.state_dict(),
+            "scheduler_d": self.scheduler_d.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "batches_in_epoch": self.batches_in_epoch,
+            "world_size": self.dist.world_size,
+            "best_valid_mel_l1": self.best_valid,
+            "rng": checkpoints.rng_state(),
+            "train_config": self.config.to_dict(),
+            "vocoder": self.run_vocoder_config.to_dict(),
+        }
+        g_path = checkpoints.save_checkpoint(
+            self.out_dir, self.steps, self.generator.state_dict(), state, self.config.keep_checkpoints
         )
         self.last_checkpoint = g_path
-        log.info("saved %s and %s", g_path.name, do_path.name)
-        for step in sorted(_checkpoint_steps(self.out_dir))[: -self.config.keep_checkpoints]:
-            for prefix in ("g", "do"):
-                (self.out_dir / f"{prefix}_{step:08d}.pt").unlink(missing_ok=True)
-        self._barrier()
+        log.info("saved %s and %s", g_path.name, checkpoints.state_path(self.out_dir, self.steps).name)
+        self.dist.barrier()
         return g_path
 
     def _maybe_resume(self) -> bool:
-        steps = sorted(_checkpoint_steps(self.out_dir))
+        steps = checkpoints.checkpoint_steps(self.out_dir)
         if not steps:
             return False
+        step = steps[-1]
+        do_path = checkpoints.state_path(self.out_dir, step)
         if not self.config.resume:
             raise ValueError(
-                f"{self.out_dir} already holds checkpoints (newest do_{steps[-1]:08d}.pt); "
+                f"{self.out_dir} already holds checkpoints (newest {do_path.name}); "
                 "pass resume=true to continue them or choose another out_dir"
             )
-        step = steps[-1]
-        g_path, do_path = self.out_dir / f"g_{step:08d}.pt", self.out_dir / f"do_{step:08d}.pt"
-        generator_state = torch.load(g_path, map_location="cpu", weights_only=True)["generator"]
-        state = torch.load(do_path, map_location="cpu", weights_only=True)
-        saved = state.get("train_config", {})
-        current = self.config.to_dict()
-        for key in ("generator", "discriminator_width"):
-            if key in saved and saved[key] != current[key]:
-                raise ValueError(
-                    f"cannot resume {do_path}: it was trained with {key}={saved[key]!r}, this run has "
-                    f"{key}={current[key]!r}"
-                )
-        if "vocoder" in state and state["vocoder"] != self.vocoder_config.to_dict():
-            raise ValueError(
-                f"cannot resume {do_path}: it was trained with another vocoder config "
-                f"(see {self.out_dir / 'config.json'}); pass the same vocoder_config"
-            )
+        generator_state, state = checkpoints.load_checkpoint(self.out_dir, step)
+        checkpoints.check_resumable(state, do_path, self.config.to_dict(), self.vocoder_config)
         self.generator.load_state_dict(generator_state, strict=True)
         self.mpd.load_state_dict(state["mpd"], strict=True)
         self.msd.load_state_dict(state["msd"], strict=True)
@@ -752,11 +607,10 @@ class Trainer:
             self.batches_in_epoch = 0
         self.best_valid = float(state.get("best_valid_mel_l1", math.inf))
         if "rng" in state:
-            _set_rng_state(state["rng"])
+            checkpoints.set_rng_state(state["rng"])
         self._last_saved_step = self.steps
-        self.last_checkpoint = g_path
-        best = sorted((self.out_dir / "best").glob("g_*.pt"))
-        self.best_generator = best[-1] if best else None
+        self.last_checkpoint = checkpoints.generator_path(self.out_dir, step)
+        self.best_generator = checkpoints.best_generator(self.out_dir)
         log.info("resumed from %s at step %d, epoch %d", do_path.name, self.steps, self.epoch)
         return True
 
@@ -790,32 +644,12 @@ class Trainer:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _should_stop(self) -> bool:
-        stop = self._stop_requested
-        if self.dist.world_size > 1:
-            flag = torch.tensor([float(stop)], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
-        return stop
-
-    def _broadcast_float(self, value: float) -> float:
-        if self.dist.world_size == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.broadcast(tensor, src=0)
-        return float(tensor.item())
-
-    def _barrier(self) -> None:
-        if self.dist.world_size > 1:
-            dist.barrier()
-
     def close(self) -> None:
         """Close the TensorBoard writer and the process group this trainer created."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        if self.dist.initialised_here and dist.is_initialized():
-            dist.destroy_process_group()
+        self.dist.close()
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -827,74 +661,15 @@ def train(config: TrainConfig) -> TrainResult:
         trainer.close()
 
 
-# ----------------------------------------------------------------------------------- helpers
 def _ignore_stop_signals(worker_id: int) -> None:
     """Data-loader workers leave SIGINT/SIGTERM to the main process, which stops cleanly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _checkpoint_steps(out_dir: Path) -> list[int]:
-    """Steps with both ``g_`` and ``do_`` files in ``out_dir``."""
-    if not out_dir.is_dir():
-        return []
-    steps = []
-    for path in out_dir.iterdir():
-        match = _CHECKPOINT_RE.match(path.name)
-        if match and (out_dir / f"g_{match.group(1)}.pt").is_file():
-            steps.append(int(match.group(1)))
-    return steps
-
-
-def _rng_state() -> dict[str, Any]:
-    numpy_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {
-            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
-            "pos": int(numpy_state[2]),
-            "has_gauss": int(numpy_state[3]),
-            "cached_gaussian": float(numpy_state[4]),
-        },
-        "python": _python_state_to_plain(random.getstate()),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    numpy_state = state.get("numpy")
-    if numpy_state:
-        np.random.set_state(
-            (
-                "MT19937",
-                numpy_state["keys"].numpy().astype(np.uint32),
-                numpy_state["pos"],
-                numpy_state["has_gauss"],
-                numpy_state["cached_gaussian"],
-            )
-        )
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-
-
-def _python_state_to_plain(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _write_json(path: Path, values: Any) -> None:
-    text = json.dumps(values, indent=2) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+def _json_number(value: float) -> int | float:
+    """Whole numbers as int, as the official config writes ``fmin: 0``, ``fmax: 8000``."""
+    return int(value) if float(value).is_integer() else value
 
 
 def _plain(value: Any) -> Any:

@@ -1,9 +1,8 @@
-"""Training data of the vocoder: split lists, the prematched dataset and a resumable sampler.
+"""Training data of the vocoder: the prematched dataset and a resumable sampler.
 
-Split lists are CSV files with the header ``audio_path,feat_path`` (the reference's format):
-``audio_path`` relative to the corpus root, ``feat_path`` relative to the feature root written by
-prematching. The dataset reads exactly the rows of the list it is given (the reference read the
-lists but then paired every file under the folders by sorted order).
+The dataset reads exactly the rows of the split list it is given (``training/corpus.py``; the
+reference read the lists but then paired every file under the folders by sorted order). It needs
+neither WavLM nor the converter: only the feature files prematching wrote.
 
 Harmonic input of the harmonic generator (spec §10.2 notes a train/inference mismatch):
 
@@ -12,6 +11,9 @@ Harmonic input of the harmonic generator (spec §10.2 notes a train/inference mi
   i.e. what the generator receives at conversion time.
 - ``HarmonicInput.RANDOM_CANDIDATE``: the reference's training input: per frame one of the K
   pitch-priority candidates, uniformly at random, times its amplitude ratio.
+
+Every item carries features, F0 and amplitudes, whatever the generator: every generator takes
+``(feats, f0_hz, amps)`` and ignores what it does not use.
 
 Other differences from the reference dataset (spec §10.2, §15 D19): F0 is the utterance's Harvest
 F0 stored by prematching (the reference ran Harvest on every 0.44 s crop, on the CPU, per item),
@@ -29,15 +31,11 @@ Shape letters: B batch, T frames, D feature dim, H harmonics, K candidates, L sa
 
 from __future__ import annotations
 
-import csv
 import enum
-import io
 import logging
-import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -45,14 +43,14 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from hifigan.mel import LogMelSpectrogram, MelConfig
-from hifigan.prematch import PrematchedFeatures, feature_relpath
-from knnsvc.files import atomic_path
-from knnsvc.audio import AudioError, find_audio, load_audio
+from knnsvc.audio import AudioError, load_audio
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+from knnsvc.runtime import first_line
+from training.corpus import SplitEntry
+from training.features import PrematchedFeatures
 
 log = logging.getLogger(__name__)
 
-CSV_HEADER = ("audio_path", "feat_path")
 SEGMENT_SIZE = 7040
 """Training segment in samples (22 frames, 0.44 s), from the official config."""
 
@@ -73,110 +71,6 @@ class BadFilePolicy(str, enum.Enum):
     """Stop with a ValueError naming the first bad file."""
 
 
-class SplitEntry(NamedTuple):
-    """One row of a split list: paths relative to the corpus and to the feature root."""
-
-    audio_path: str
-    feat_path: str
-
-
-# ----------------------------------------------------------------------------------- split lists
-def read_split_csv(path: str | Path) -> list[SplitEntry]:
-    """Rows of a split list.
-
-    Raises:
-        ValueError: missing file, wrong header, a row without two fields, or an absolute path.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"split list {path}: file not found")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
-    if not rows or tuple(cell.strip() for cell in rows[0]) != CSV_HEADER:
-        raise ValueError(f"split list {path}: the first line must be '{','.join(CSV_HEADER)}'")
-    entries = []
-    for number, row in enumerate(rows[1:], start=2):
-        if not row or not "".join(row).strip():
-            continue
-        if len(row) != 2:
-            raise ValueError(f"split list {path}, line {number}: expected 2 fields, got {len(row)}")
-        audio, feat = (cell.strip() for cell in row)
-        if Path(audio).is_absolute() or Path(feat).is_absolute():
-            raise ValueError(
-                f"split list {path}, line {number}: paths must be relative, got {audio!r}, {feat!r}"
-            )
-        entries.append(SplitEntry(audio, feat))
-    return entries
-
-
-def write_split_csv(path: str | Path, entries: Sequence[SplitEntry]) -> Path:
-    """Write a split list (header ``audio_path,feat_path``, POSIX relative paths), atomically."""
-    path = Path(path)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    writer.writerows(entries)
-    text = buffer.getvalue()
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
-
-
-def make_splits(
-    corpus_dir: str | Path,
-    valid_fraction: float = 0.05,
-    seed: int = 1234,
-    by: str = "utterance",
-    min_valid: int = 1,
-) -> tuple[list[SplitEntry], list[SplitEntry]]:
-    """Deterministic train/valid lists of every audio file under ``corpus_dir``.
-
-    Args:
-        corpus_dir: corpus root, ``<corpus>/<speaker>/.../*.flac``.
-        valid_fraction: share of utterances (``by="utterance"``) or speakers (``by="speaker"``)
-            held out for validation; at least ``min_valid`` of them.
-        seed: seed of the shuffle that picks the validation items (same seed, same corpus ->
-            same lists, on any machine).
-        by: "utterance" (every speaker appears in both lists) or "speaker" (speaker-disjoint, like
-            LibriSpeech train-clean-100 / dev-clean).
-
-    Returns:
-        (train, valid), each sorted by audio path.
-    """
-    corpus_dir = Path(corpus_dir)
-    if by not in ("utterance", "speaker"):
-        raise ValueError(f"by must be 'utterance' or 'speaker', got {by!r}")
-    if not 0.0 <= valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
-    if not corpus_dir.is_dir():
-        raise ValueError(f"{corpus_dir}: not a folder")
-    relpaths = [p.relative_to(corpus_dir) for p in find_audio(corpus_dir)]
-    relpaths = [p for p in relpaths if len(p.parts) >= 2]
-    if not relpaths:
-        raise ValueError(f"{corpus_dir}: no audio files inside speaker folders")
-    entries = sorted(SplitEntry(p.as_posix(), feature_relpath(p).as_posix()) for p in relpaths)
-    rng = random.Random(seed)
-    if by == "utterance":
-        units = [e.audio_path for e in entries]
-    else:
-        units = sorted({Path(e.audio_path).parts[0] for e in entries})
-    n_valid = (
-        min(len(units) - 1, max(min_valid, math.ceil(valid_fraction * len(units))))
-        if valid_fraction > 0
-        else 0
-    )
-    if n_valid <= 0 and valid_fraction > 0:
-        raise ValueError(f"{corpus_dir}: too few {by}s ({len(units)}) to hold any out for validation")
-    shuffled = units[:]
-    rng.shuffle(shuffled)
-    held_out = set(shuffled[:n_valid])
-    key = (lambda e: e.audio_path) if by == "utterance" else (lambda e: Path(e.audio_path).parts[0])
-    train = [e for e in entries if key(e) not in held_out]
-    valid = [e for e in entries if key(e) in held_out]
-    return train, valid
-
-
-# ----------------------------------------------------------------------------------- dataset
 @dataclass
 class _Item:
     entry: SplitEntry
@@ -261,7 +155,7 @@ class VocoderDataset(Dataset):
                             f"({min_samples / SAMPLE_RATE:.2f} s)"
                         )
                 except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-                    problem = f"{audio}: not a readable audio file ({str(err).strip().splitlines()[0]})"
+                    problem = f"{audio}: not a readable audio file ({first_line(err)})"
             if problem is None:
                 items.append(_Item(entry, audio, features))
                 continue
@@ -326,7 +220,6 @@ class VocoderDataset(Dataset):
         return candidates[rows, choice] * ratio[rows, choice, None]
 
 
-# ----------------------------------------------------------------------------------- sampler
 class EpochSampler(Sampler):
     """Seeded per-epoch shuffle, sharded over distributed ranks, resumable mid-epoch.
 
