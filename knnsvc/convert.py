@@ -124,7 +124,6 @@ def _pitch_shift(text: str) -> str | float | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI; defaults come from `MatchConfig` (one default per setting)."""
-    defaults = MatchConfig()
     parser = argparse.ArgumentParser(
         prog="python -m knnsvc.convert",
         description="Zero-shot singing voice conversion with kNN-SVC: sing SRC in the voice of REF.",
@@ -138,6 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("reference", metavar="REF", nargs="?", type=Path,
                         help="audio file or folder of the target singer's recordings (searched recursively)")
     parser.add_argument("-o", "--output", type=Path, help="output file (one source) or folder")
+    add_conversion_arguments(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--list-checkpoints", action="store_true", help="print the known checkpoints and exit")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only, no progress bars")
+    parser.add_argument("--version", action="version", version=f"knnsvc {__version__}")
+    return parser
+
+
+def add_conversion_arguments(parser: argparse.ArgumentParser, pitch_shift: object = None) -> None:
+    """The model, matching, control and output options every conversion command shares.
+
+    Args:
+        pitch_shift: the command's default pitch shift (None: `MatchConfig`'s, "auto").
+    """
+    defaults = MatchConfig()
+    if pitch_shift is None:
+        pitch_shift = defaults.pitch_shift
     parser.add_argument("--wavlm", default=checkpoints.DEFAULT_WAVLM,
                         help="WavLM checkpoint: release name or file path (default: %(default)s)")
     parser.add_argument("--vocoder", default=checkpoints.DEFAULT_VOCODER,
@@ -154,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="no reselection and no weight optimisation: mean of the top-k (no_post_opt)")
     parser.add_argument("--topk", type=int, default=defaults.topk,
                         help="neighbours averaged per frame (default: %(default)s)")
-    parser.add_argument("--pitch-shift", type=_pitch_shift, default=defaults.pitch_shift,
+    parser.add_argument("--pitch-shift", type=_pitch_shift, default=pitch_shift,
                         metavar="|".join(AUTO_SHIFTS) + "|SEMITONES|none",
                         help="auto: move the source's median pitch to the reference's (the paper); auto-semitone / "
                              "auto-octave: the same rounded to whole semitones / octaves (octaves keep a song's "
@@ -192,14 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="normalise each output to this integrated loudness (default: off, as the reference)")
     parser.add_argument("--repair-audio", action="store_true",
                         help="replace NaN/inf samples in inputs by 0 (with a warning) instead of refusing the file")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    parser.add_argument("--list-checkpoints", action="store_true", help="print the known checkpoints and exit")
-    parser.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only, no progress bars")
-    parser.add_argument("--version", action="version", version=f"knnsvc {__version__}")
-    return parser
 
 
-def _match_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> MatchConfig:
+def match_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> MatchConfig:
+    """The `MatchConfig` the parsed options describe (a usage error if they do not fit together)."""
     try:
         return MatchConfig(
             topk=args.topk,
@@ -226,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.source is None or args.reference is None:
         parser.error("SRC and REF are required")
-    args.match_config = _match_config(args, parser)
+    args.match_config = match_config(args, parser)
     try:
         args.device = resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
@@ -284,7 +296,7 @@ def run(args: argparse.Namespace, batch: Batch) -> int:
         return 1
     try:
         jobs = plan_jobs(args.source, args.reference, args.output)
-        references = _reference_files(args.reference)
+        references = reference_files(args.reference)
     except ValueError as err:
         log.error("%s", err)
         return 1
@@ -304,8 +316,7 @@ def run(args: argparse.Namespace, batch: Batch) -> int:
 
     bars = StageBars(disabled=args.quiet)
     try:
-        pool, left_out = _cli_reference_pool(converter, args.reference, references, args.pool_cache, bars)
-        _check_pool(pool, args.reference, converter)
+        pool, left_out = cli_reference_pool(converter, args.reference, references, args.pool_cache, bars)
     except (ValueError, AudioError) as err:
         log.error("%s", first_line(err))
         return 1
@@ -457,7 +468,12 @@ def plan_jobs(source: Path, reference: Path, output: Path | None) -> list[Job]:
     return [Job(f, folder / f.relative_to(source).with_suffix(".wav")) for f in files]
 
 
-def _reference_files(reference: Path) -> list[Path]:
+def reference_files(reference: Path) -> list[Path]:
+    """The recordings a REF argument names (one file, or the audio under a folder).
+
+    Raises:
+        ValueError: a folder without audio.
+    """
     if reference.is_file():
         return [reference]
     files = find_audio(reference)
@@ -526,13 +542,14 @@ def _folder_problem(folder: Path) -> str | None:
 
 
 # ----------------------------------------------------------------------------------- reference
-def _cli_reference_pool(
+def cli_reference_pool(
     converter: KnnSvc, reference: Path, files: list[Path], cache: Path | None, progress: Progress
 ) -> tuple[ReferencePool, int]:
-    """The CLI's pool: a bad single reference file stops the run; in a folder it is left out.
+    """A command's pool: a bad single reference file stops the run; in a folder it is left out
+    (reported); the pool must be long enough and voiced where the pitch shift needs it.
 
     Raises:
-        ValueError: no usable reference recording (one line naming the file or folder).
+        ValueError, AudioError: no usable reference (one line naming the file or folder).
     """
 
     def on_bad_file(err: AudioError) -> None:
@@ -544,6 +561,7 @@ def _cli_reference_pool(
     pool, left_out = build_reference_pool(converter, files, pool_cache, on_bad_file, progress)
     if pool is None:
         raise ValueError(f"{reference}: no usable reference recording in this folder")
+    _check_pool(pool, reference, converter)
     return pool, left_out
 
 

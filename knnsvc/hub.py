@@ -26,7 +26,9 @@ from knnsvc import checkpoints
 from knnsvc.checkpoints import DEFAULT_VOCODER, DEFAULT_WAVLM, RELEASES
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.knnvc import KnnVc, default_device
-from knnsvc.pipeline import KnnSvc, MatchConfig
+from knnsvc.config import WAVLM_LAYER
+from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, KnnSvc, MatchConfig
+from knnsvc.pitch import get_f0_extractor
 from wavlm import WavLM, WavLMConfig
 from wavlm.config import WAVLM_LARGE_CFG
 
@@ -42,6 +44,7 @@ def wavlm_large(
     checkpoint: str | os.PathLike = DEFAULT_WAVLM,
     config: Mapping[str, Any] | WavLMConfig | None = None,
     seed: int = 0,
+    num_layers: int | None = None,
 ) -> WavLM:
     """WavLM-Large (kNN-VC's ``wavlm_large`` entry), in eval mode.
 
@@ -53,10 +56,11 @@ def wavlm_large(
         checkpoint: release name or path of a ``{'cfg', 'model'}`` file.
         config: architecture for ``pretrained=False`` (a checkpoint ``cfg`` dict or WavLMConfig).
         seed: random initialisation seed for ``pretrained=False``.
+        num_layers: keep only the first transformer blocks (default: all of them).
     """
     device = torch.device(device) if device is not None else default_device()
     if pretrained:
-        return checkpoints.load_wavlm(checkpoint, device=device, progress=progress)
+        return checkpoints.load_wavlm(checkpoint, device=device, progress=progress, num_layers=num_layers)
     _refuse_path(checkpoint, "checkpoint")
     if config is None:
         config = WavLMConfig.from_dict(WAVLM_LARGE_CFG)
@@ -65,6 +69,8 @@ def wavlm_large(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = WavLM(config)
+    if num_layers is not None:
+        model.truncate(num_layers)
     return model.to(device).eval()
 
 
@@ -137,6 +143,8 @@ def knn_svc(
     device: str | torch.device = "cpu",
     wavlm_config: Mapping[str, Any] | WavLMConfig | None = None,
     seed: int = 0,
+    block_seconds: float = DEFAULT_BLOCK_SECONDS,
+    f0: str = "harvest",
     **match_options: Any,
 ) -> KnnSvc:
     """kNN-SVC converter (``knn_svc`` entry).
@@ -153,18 +161,24 @@ def knn_svc(
         device: where the converter runs.
         wavlm_config: WavLM architecture for ``pretrained=False`` (default: WavLM-Large).
         seed: random initialisation seed for ``pretrained=False``.
+        block_seconds: F0 and vocoder block length (0 = whole recordings; see `KnnSvc`).
+        f0: pitch extractor name (`knnsvc.pitch.F0_EXTRACTORS`).
         **match_options: `knnsvc.pipeline.MatchConfig` fields (e.g. ``concat_weight=None,
-            optimise_weights=False`` for "no post-opt", ``pitch_shift=-3.0``, ``precision``).
+            optimise_weights=False`` for "no post-opt", ``pitch_shift=-3.0``, ``precision``,
+            ``index_rate``, ``protect``, ``rms_mix``).
 
     Returns:
-        A `KnnSvc`: ``build_pool(wavs)`` then ``convert(wav_16k, pool)``.
+        A `KnnSvc`: ``build_pool(wavs)`` then ``convert(wav_16k, pool)``. Only the WavLM blocks
+        the converter uses are kept in memory.
     """
     device = torch.device(device)
-    encoder_model = wavlm_large(pretrained, progress, device, wavlm, wavlm_config, seed)
+    config = MatchConfig(**match_options)
+    f0_extractor = get_f0_extractor(f0, device)
+    encoder_model = wavlm_large(pretrained, progress, device, wavlm, wavlm_config, seed, num_layers=WAVLM_LAYER)
     kind, generator = _vocoder(pretrained, vocoder, vocoder_config, device, progress, seed)
     checkpoints.check_compatible(encoder_model, generator, wavlm, vocoder)
-    config = MatchConfig(**match_options)
-    return KnnSvc(WavLMEncoder(encoder_model), generator, kind, config=config)
+    return KnnSvc(WavLMEncoder(encoder_model, layer=WAVLM_LAYER), generator, kind, config=config,
+                  block_seconds=block_seconds, f0=f0_extractor)
 
 
 def _vocoder(
