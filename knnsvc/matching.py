@@ -140,7 +140,7 @@ class PitchCost:
     utterance. False re-evaluates it per frame (the evident intent).
     """
 
-    f0_target_hz: torch.Tensor  # (T,)
+    f0_target_hz: torch.Tensor | None  # (T,), or None when given block by block
     f0_pool_hz: torch.Tensor  # (N,)
     sticky_switch_off: bool = True
 
@@ -184,19 +184,25 @@ class Reselector:
         self.pitch = pitch
         if pitch is not None:
             dtype = self.pool_unit.dtype
-            self.pitch_target = log2_pitch(pitch.f0_target_hz).cpu().numpy().astype(dtype)
+            self.pitch_target = None
+            if pitch.f0_target_hz is not None:
+                self.pitch_target = log2_pitch(pitch.f0_target_hz).cpu().numpy().astype(dtype)
             self.pitch_pool = log2_pitch(pitch.f0_pool_hz).cpu().numpy().astype(dtype)
         self.weight = concat_weight
         self.position = 0  # absolute index of the next source frame
         self.last_choice: np.ndarray | None = None  # (K,) pool rows chosen for the previous frame
         self.last_query: np.ndarray | None = None  # (D,) previous source frame, unit length
 
-    def __call__(self, initial: torch.Tensor, query_unit: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, initial: torch.Tensor, query_unit: torch.Tensor, f0_target_hz: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Reselect the next block of source frames.
 
         Args:
             initial: (B, K) candidate pool indices of the block's frames.
             query_unit: (B, D) unit source features of the block (`unit_rows`, matching dtype).
+            f0_target_hz: (B,) the block's target pitch, for a harmonic pass whose `PitchCost`
+                has no whole-source targets (streaming, where targets arrive block by block).
 
         Returns:
             (B, K) reselected pool indices, lowest total cost first.
@@ -214,6 +220,11 @@ class Reselector:
             previous = np.concatenate([self.last_query[None], query[:-1]])
             baseline = 2.0 * (1.0 - np.einsum("td,td->t", previous, query))
 
+        if self.pitch is not None:
+            if f0_target_hz is not None:
+                targets = log2_pitch(f0_target_hz).cpu().numpy().astype(self.pool_unit.dtype)
+            else:
+                targets = self.pitch_target[self.position : self.position + n_frames]
         chosen = np.empty_like(init)
         first = 0
         if self.last_choice is None:
@@ -235,7 +246,7 @@ class Reselector:
                     current = 0.0
                     if self.pitch.sticky_switch_off:
                         self.weight = 0.0
-                extra = np.abs(self.pitch_pool[cands] - self.pitch_target[self.position + t])
+                extra = np.abs(self.pitch_pool[cands] - targets[t])
             else:
                 concat = np.where(concat > b, 1.5 * concat - b, concat)
                 current = self.weight
@@ -304,6 +315,7 @@ def optimise_weights(
     settings: OptimiserSettings = OptimiserSettings(),
     neighbours: Neighbours | None = None,
     dtype: torch.dtype | None = None,
+    fixed_first: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Summing weights under which consecutive output frames concatenate smoothly (spec §7.4).
 
@@ -328,6 +340,8 @@ def optimise_weights(
             adjacent rows of the concatenated pool (the reference).
         dtype: arithmetic of the Gram matrices (rows are converted as they are gathered);
             default: the dtype of `table`.
+        fixed_first: (K,) weights of frame 0, kept as they are (streaming optimises each new
+            block joined to the last frame already emitted); None optimises every frame.
 
     Returns:
         (T, K) weights, each row on the simplex, in `dtype`.
@@ -356,7 +370,10 @@ def optimise_weights(
         grad_theta = w * (grad_w - np.sum(w * grad_w, axis=1, keepdims=True))  # softmax backward
         return loss, grad_theta.astype(theta.dtype)
 
-    adam = _AmsgradAdam(np.zeros((n_frames, k), dtype=np.float32), lr=settings.lr)
+    start = np.zeros((n_frames, k), dtype=np.float32)
+    if fixed_first is not None:  # softmax(log w) = w for a row on the simplex
+        start[0] = np.log(np.clip(fixed_first.detach().cpu().double().numpy(), 1e-30, None))
+    adam = _AmsgradAdam(start, lr=settings.lr, frozen_rows=0 if fixed_first is None else 1)
     best = adam.param.copy()
     min_loss = conv_ref = 20_000.0
     since_improved = 0
@@ -386,14 +403,19 @@ def _softmax(theta: np.ndarray) -> np.ndarray:
 class _AmsgradAdam:
     """Adam with amsgrad, the update of torch.optim.Adam(amsgrad=True), on a numpy array."""
 
-    def __init__(self, param: np.ndarray, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(self, param: np.ndarray, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                 frozen_rows: int = 0) -> None:
         self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
+        self.frozen_rows = frozen_rows
         self.exp_avg = np.zeros_like(param)
         self.exp_avg_sq = np.zeros_like(param)
         self.max_exp_avg_sq = np.zeros_like(param)
         self.steps = 0
 
     def step(self, grad: np.ndarray) -> None:
+        if self.frozen_rows:
+            grad = grad.copy()
+            grad[: self.frozen_rows] = 0.0
         beta1, beta2 = self.betas
         self.steps += 1
         self.exp_avg += (1.0 - beta1) * (grad - self.exp_avg)

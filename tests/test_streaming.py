@@ -1,0 +1,141 @@
+"""Streaming conversion: lengths, latency, edge cases, and equivalence with the offline CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import sung_vowel
+from hifigan.generator import load_generator
+from knnsvc import convert, stream
+from knnsvc.config import HOP_LENGTH
+from knnsvc.encoder import WavLMEncoder
+from knnsvc.pipeline import KnnSvc, MatchConfig
+from knnsvc.streaming import StreamingConverter
+from test_convert_cli import tiny_args
+from test_pipeline import si_snr_db
+from wavlm import load_wavlm
+
+SR = 16000
+NO_POST_OPT = MatchConfig(concat_weight=None, optimise_weights=False)
+
+
+@pytest.fixture(scope="module")
+def models(golden_dir):
+    encoder = WavLMEncoder(load_wavlm(torch.load(golden_dir / "wavlm_tiny.pt", weights_only=True)))
+    kind, vocoder = load_generator(torch.load(golden_dir / "vocoder_harmonic_tiny.pt", weights_only=True))
+    return encoder, kind, vocoder
+
+
+@pytest.fixture(scope="module")
+def pool(models):
+    encoder, kind, vocoder = models
+    return KnnSvc(encoder, vocoder, kind).build_pool([sung_vowel(2.0, 185.0, seed=7)])
+
+
+def converter(models, config: MatchConfig = MatchConfig()) -> KnnSvc:
+    encoder, kind, vocoder = models
+    return KnnSvc(encoder, vocoder, kind, config)
+
+
+def stream_all(streamer: StreamingConverter, wav: torch.Tensor, chunk: int) -> torch.Tensor:
+    pieces = [streamer.push(wav[i : i + chunk]) for i in range(0, wav.numel(), chunk)]
+    return torch.cat(pieces + [streamer.flush()])
+
+
+@pytest.mark.parametrize(("block_ms", "chunk"), [(160, 1000), (100, 321), (60, 4800)])
+def test_output_is_as_long_as_offline_for_any_block_and_chunk_size(models, pool, block_ms, chunk):
+    wav = sung_vowel(1.37, 240.0, seed=3)  # 21920 samples: 68 frames, blocks do not divide it
+    streamer = StreamingConverter(converter(models), pool, block_ms=block_ms, lookahead_ms=40, crossfade_ms=20)
+    out = stream_all(streamer, wav, chunk)
+    assert out.shape == (wav.numel() // HOP_LENGTH * HOP_LENGTH,)
+    assert torch.isfinite(out).all() and out.abs().max() <= 1
+    assert len(streamer.compute_seconds) == -(-68 // streamer.block)
+
+
+def test_output_waits_exactly_for_block_and_lookahead(models, pool):
+    streamer = StreamingConverter(converter(models), pool, block_ms=160, lookahead_ms=80, crossfade_ms=40)
+    assert streamer.algorithmic_latency_ms == 280
+    needed = HOP_LENGTH * (8 + 4 - 1) + 400  # the lookahead frames' last samples
+    wav = sung_vowel(1.0, 220.0, seed=4)
+    assert streamer.push(wav[: needed - 1]).numel() == 0
+    first = streamer.push(wav[needed - 1 : needed])
+    assert first.numel() == (8 - 2) * HOP_LENGTH  # the block minus the held-back crossfade
+
+
+def test_silence_and_unvoiced_stretches(models, pool):
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy((0.05 * rng.standard_normal(SR // 2)).astype(np.float32))
+    wav = torch.cat([torch.zeros(SR // 2), noise, sung_vowel(0.8, 230.0, seed=5), torch.zeros(SR // 3)])
+    streamer = StreamingConverter(converter(models), pool)
+    pieces, shifts = [], []
+    for i in range(0, wav.numel(), 2560):
+        pieces.append(streamer.push(wav[i : i + 2560]))
+        shifts.append(streamer.semitones)
+    out = torch.cat(pieces + [streamer.flush()])
+    assert out.shape == (wav.numel() // HOP_LENGTH * HOP_LENGTH,) and torch.isfinite(out).all()
+    assert shifts[0] == 0.0  # no shift before the first voiced frame
+    assert shifts[-1] < -1.0  # the running median settles towards the reference's lower pitch
+
+
+def test_a_source_shorter_than_one_block(models, pool):
+    wav = sung_vowel(0.09, 220.0, seed=6)  # 4 frames, a block is 8
+    streamer = StreamingConverter(converter(models), pool)
+    assert streamer.push(wav).numel() == 0
+    assert streamer.flush().shape == (4 * HOP_LENGTH,)
+    assert StreamingConverter(converter(models), pool).flush().numel() == 0  # nothing pushed at all
+
+
+def test_post_opt_streams_with_reselection_and_windowed_weights(models, pool):
+    wav = sung_vowel(1.5, 250.0, seed=8)
+    streamer = StreamingConverter(converter(models), pool)
+    out = stream_all(streamer, wav, 1600)
+    assert out.shape == (wav.numel() // HOP_LENGTH * HOP_LENGTH,) and torch.isfinite(out).all()
+    assert set(streamer.last_weights) == {"wavlm", "harm"}
+    for _, weights in streamer.last_weights.values():
+        assert torch.isclose(weights.sum(), torch.tensor(1.0, dtype=weights.dtype))
+
+
+@pytest.mark.parametrize("bad", [dict(block_ms=150), dict(crossfade_ms=200), dict(lookahead_ms=-20),
+                                 dict(block_ms=0), dict(sola_ms=50), dict(context_s=float("nan"))])
+def test_settings_are_checked(models, pool, bad):
+    with pytest.raises(ValueError):
+        StreamingConverter(converter(models), pool, **bad)
+
+
+@pytest.mark.slow
+def test_full_context_equals_the_offline_cli(tmp_path):
+    """With context and lookahead covering the whole input, knnsvc-stream's output on a 20 s file
+    is `python -m knnsvc.convert --no-post-opt`'s (the remaining difference: float rounding)."""
+    phrase = torch.cat([sung_vowel(1.2, f0, seed=i) for i, f0 in enumerate((220.0, 262.0, 196.0, 247.0))])
+    wav = torch.cat([phrase, torch.zeros(2000), phrase, phrase, phrase, phrase[:12345]])  # 20.1 s
+    source, reference = tmp_path / "src.wav", tmp_path / "ref.wav"
+    sf.write(source, wav.numpy(), SR, subtype="FLOAT")
+    sf.write(reference, sung_vowel(3.0, 185.0, seed=9), SR, subtype="FLOAT")
+    offline, streamed = tmp_path / "offline.wav", tmp_path / "streamed.wav"
+    assert convert.main([str(source), str(reference), "-o", str(offline), *tiny_args("--no-post-opt")]) == 0
+    seconds = wav.numel() / SR
+    whole = ["--lookahead-ms", str(20 * (round(seconds * 50) + 5)), "--context-s", str(seconds + 1),
+             "--f0-context-s", str(seconds + 1)]
+    assert stream.main([str(source), str(reference), "-o", str(streamed), *whole,
+                        *tiny_args("--no-post-opt")]) == 0
+    a, b = sf.read(offline, dtype="float64")[0], sf.read(streamed, dtype="float64")[0]
+    assert a.shape == b.shape == (wav.numel() // HOP_LENGTH * HOP_LENGTH,)
+    assert si_snr_db(torch.from_numpy(b), torch.from_numpy(a)) >= 60.0
+
+
+def test_cli_prints_latency_and_real_time_factors(tmp_path, capsys):
+    source, reference, out = tmp_path / "src.wav", tmp_path / "ref.wav", tmp_path / "out.wav"
+    sf.write(source, sung_vowel(1.0, 230.0, seed=1).numpy(), SR)
+    sf.write(reference, sung_vowel(2.0, 190.0, seed=2).numpy(), SR)
+    assert stream.main([str(source), str(reference), "-o", str(out), *tiny_args()]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["algorithmic_latency_ms"] == 280 and line["blocks"] == 7
+    assert line["rtf"]["median"] > 0 and line["rtf"]["max"] >= line["rtf"]["median"]
+    assert sf.info(out).frames == 50 * HOP_LENGTH
+    assert stream.main([str(source), str(reference), "-o", str(out), *tiny_args()]) == 1  # no overwrite
