@@ -115,6 +115,20 @@ def _number(low: float | None = None, high: float | None = None, what: str = "a 
     return parse
 
 
+def _layers(text: str) -> list[int]:
+    """"20-24" or "12,18,24" (or a mix) -> sorted distinct layer numbers."""
+    layers: set[int] = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            layers.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layers like 20-24 or 12,18,24, got {text!r}") from None
+    if not layers or min(layers) < 0:
+        raise argparse.ArgumentTypeError(f"expected layer numbers >= 0, got {text!r}")
+    return sorted(layers)
+
+
 def _pitch_shift(text: str) -> str | float | None:
     try:
         return parse_pitch_shift(text)
@@ -190,6 +204,9 @@ def add_conversion_arguments(parser: argparse.ArgumentParser, pitch_shift: objec
     parser.add_argument("--rms-mix", type=_number(0.0, 1.0), default=defaults.rms_mix, metavar="M",
                         help="the output's loudness envelope follows the source's by M (default: %(default)s = off; "
                              "RVC's rms_mix_rate is 1 - M)")
+    parser.add_argument("--match-layers", type=_layers, default=defaults.match_layers, metavar="LAYERS",
+                        help="match on the mean of these WavLM layers (e.g. 20-24, as NeuCoSVC) and vocode the "
+                             "chosen frames' layer-6 features (default: match on layer 6, the reference)")
     parser.add_argument("--precision", choices=("float64", "float32"), default=defaults.precision,
                         help="arithmetic of matching and weight optimisation; float64 is the reference's "
                              "(default: %(default)s)")
@@ -223,6 +240,7 @@ def match_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> M
             index_rate=args.index_rate,
             protect=args.protect,
             rms_mix=args.rms_mix,
+            match_layers=args.match_layers,
         )
     except ValueError as err:
         parser.error(str(err))
@@ -361,8 +379,9 @@ def load_converter(args: argparse.Namespace) -> KnnSvc:
     progress = not args.quiet
     f0 = get_f0_extractor(args.f0, args.device)
     encoder_layer = WAVLM_LAYER
+    depth = max([encoder_layer, *(args.match_config.match_layers or [])])  # only the blocks in use are loaded
     wavlm_path = checkpoints.resolve_checkpoint(args.wavlm, "wavlm", progress=progress)
-    wavlm = checkpoints.load_wavlm(wavlm_path, device=args.device, num_layers=encoder_layer)
+    wavlm = checkpoints.load_wavlm(wavlm_path, device=args.device, num_layers=depth)
     kind, vocoder = checkpoints.load_vocoder(args.vocoder, args.vocoder_config, device=args.device, progress=progress)
     checkpoints.check_compatible(wavlm, vocoder, args.wavlm, args.vocoder)
     return KnnSvc(WavLMEncoder(wavlm, layer=encoder_layer), vocoder, kind, config=args.match_config,

@@ -9,7 +9,7 @@ transformer block ``layer`` (6), without the final encoder layer norm. Only ``la
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,21 @@ class WavLMEncoder(nn.Module):
         for states in self._encode_chunks(wav_16k, all_layers=False):
             yield states[0]
 
+    def chunks_with_matching(self, wav_16k: Tensor, match_layers: Sequence[int]) -> Iterator[tuple[Tensor, Tensor]]:
+        """Per chunk, the features of ``layer`` and the mean of `match_layers`' hidden states.
+
+        One WavLM pass, as deep as the deepest layer asked for (the model must hold it).
+
+        Yields:
+            ((T_c, D), (T_c, D)) float32: synthesis features, matching features.
+        """
+        depth = max(self.layer, *match_layers)
+        if depth > self.wavlm.num_layers:
+            raise ValueError(f"matching layer {depth} is deeper than the {self.wavlm.num_layers} blocks loaded")
+        rows = list(match_layers)
+        for states in self._encode_chunks(wav_16k, all_layers=True, depth=depth):
+            yield states[self.layer], states[rows].mean(dim=0)
+
     def _encode(self, wav_16k: Tensor, all_layers: bool) -> Tensor:
         """(L,) -> (S, T, D) with S = layer + 1 if ``all_layers`` else 1."""
         outputs = list(self._encode_chunks(wav_16k, all_layers))
@@ -97,8 +112,10 @@ class WavLMEncoder(nn.Module):
             return torch.zeros(num_states, 0, self.dim, device=self.device)
         return torch.cat(outputs, dim=1)
 
-    def _encode_chunks(self, wav_16k: Tensor, all_layers: bool) -> Iterator[Tensor]:
-        """(L,) -> one (S, T_c, D) float32 tensor per chunk, S = layer + 1 if ``all_layers`` else 1."""
+    def _encode_chunks(self, wav_16k: Tensor, all_layers: bool, depth: int | None = None) -> Iterator[Tensor]:
+        """(L,) -> one (S, T_c, D) float32 tensor per chunk, S = depth + 1 if ``all_layers`` else 1
+        (depth: ``layer`` unless given)."""
+        depth = self.layer if depth is None else depth
         if wav_16k.dim() != 1:
             raise ValueError(f"expected a mono waveform of shape (L,), got {tuple(wav_16k.shape)}")
         dtype = next(self.wavlm.parameters()).dtype
@@ -117,8 +134,7 @@ class WavLMEncoder(nn.Module):
             chunks = wav_16k[start: start + count * length].view(count, length)
             chunks = F.pad(chunks, (0, HOP_LENGTH - length % HOP_LENGTH))
             with torch.inference_mode():  # per batch: the caller's code between chunks runs outside it
-                x, states = self.wavlm.extract_features(chunks, output_layer=self.layer,
-                                                        ret_layer_results=all_layers)
+                x, states = self.wavlm.extract_features(chunks, output_layer=depth, ret_layer_results=all_layers)
                 batch = torch.stack(states, dim=1) if all_layers else x.unsqueeze(1)  # (count, S, T_c, D)
                 batch = batch.float()
             start += count * length

@@ -174,7 +174,8 @@ def knn_svc(
     device = torch.device(device)
     config = MatchConfig(**match_options)
     f0_extractor = get_f0_extractor(f0, device)
-    encoder_model = wavlm_large(pretrained, progress, device, wavlm, wavlm_config, seed, num_layers=WAVLM_LAYER)
+    depth = max([WAVLM_LAYER, *(config.match_layers or [])])
+    encoder_model = wavlm_large(pretrained, progress, device, wavlm, wavlm_config, seed, num_layers=depth)
     kind, generator = _vocoder(pretrained, vocoder, vocoder_config, device, progress, seed)
     checkpoints.check_compatible(encoder_model, generator, wavlm, vocoder)
     return KnnSvc(WavLMEncoder(encoder_model, layer=WAVLM_LAYER), generator, kind, config=config,

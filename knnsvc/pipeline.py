@@ -102,6 +102,10 @@ class MatchConfig:
         rms_mix: M, how far the output's loudness envelope (0.5 s windows) follows the source's:
             gain (rms_source / rms_output) ** M; 0 = off (the reference). RVC's
             ``rms_mix_rate`` is 1 - M.
+        match_layers: match on the mean of these WavLM layers' hidden states (e.g. 20..24, as
+            NeuCoSVC) while the chosen frames' layer-6 features are what the vocoder gets; None
+            matches on the synthesis layer itself (the reference). The pool must hold them
+            (built with the same setting).
     """
 
     n_candidates: int = 32
@@ -117,6 +121,7 @@ class MatchConfig:
     index_rate: float = 1.0
     protect: float = PROTECT_OFF
     rms_mix: float = 0.0
+    match_layers: list[int] | None = None
 
     def __post_init__(self) -> None:
         if self.n_candidates < 1:
@@ -134,6 +139,11 @@ class MatchConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
         self.pitch_shift = parse_pitch_shift(self.pitch_shift)
+        if self.match_layers is not None:
+            layers = [int(layer) for layer in self.match_layers]
+            if not layers or any(layer < 0 for layer in layers) or len(set(layers)) != len(layers):
+                raise ValueError(f"match_layers must be distinct layer numbers >= 0, got {self.match_layers}")
+            self.match_layers = sorted(layers)
 
     @property
     def blends_source(self) -> bool:
@@ -149,11 +159,13 @@ class SourceFeatures:
         feats: (T, D) float32 WavLM features: a tensor, or a `FrameStore` for long sources.
         f0_hz: (T,) float32 F0, 0 = unvoiced.
         energy: (T,) float64 sum of squared samples per frame (for `MatchConfig.rms_mix`), or None.
+        match_feats: (T, D) features of `MatchConfig.match_layers` (None: match on `feats`).
     """
 
     feats: torch.Tensor | FrameStore
     f0_hz: torch.Tensor
     energy: torch.Tensor | None = None
+    match_feats: torch.Tensor | FrameStore | None = None
 
     @property
     def num_frames(self) -> int:
@@ -161,8 +173,9 @@ class SourceFeatures:
 
     def close(self) -> None:
         """Free the features (a spilled `FrameStore` deletes its temporary file)."""
-        if isinstance(self.feats, FrameStore):
-            self.feats.close()
+        for store in (self.feats, self.match_feats):
+            if isinstance(store, FrameStore):
+                store.close()
 
 
 @dataclass
@@ -321,17 +334,25 @@ class KnnSvc:
             raise ValueError(f"the waveform has {bad} non-finite samples (NaN or inf)")
         wav_cpu = wav_16k.detach().cpu()
         total = self.encoder.num_frames(wav_cpu.numel())
+        layers = self.config.match_layers
         feats = FrameStore(self.encoder.dim)
+        match_feats = FrameStore(self.encoder.dim) if layers else None
         with ThreadPoolExecutor(max_workers=1) as worker:
             f0_job = worker.submit(self._timed_f0, wav_cpu)
             with self._timer("encode"):
-                for chunk in self.encoder.chunks(wav_cpu):
+                if match_feats is None:
+                    chunks = ((chunk, None) for chunk in self.encoder.chunks(wav_cpu))
+                else:
+                    chunks = self.encoder.chunks_with_matching(wav_cpu, layers)
+                for chunk, match_chunk in chunks:
                     feats.append(chunk)
+                    if match_feats is not None:
+                        match_feats.append(match_chunk)
                     if progress is not None:
                         progress("encode", len(feats), total)
             f0_hz = f0_job.result()[:total]
-        kept = feats if feats.spilled else feats[0:total]  # short recordings: a plain tensor
-        return SourceFeatures(feats=kept, f0_hz=f0_hz, energy=frame_energy(wav_cpu, total))
+        return SourceFeatures(feats=_compact(feats), f0_hz=f0_hz, energy=frame_energy(wav_cpu, total),
+                              match_feats=None if match_feats is None else _compact(match_feats))
 
     def _timed_f0(self, wav_16k: torch.Tensor) -> torch.Tensor:
         with self._timer("f0", sync=False):
@@ -345,6 +366,7 @@ class KnnSvc:
         source = self.analyse(wav_16k)
         n_frames = source.num_frames
         feats = source.feats[0:n_frames]
+        match_feats = None if source.match_feats is None else source.match_feats[0:n_frames]
         source.close()
         with self._timer("harmonics", sync=False):
             wav_cpu = wav_16k.detach().cpu()
@@ -352,7 +374,8 @@ class KnnSvc:
             for start, stop in frame_blocks(n_frames, SPECTRUM_BLOCK):
                 spec = magnitude_spectrogram(wav_cpu, start, stop - start)
                 amps[start:stop] = harmonic_amplitudes(spec, source.f0_hz[start:stop])
-        return ReferencePool(feats=feats, f0_hz=source.f0_hz, amps=amps, starts=[0], names=[name])
+        return ReferencePool(feats=feats, f0_hz=source.f0_hz, amps=amps, starts=[0], names=[name],
+                             match_feats=match_feats)
 
     def build_pool(
         self, wavs: Sequence[torch.Tensor], names: Sequence[str] | None = None
@@ -369,6 +392,7 @@ class KnnSvc:
             "chunk_samples": self.encoder.chunk_samples,
             "f0": self.f0.cache_id,
             "f0_block_seconds": self.block_seconds,
+            "match_layers": self.config.match_layers,
         }
 
     # ----------------------------------------------------------------------------- matching
@@ -391,13 +415,14 @@ class KnnSvc:
                 f"({pool.seconds:.2f} s), at least {cfg.n_candidates} needed"
             )
         n_frames = source.num_frames
+        queries, keys = matching_tables(cfg, source, pool)
         f0_target, semitones = self._shifted_f0(source.f0_hz, pool.f0_hz)
         smooth = self.kind.uses_harmonics or cfg.smooth_every_vocoder
         settings = OptimiserSettings(max_iters=cfg.max_opt_iters)
         neighbours = Neighbours.of(pool.num_frames, pool.starts if cfg.respect_file_boundaries else None)
 
         with torch.inference_mode():
-            pool_unit = unit_rows(pool.feats.to(device=self.device, dtype=dtype))  # (N, D)
+            pool_unit = unit_rows(keys.to(device=self.device, dtype=dtype))  # (N, D) in the matching space
             reselect_a = reselect_b = None
             if cfg.concat_weight is not None:
                 if smooth:
@@ -409,7 +434,7 @@ class KnnSvc:
             indices_wavlm = torch.empty(n_frames, cfg.topk, dtype=torch.long)
             indices_harm = torch.empty(n_frames, cfg.topk, dtype=torch.long) if self.kind.uses_harmonics else None
             for start, stop in frame_blocks(n_frames, matching.MATCH_BLOCK):
-                query = source.feats[start:stop].to(device=self.device, dtype=dtype)
+                query = queries[start:stop].to(device=self.device, dtype=dtype)
                 with self._timer("knn"):
                     block = cosine_topk(query, pool_unit, cfg.n_candidates, pool_is_unit=True).cpu()
                 candidates[start:stop] = block
@@ -523,6 +548,28 @@ class KnnSvc:
             (T * 320,) float32 waveform at 16 kHz.
         """
         return self.vocode(self.match(source, pool))
+
+
+def matching_tables(
+    config: MatchConfig, source: SourceFeatures, pool: ReferencePool
+) -> tuple[torch.Tensor | FrameStore, torch.Tensor]:
+    """What is matched: the source's and the pool's features of `config.match_layers` (or of the
+    synthesis layer). The vocoder always gets the synthesis layer's features of the chosen rows.
+
+    Raises:
+        ValueError: matching layers asked for, but the source or the pool lacks them.
+    """
+    if not config.match_layers:
+        return source.feats, pool.feats
+    if source.match_feats is None or pool.match_feats is None:
+        missing = "source" if source.match_feats is None else "reference pool"
+        raise ValueError(f"match_layers={config.match_layers}, but the {missing} was analysed without them")
+    return source.match_feats, pool.match_feats
+
+
+def _compact(store: FrameStore) -> torch.Tensor | FrameStore:
+    """A store that stayed in memory as a plain tensor; a spilled one as it is."""
+    return store if store.spilled else store[0 : len(store)]
 
 
 class _PhaseCursor:

@@ -37,6 +37,8 @@ class ReferencePool:
         amps: (N, H) float32 harmonic amplitudes read off each frame's own spectrum.
         starts: first row of each file, ascending, starts[0] == 0.
         names: one name per file (its path as given when the pool was built).
+        match_feats: (N, D) float32 features of the matching layers, when the pool was built for
+            `MatchConfig.match_layers` (None: matching uses `feats`).
     """
 
     feats: torch.Tensor
@@ -44,6 +46,7 @@ class ReferencePool:
     amps: torch.Tensor
     starts: list[int] = field(default_factory=lambda: [0])
     names: list[str] = field(default_factory=lambda: [""])
+    match_feats: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.feats.shape[0]
@@ -54,6 +57,8 @@ class ReferencePool:
             )
         if len(self.starts) != len(self.names):
             raise ValueError("pool needs one start row per file name")
+        if self.match_feats is not None and self.match_feats.shape[0] != n:
+            raise ValueError(f"pool matching features have {self.match_feats.shape[0]} rows, expected {n}")
 
     @property
     def num_frames(self) -> int:
@@ -81,15 +86,19 @@ class ReferencePool:
         feats = torch.empty(n_frames, first.feats.shape[1], dtype=first.feats.dtype)
         f0_hz = torch.empty(n_frames, dtype=first.f0_hz.dtype)
         amps = torch.empty(n_frames, first.amps.shape[1], dtype=first.amps.dtype)
+        with_matching = all(p.match_feats is not None for p in pools)
+        match_feats = torch.empty_like(feats) if with_matching else None
         starts, names, offset = [], [], 0
         while pools:
             pool = pools.pop(0)
             rows = slice(offset, offset + pool.num_frames)
             feats[rows], f0_hz[rows], amps[rows] = pool.feats, pool.f0_hz, pool.amps
+            if match_feats is not None:
+                match_feats[rows] = pool.match_feats
             starts.extend(offset + s for s in pool.starts)
             names.extend(pool.names)
             offset += pool.num_frames
-        return cls(feats=feats, f0_hz=f0_hz, amps=amps, starts=starts, names=names)
+        return cls(feats=feats, f0_hz=f0_hz, amps=amps, starts=starts, names=names, match_feats=match_feats)
 
     def head(self, seconds: float) -> ReferencePool:
         """The first `seconds` of the pool (frame-exact), for reference-duration studies."""
@@ -101,6 +110,7 @@ class ReferencePool:
             amps=self.amps[:n],
             starts=[self.starts[i] for i in keep],
             names=[self.names[i] for i in keep],
+            match_feats=None if self.match_feats is None else self.match_feats[:n],
         )
 
     def locate(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,6 +133,8 @@ class ReferencePool:
             "amps": self.amps.float().cpu().contiguous(),
             "starts": torch.tensor(self.starts, dtype=torch.long),
         }
+        if self.match_feats is not None:
+            tensors["match_feats"] = self.match_feats.float().cpu().contiguous()
         payload = {
             "format": POOL_FORMAT,
             "version": POOL_FORMAT_VERSION,
@@ -157,6 +169,8 @@ class ReferencePool:
                 f"{path}: pool format version {payload.get('version')}, expected {POOL_FORMAT_VERSION}"
             )
         tensors = {key: payload.get(key) for key in ("feats", "f0_hz", "amps", "starts")}
+        if "match_feats" in payload:
+            tensors["match_feats"] = payload["match_feats"]
         names = payload.get("names")
         problem = _check_tables(tensors, names, dim)
         if problem is None and payload.get("checksum") != _checksum(tensors, names):
@@ -169,6 +183,7 @@ class ReferencePool:
             amps=tensors["amps"],
             starts=tensors["starts"].tolist(),
             names=list(names),
+            match_feats=tensors.get("match_feats"),
         )
 
 
@@ -183,6 +198,10 @@ def _check_tables(tensors: dict, names: object, dim: int | None) -> str | None:
         return f"tables of inconsistent shapes {tuple(feats.shape)}, {tuple(f0_hz.shape)}, {tuple(amps.shape)}"
     if dim is not None and feats.shape[1] != dim:
         return f"features are {feats.shape[1]}-dimensional, this encoder makes {dim}"
+    match_feats = tensors.get("match_feats")
+    if match_feats is not None and (not isinstance(match_feats, torch.Tensor) or match_feats.dtype != torch.float32
+                                    or match_feats.shape != feats.shape):
+        return "matching features do not fit the features table"
     if amps.shape[1] != N_HARMONICS:
         return f"{amps.shape[1]} harmonic amplitudes per frame, expected {N_HARMONICS}"
     if not isinstance(names, list) or starts.dim() != 1 or len(names) != starts.numel() or starts.numel() == 0:
@@ -195,7 +214,9 @@ def _check_tables(tensors: dict, names: object, dim: int | None) -> str | None:
 def _checksum(tensors: dict, names: Sequence[str]) -> str:
     """blake2b of the tables' bytes, shapes and dtypes, and the file names."""
     digest = hashlib.blake2b(digest_size=16)
-    for key in ("feats", "f0_hz", "amps", "starts"):
+    for key in ("feats", "f0_hz", "amps", "starts", "match_feats"):
+        if key not in tensors:
+            continue
         tensor = tensors[key]
         digest.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.contiguous().numpy().tobytes())

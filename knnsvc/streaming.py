@@ -162,7 +162,11 @@ class StreamingConverter:
         if pool.num_frames < cfg.n_candidates:
             raise ValueError(f"the reference is too short: {pool.num_frames} frames, at least {cfg.n_candidates}")
         self.dtype = torch.float64 if cfg.precision == "float64" else torch.float32
-        self.pool_unit = unit_rows(pool.feats.to(device=converter.device, dtype=self.dtype))
+        self.match_layers = cfg.match_layers
+        if self.match_layers and pool.match_feats is None:
+            raise ValueError(f"match_layers={self.match_layers}, but the reference pool was built without them")
+        keys = pool.match_feats if self.match_layers else pool.feats
+        self.pool_unit = unit_rows(keys.to(device=converter.device, dtype=self.dtype))
         self.neighbours = Neighbours.of(pool.num_frames, pool.starts if cfg.respect_file_boundaries else None)
         kind = converter.kind
         self.smooth = kind.uses_harmonics or cfg.smooth_every_vocoder
@@ -251,16 +255,16 @@ class StreamingConverter:
         seen = min(stop + self.lookahead, total)  # frames with features this step
         window_end = min(self.n_samples, self._samples_needed(stop)) if not final else self.n_samples
 
-        feats = self._wavlm(max(0, start - self.context), window_end, start, seen)  # (seen - start, D)
+        feats, keys = self._wavlm(max(0, start - self.context), window_end, start, seen)  # (seen - start, D) each
         f0_hz = self._f0(max(0, start - self.f0_context), window_end, start, seen)  # (seen - start,)
         n_new = stop - start
         ratio_f0 = self._shifted(torch.cat([self.source_f0, f0_hz]))[start:]  # target f0, frames start..seen
         self.source_f0 = torch.cat([self.source_f0, f0_hz[:n_new]])
 
-        block_feats, block_amps = self._match(feats[:n_new], ratio_f0[:n_new], f0_hz[:n_new])
+        block_feats, block_amps = self._match(feats[:n_new], keys[:n_new], ratio_f0[:n_new], f0_hz[:n_new])
         self.history.append(block_feats, ratio_f0[:n_new], block_amps)
         ahead = min(seen, stop + self.vocoder_lookahead) - stop
-        ahead_feats, ahead_amps = self._provisional(feats[n_new : n_new + ahead], ratio_f0[n_new : n_new + ahead])
+        ahead_feats, ahead_amps = self._provisional(keys[n_new : n_new + ahead], ratio_f0[n_new : n_new + ahead])
 
         wav = self._vocode(start, stop, ahead_feats, ratio_f0[n_new : n_new + ahead], ahead_amps)
         out = self._join(wav, start, stop, last=final and stop == total)
@@ -272,10 +276,13 @@ class StreamingConverter:
         self.compute_seconds.append(time.perf_counter() - tick)
         return out
 
-    def _wavlm(self, first_sample_frame: int, end: int, start: int, stop: int) -> torch.Tensor:
-        """(stop - start, D) features of frames start..stop-1 from WavLM over the window."""
-        window = self._window_features("wavlm", first_sample_frame, end)
-        return window[start - first_sample_frame : stop - first_sample_frame]
+    def _wavlm(self, first_sample_frame: int, end: int, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Synthesis and matching features (stop - start, D) of frames start..stop-1, from WavLM
+        over the window (the same tensor twice unless `match_layers` are set)."""
+        rows = slice(start - first_sample_frame, stop - first_sample_frame)
+        feats = self._window_features("wavlm", first_sample_frame, end)[rows]
+        keys = self._window_features("match", first_sample_frame, end)[rows] if self.match_layers else feats
+        return feats, keys
 
     def _f0(self, first_sample_frame: int, end: int, start: int, stop: int) -> torch.Tensor:
         window = self._window_features("f0", first_sample_frame, end)
@@ -287,11 +294,15 @@ class StreamingConverter:
         if key not in self._windows:
             self._windows = {k: v for k, v in self._windows.items() if k[0] != what}
             samples = self.received[first_frame * HOP_LENGTH - self.received_start : end - self.received_start]
-            if what == "wavlm":
-                features = self.converter.encoder(samples.to(self.converter.device)).float().cpu()
+            if what == "f0":
+                self._windows[key] = self.converter.f0(samples, None)
+            elif self.match_layers:  # one pass gives both
+                pairs = list(self.converter.encoder.chunks_with_matching(samples, self.match_layers))
+                self._windows = {k: v for k, v in self._windows.items() if k[0] == "f0"}
+                self._windows[("wavlm", first_frame, end)] = torch.cat([p[0] for p in pairs]).cpu()
+                self._windows[("match", first_frame, end)] = torch.cat([p[1] for p in pairs]).cpu()
             else:
-                features = self.converter.f0(samples, None)
-            self._windows[key] = features
+                self._windows[key] = self.converter.encoder(samples.to(self.converter.device)).float().cpu()
         return self._windows[key]
 
     def _shifted(self, f0_hz: torch.Tensor) -> torch.Tensor:
@@ -319,11 +330,12 @@ class StreamingConverter:
         return shift_semitones(f0_hz, self.semitones)
 
     def _match(
-        self, feats: torch.Tensor, f0_target: torch.Tensor, f0_source: torch.Tensor
+        self, feats: torch.Tensor, keys: torch.Tensor, f0_target: torch.Tensor, f0_source: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The block's vocoder features (B, D) and amplitudes (B, H), as `KnnSvc.match` makes them."""
+        """The block's vocoder features (B, D) and amplitudes (B, H), as `KnnSvc.match` makes them
+        (`keys`: the features matched on; `feats`: the source's synthesis features, for blends)."""
         cfg = self.converter.config
-        query = feats.to(device=self.converter.device, dtype=self.dtype)
+        query = keys.to(device=self.converter.device, dtype=self.dtype)
         candidates = cosine_topk(query, self.pool_unit, cfg.n_candidates, pool_is_unit=True).cpu()
         query_unit = unit_rows(query)
         indices_a = candidates[:, : cfg.topk]
@@ -365,7 +377,8 @@ class StreamingConverter:
     def _provisional(
         self, feats: torch.Tensor, f0_target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Lookahead frames matched without reselection or optimisation (vocoder context only)."""
+        """Lookahead frames (their matching features) matched without reselection or
+        optimisation, for the vocoder's context only."""
         cfg = self.converter.config
         if feats.shape[0] == 0:
             return feats, None if not self.converter.kind.uses_harmonics else torch.zeros(0, self.pool.amps.shape[1])

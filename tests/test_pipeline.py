@@ -1,5 +1,7 @@
 """The converter end to end on the golden inputs, with the tiny checkpoints in official formats."""
 
+import math
+
 import pytest
 import torch
 
@@ -158,3 +160,65 @@ def test_blocks_give_the_whole_recording_result(encoder, golden_dir, golden, mon
     pieces = list(blocked.vocode_blocks(blocked.match(analysed, pool)))
     assert len(pieces) == 5 and sum(p.numel() for p in pieces) == expected.numel() == 512 * 320
     assert si_snr_db(torch.cat(pieces), expected) >= 100.0
+
+
+# ------------------------------------------------------------------------------ RVC-style controls
+def test_index_rate_and_protect_blend_the_source_features(encoder, harmonic, pool, golden):
+    source = KnnSvc(encoder, harmonic[1], harmonic[0]).analyse(golden["src_wav"])
+    matched = KnnSvc(encoder, harmonic[1], harmonic[0], NO_POST_OPT).match(source, pool).feats
+    own = source.feats
+    half = KnnSvc(encoder, harmonic[1], harmonic[0],
+                  MatchConfig(concat_weight=None, optimise_weights=False, index_rate=0.25)).match(source, pool)
+    torch.testing.assert_close(half.feats, (0.25 * matched.double() + 0.75 * own.double()).float(), rtol=0, atol=1e-6)
+    only_source = KnnSvc(encoder, harmonic[1], harmonic[0],
+                         MatchConfig(concat_weight=None, optimise_weights=False, index_rate=0.0)).match(source, pool)
+    assert torch.equal(only_source.feats, own)
+
+    unvoiced = source.f0_hz <= 0
+    assert 0 < int(unvoiced.sum()) < source.num_frames
+    protected = KnnSvc(encoder, harmonic[1], harmonic[0],
+                       MatchConfig(concat_weight=None, optimise_weights=False, protect=0.1)).match(source, pool)
+    assert torch.equal(protected.feats[~unvoiced], matched[~unvoiced])
+    expected = (0.1 * matched[unvoiced].double() + 0.9 * own[unvoiced].double()).float()
+    torch.testing.assert_close(protected.feats[unvoiced], expected, rtol=0, atol=1e-6)
+    off = KnnSvc(encoder, harmonic[1], harmonic[0], MatchConfig(concat_weight=None, optimise_weights=False,
+                                                                protect=0.5)).match(source, pool)
+    assert torch.equal(off.feats, matched)
+
+
+def test_rms_mix_makes_the_output_envelope_follow_the_source(encoder, harmonic, pool, golden):
+    wav = golden["src_wav"].clone()
+    wav[wav.numel() // 2 :] *= 0.1  # the second half 20 dB quieter
+    level = lambda x: float(x.square().mean().sqrt())  # noqa: E731
+    quarter = wav.numel() // 4
+
+    def drop_db(out):
+        return 20 * math.log10(level(out[quarter : 2 * quarter - 4000]) / level(out[2 * quarter + 4000 : 3 * quarter]))
+
+    plain = KnnSvc(encoder, harmonic[1], harmonic[0], NO_POST_OPT).convert(wav, pool)
+    follow = KnnSvc(encoder, harmonic[1], harmonic[0],
+                    MatchConfig(concat_weight=None, optimise_weights=False, rms_mix=1.0)).convert(wav, pool)
+    assert follow.shape == plain.shape
+    assert abs(drop_db(follow) - 20.0) < 4.0
+    assert abs(drop_db(plain) - 20.0) > abs(drop_db(follow) - 20.0)
+
+
+def test_matching_layers_choose_frames_while_the_vocoder_gets_layer_6(encoder, harmonic, golden):
+    config = MatchConfig(concat_weight=None, optimise_weights=False, match_layers=[20, 21, 22, 23, 24])
+    converter = KnnSvc(encoder, harmonic[1], harmonic[0], config)
+    deep_pool = converter.build_pool([golden["ref_wav"]])
+    ref_states = encoder.hidden_states(golden["ref_wav"])  # (7, N, D) to layer 6 ...
+    deep = WavLMEncoder(encoder.wavlm, layer=24).hidden_states(golden["ref_wav"])
+    torch.testing.assert_close(deep_pool.match_feats, deep[20:25].mean(0), rtol=0, atol=1e-5)
+    torch.testing.assert_close(deep_pool.feats, ref_states[6], rtol=0, atol=1e-6)
+
+    result = converter.match(golden["src_wav"], deep_pool)
+    src_deep = WavLMEncoder(encoder.wavlm, layer=24).hidden_states(golden["src_wav"])[20:25].mean(0)
+    from knnsvc.matching import cosine_topk
+
+    expected = cosine_topk(src_deep.double(), deep_pool.match_feats.double(), 32)
+    assert torch.equal(result.candidates, expected)
+    torch.testing.assert_close(result.feats, deep_pool.feats[expected[:, :4]].mean(1), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="analysed without them"):
+        converter.match(golden["src_wav"], KnnSvc(encoder, harmonic[1], harmonic[0]).build_pool([golden["ref_wav"]]))
+    assert converter.pool_settings()["match_layers"] == [20, 21, 22, 23, 24]
