@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -221,21 +221,6 @@ def _checksum(tensors: dict, names: Sequence[str]) -> str:
         digest.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.contiguous().numpy().tobytes())
     digest.update("|".join(names).encode())
-    return digest.hexdigest()
-
-
-def cache_key(audio_files: Iterable[str | Path], encoder_id: str, settings: dict) -> str:
-    """Content address of a pool: the audio bytes, the encoder weights and the settings.
-
-    File names and locations do not enter the key, so a moved or renamed recording still hits.
-    """
-    digest = hashlib.blake2b(digest_size=20)
-    digest.update(f"pool-v{POOL_FORMAT_VERSION}|{encoder_id}|{sorted(settings.items())}".encode())
-    for path in audio_files:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"|")
     return digest.hexdigest()
 
 

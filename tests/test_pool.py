@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from knnsvc.pool import ReferencePool, cache_key
+from knnsvc.pool import ReferencePool
+from knnsvc.references import PoolCache
 
 
 def _pool(n, name, offset=0.0):
@@ -49,15 +50,17 @@ def test_mismatched_tables_are_rejected():
         ReferencePool(torch.zeros(3, 2), torch.zeros(2), torch.zeros(3, 49))
 
 
-def test_cache_key_follows_content_encoder_and_settings(tmp_path):
-    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+def test_cache_entries_follow_content_and_settings(tmp_path):
+    """Per-file entries are addressed by the audio bytes and the settings, not names or places."""
+    a = tmp_path / "a.wav"
     a.write_bytes(b"one")
-    b.write_bytes(b"two")
-    key = cache_key([a, b], "enc1", {"layer": 6})
-    renamed = tmp_path / "renamed.wav"
+    cache = PoolCache(tmp_path / "cache", {"encoder": "enc1", "layer": 6})
+    entry = cache.entry(a)
+    renamed = tmp_path / "elsewhere" / "renamed.wav"
+    renamed.parent.mkdir()
     renamed.write_bytes(b"one")
-    assert cache_key([renamed, b], "enc1", {"layer": 6}) == key
-    assert cache_key([a, b], "enc2", {"layer": 6}) != key
-    assert cache_key([a, b], "enc1", {"layer": 7}) != key
-    b.write_bytes(b"changed")
-    assert cache_key([a, b], "enc1", {"layer": 6}) != key
+    assert cache.entry(renamed) == entry
+    assert PoolCache(tmp_path / "cache", {"encoder": "enc2", "layer": 6}).entry(a) != entry
+    assert PoolCache(tmp_path / "cache", {"encoder": "enc1", "layer": 7}).entry(a) != entry
+    a.write_bytes(b"changed")
+    assert cache.entry(a) != entry

@@ -149,7 +149,7 @@ def test_bad_corpus_input_is_reported(tmp_path, encoder, caplog):
     corpus = tmp_path / "corpus"
     make_corpus(corpus, n_speakers=1, n_utterances=3, seconds=0.8, nested=False)
     (corpus / "singer0" / "broken.wav").write_bytes(b"RIFF not really a wave file")
-    sf.write(corpus / "singer0" / "tiny.wav", np.zeros(200, dtype=np.float32), 16000)
+    sf.write(corpus / "singer0" / "tiny.wav", np.full(200, 0.1, dtype=np.float32), 16000)
     make_corpus(
         corpus / "lonely", n_speakers=1, n_utterances=1, seconds=0.8, nested=False
     )  # lonely/singer0/utt0
@@ -161,7 +161,7 @@ def test_bad_corpus_input_is_reported(tmp_path, encoder, caplog):
     reasons = summary.skipped_files
     assert set(reasons) == {"singer0/broken.wav", "singer0/tiny.wav", "lonely/singer0/utt0.wav"}
     assert "not a readable audio file" in reasons["singer0/broken.wav"]
-    assert "too short for a single WavLM frame" in reasons["singer0/tiny.wav"]
+    assert "too short" in reasons["singer0/tiny.wav"]
     assert "no other utterance" in reasons["lonely/singer0/utt0.wav"]
     manifest = json.loads((tmp_path / "o2" / "prematch_manifest.json").read_text())
     assert manifest["files"]["singer0/broken.wav"]["status"] == "skipped"

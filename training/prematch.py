@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from hifigan.generator import VocoderKind
 from knnsvc import __version__
-from knnsvc.audio import AudioError, load_audio
+from knnsvc.audio import AudioError
 from knnsvc.config import SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.files import atomic_path
@@ -43,6 +43,7 @@ from knnsvc.harmonics import magnitude_spectrogram
 from knnsvc.matching import pitch_priority
 from knnsvc.pipeline import KnnSvc, MatchConfig, SourceFeatures
 from knnsvc.pool import ReferencePool
+from knnsvc.references import usable_recording
 from knnsvc.runtime import resolve_device
 from training.corpus import CorpusFile, PoolUnit, scan_corpus
 from training.features import FEATURE_FORMAT, FEATURE_FORMAT_VERSION, PrematchedFeatures, feature_relpath
@@ -316,11 +317,7 @@ class Prematcher:
         bar.update(1)
 
     def _analyse(self, path: Path) -> _Analysis:
-        wav = load_audio(path)
-        if self.encoder.num_frames(wav.numel()) == 0:
-            raise AudioError(
-                path, f"too short for a single WavLM frame ({wav.numel()} samples, needs more than 320)"
-            )
+        wav = usable_recording(path, self.svc)  # the checks every reference recording passes
         pool = self.svc.reference_pool(wav, name=str(path))
         spec = magnitude_spectrogram(wav)[: pool.num_frames]
         return _Analysis(pool=pool, spec_l1=spec.sum(dim=1), num_samples=wav.numel())

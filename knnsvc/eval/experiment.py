@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from knnsvc.audio import AudioError, is_silent, load_audio, save_audio
-from knnsvc.config import SAMPLE_RATE
+from knnsvc.audio import AudioError, load_audio, save_audio
+from knnsvc.config import SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.eval import plots
 from knnsvc.eval.dataset import ConversionJob, Problems, plan_all_pairs, read_pair_list, scan_speakers
 from knnsvc.eval.report import table1_markdown, write_csv, write_json
@@ -36,6 +36,7 @@ from knnsvc.eval.speaker import Trial
 from knnsvc.eval.speed import peak_cuda_gb, peak_rss_gb, reset_peak_rss
 from knnsvc.eval.suite import EvalItem, SuiteSettings, run_suite
 from knnsvc.pipeline import MatchConfig
+from knnsvc.references import PoolCache, build_reference_pool, usable_recording
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +145,15 @@ class Converter:
 
             s = self.settings
             device = torch.device(s.device)
-            wavlm = load_wavlm(s.wavlm, device=device, progress=False)
+            depth = max([WAVLM_LAYER, *(s.match.match_layers or [])])
+            wavlm = load_wavlm(s.wavlm, device=device, progress=False, num_layers=depth)
             kind, vocoder = load_vocoder(s.vocoder, s.vocoder_config, device=device, progress=False)
             if s.expect_vocoder_kind and kind.value != s.expect_vocoder_kind:
                 raise ValueError(
                     f"{s.vocoder}: is a {kind.value} vocoder, but system '{s.system}' needs a "
                     f"{s.expect_vocoder_kind} vocoder"
                 )
-            self._model = KnnSvc(WavLMEncoder(wavlm), vocoder, kind, config=s.match)
+            self._model = KnnSvc(WavLMEncoder(wavlm, layer=WAVLM_LAYER), vocoder, kind, config=s.match)
             log.info("loaded %s + %s (%s vocoder) on %s", s.wavlm, s.vocoder, kind.value, device)
         return self._model
 
@@ -159,16 +161,15 @@ class Converter:
         """The speaker's reference pool (cut to `reference_seconds`), built or read from the cache."""
         if speaker in self._pools:
             return self._pools[speaker]
-        from knnsvc.convert import pool_cache_file, reference_pool
 
         def on_bad_file(err: AudioError) -> None:
             self.problems.report(str(err.path), f"left out of the reference pool of '{speaker}': {err}")
 
-        cache_file = pool_cache_file(self.model, files, self.settings.cache_dir / "pools")
-        cached = cache_file.is_file()
+        cache = PoolCache(self.settings.cache_dir / "pools", self.model.pool_settings())
+        self.model.timings = {}
         start = time.perf_counter()
-        pool, _ = reference_pool(self.model, files, cache_file, on_bad_file)
-        if not cached:
+        pool, _ = build_reference_pool(self.model, files, cache, on_bad_file)
+        if self.model.timings.get("encode"):  # something had to be encoded (not all from the cache)
             self.pool_seconds[speaker] = time.perf_counter() - start
         if pool is not None and self.settings.reference_seconds is not None:
             pool = pool.head(self.settings.reference_seconds)
@@ -181,9 +182,7 @@ class Converter:
         if pool is None:
             raise ValueError(f"no usable reference recording of target speaker '{job.target_speaker}'")
         model = self.model
-        wav_16k = load_audio(job.source)
-        if is_silent(wav_16k):
-            raise AudioError(job.source, "the recording is silent")
+        wav_16k = usable_recording(job.source, model)
         reset_peak_rss()
         if torch.device(self.settings.device).type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -200,6 +199,7 @@ class Converter:
                 "indices_wavlm": result.indices_wavlm,
                 "weights_wavlm": result.weights_wavlm.float(),
                 "shift_ratio": float(result.shift_ratio),
+                "semitones": float(result.semitones),
                 "stage_seconds": dict(model.timings),
                 "audio_seconds": wav_16k.numel() / SAMPLE_RATE,
                 "peak_rss_gb": peak_rss_gb(),
