@@ -25,6 +25,7 @@ import soxr
 import torch
 
 from knnsvc.config import SAMPLE_RATE
+from knnsvc.runtime import first_line
 from knnsvc.files import atomic_path, scratch_path
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, nonfinit
             wav, num_read, num_bad = _read_mono(file, sample_rate)
             num_values = num_read * file.channels
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioError(path, f"not a readable audio file ({_first_line(err)})") from None
+        raise AudioError(path, f"not a readable audio file ({first_line(err)})") from None
     if num_read == 0:
         raise AudioError(path, "contains no samples")
     if num_bad and nonfinite == "error":
@@ -504,7 +505,7 @@ def _write_errors(path: Path, failure: str = "could not write") -> Iterator[None
         if err.code == _SFE_SYSTEM and _free_bytes(path.parent) < _FULL_DISK_BYTES:
             raise AudioError(path, "no space left on the device; nothing was written") from None
         message = err.error_string.strip().removeprefix("Error : ") or str(err)
-        raise AudioError(path, f"{failure} ({_first_line(message)})") from None
+        raise AudioError(path, f"{failure} ({first_line(message)})") from None
 
 
 @contextmanager
@@ -544,8 +545,3 @@ def _nonfinite(num_bad: int, total: int) -> str:
 
 def _mib(num_bytes: int) -> str:
     return f"{num_bytes / 2**20:.1f} MiB"
-
-
-def _first_line(err: BaseException | str) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -52,7 +52,7 @@ from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.files import remove_stale_temporaries
 from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, PROTECT_OFF, KnnSvc, MatchConfig, Progress
-from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, get_f0_extractor, parse_pitch_shift
+from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, get_f0_extractor, pitch_shift_argument
 from knnsvc.pool import ReferencePool
 from knnsvc.references import PoolCache, build_reference_pool, usable_recording
 from knnsvc.runtime import first_line, resolve_device
@@ -129,13 +129,6 @@ def _layers(text: str) -> list[int]:
     return sorted(layers)
 
 
-def _pitch_shift(text: str) -> str | float | None:
-    try:
-        return parse_pitch_shift(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The CLI; defaults come from `MatchConfig` (one default per setting)."""
     parser = argparse.ArgumentParser(
@@ -184,7 +177,7 @@ def add_conversion_arguments(parser: argparse.ArgumentParser, pitch_shift: objec
                            help="no reselection and no weight optimisation: mean of the top-k (no_post_opt)")
     parser.add_argument("--topk", type=int, default=defaults.topk,
                         help="neighbours averaged per frame (default: %(default)s)")
-    parser.add_argument("--pitch-shift", type=_pitch_shift, default=pitch_shift,
+    parser.add_argument("--pitch-shift", type=pitch_shift_argument, default=pitch_shift,
                         metavar="|".join(AUTO_SHIFTS) + "|SEMITONES|none",
                         help="auto: move the source's median pitch to the reference's (the paper); auto-semitone / "
                              "auto-octave: the same rounded to whole semitones / octaves (octaves keep a song's "

@@ -25,10 +25,11 @@ from hifigan.generator import VocoderKind, build_generator
 from knnsvc import checkpoints
 from knnsvc.checkpoints import DEFAULT_VOCODER, DEFAULT_WAVLM, RELEASES
 from knnsvc.encoder import WavLMEncoder
-from knnsvc.knnvc import KnnVc, default_device
+from knnsvc.knnvc import KnnVc
 from knnsvc.config import WAVLM_LAYER
 from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, KnnSvc, MatchConfig
 from knnsvc.pitch import get_f0_extractor
+from knnsvc.runtime import resolve_device
 from wavlm import WavLM, WavLMConfig
 from wavlm.config import WAVLM_LARGE_CFG
 
@@ -58,7 +59,7 @@ def wavlm_large(
         seed: random initialisation seed for ``pretrained=False``.
         num_layers: keep only the first transformer blocks (default: all of them).
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     if pretrained:
         return checkpoints.load_wavlm(checkpoint, device=device, progress=progress, num_layers=num_layers)
     _refuse_path(checkpoint, "checkpoint")
@@ -94,7 +95,7 @@ def hifigan_wavlm(
             for a checkpoint the widths read from its shapes.
         seed: random initialisation seed for ``pretrained=False``.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     if checkpoint is None:
         checkpoint = "knnvc-prematched" if prematched else "knnvc"
     kind, generator = _vocoder(pretrained, checkpoint, config, device, progress, seed)
@@ -127,7 +128,7 @@ def knn_vc(
         vocoder_config, wavlm_config: architectures (mainly for ``pretrained=False``).
         seed: random initialisation seed for ``pretrained=False``.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     encoder = wavlm_large(pretrained, progress, device, wavlm, wavlm_config, seed)
     generator, config = hifigan_wavlm(pretrained, progress, prematched, device, vocoder, vocoder_config, seed)
     checkpoints.check_compatible(encoder, generator, wavlm, vocoder)
@@ -171,7 +172,7 @@ def knn_svc(
         A `KnnSvc`: ``build_pool(wavs)`` then ``convert(wav_16k, pool)``. Only the WavLM blocks
         the converter uses are kept in memory.
     """
-    device = torch.device(device)
+    device = resolve_device(device)
     config = MatchConfig(**match_options)
     f0_extractor = get_f0_extractor(f0, device)
     depth = max([WAVLM_LAYER, *(config.match_layers or [])])

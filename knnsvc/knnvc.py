@@ -26,6 +26,7 @@ from hifigan.config import HiFiGANConfig
 from knnsvc.audio import load_audio, loudness_normalise
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.matching import cosine_topk
+from knnsvc.runtime import resolve_device
 from wavlm import WavLM
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,6 @@ VAD_MIN_BURST_FRAMES = 3
 """Active runs shorter than this (30 ms) are ignored as clicks."""
 VAD_CEILING_BELOW_PEAK_DB = 30.0
 """A frame within this many dB of the loudest frame always counts as active."""
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def trim_silence(wav_16k: torch.Tensor, trigger_level: float = 7.0, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
@@ -110,7 +106,7 @@ class KnnVc(nn.Module):
         device: str | torch.device | None = None,
     ) -> None:
         super().__init__()
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.wavlm = wavlm.eval().to(self.device)
         self.hifigan = hifigan.eval().to(self.device)
         self.h = hifigan_cfg

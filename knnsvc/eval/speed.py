@@ -1,57 +1,18 @@
-"""Speed and memory: per-stage wall-clock seconds, real-time factor, peak RSS and CUDA memory.
+"""Speed and memory: real-time factor, peak RSS and CUDA memory.
 
-Usage::
-
-    timer = StageTimer(device)
-    with timer.stage("analyse"):
-        source = model.analyse(wav_16k)
-    ...
-    rtf = real_time_factor(timer.total(("analyse", "match", "vocode")), len(wav_16k) / 16000)
-
-On CUDA every stage boundary synchronises the device so that asynchronous kernels are charged to
-the stage that launched them.
+Stage seconds come from the converter itself (`KnnSvc.timings`, a `knnsvc.runtime.StageTimer`
+that synchronises CUDA, so GPU work is charged to the stage that launched it).
 """
 
 from __future__ import annotations
 
 import resource
 import sys
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 BYTES_PER_GB = 1024**3
-
-
-class StageTimer:
-    """Accumulates wall-clock seconds per named stage (a stage may run several times)."""
-
-    def __init__(self, device: str | torch.device = "cpu") -> None:
-        self.seconds: dict[str, float] = {}
-        self._cuda = torch.device(device).type == "cuda"
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        self._sync()
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._sync()
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-    def total(self, names: Iterable[str] | None = None) -> float:
-        """Sum of the given stages' seconds (all stages when `names` is None)."""
-        if names is None:
-            return sum(self.seconds.values())
-        return sum(self.seconds.get(name, 0.0) for name in names)
-
-    def _sync(self) -> None:
-        if self._cuda:
-            torch.cuda.synchronize()
 
 
 def real_time_factor(processing_seconds: float, audio_seconds: float) -> float | None:

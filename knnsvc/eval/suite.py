@@ -38,6 +38,7 @@ from knnsvc.eval.speaker import (
     per_speaker_eer,
 )
 from knnsvc.eval.speed import real_time_factor
+from knnsvc.runtime import first_line
 from knnsvc.pitch import harvest_f0
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class EvalContext:
     def fail(self, item: EvalItem | str, metric: str, err: BaseException) -> None:
         """Report that `metric` could not be computed for one item."""
         item_id = item if isinstance(item, str) else item.item_id
-        message = _one_line(err)
+        message = first_line(err)
         self.problems.report(item_id, f"{metric}: {message}")
         if item_id in self.rows:
             previous = self.rows[item_id].get("error")
@@ -144,11 +145,6 @@ def _base_row(item: EvalItem) -> dict[str, Any]:
         "target_speaker": item.target_speaker,
         "converted": str(item.converted),
     }
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -180,7 +176,7 @@ def speaker_metric(ctx: EvalContext) -> dict[str, Any]:
                 embeddings.append(embed(str(path)))
             except (AudioError, ValueError, RuntimeError) as err:
                 unusable.add(str(path))
-                ctx.problems.report(str(path), f"target recording left out of the speaker metrics: {_one_line(err)}")
+                ctx.problems.report(str(path), f"target recording left out of the speaker metrics: {first_line(err)}")
         if embeddings:
             centroids[speaker] = np.mean(embeddings, axis=0)
     sims = []
@@ -217,7 +213,7 @@ def speaker_metric(ctx: EvalContext) -> dict[str, Any]:
                 pair.append(embed(side))
             except (AudioError, ValueError, RuntimeError) as err:
                 unusable.add(side)
-                ctx.problems.report(side, f"left out of the EER trials: {_one_line(err)}")
+                ctx.problems.report(side, f"left out of the EER trials: {first_line(err)}")
                 break
         if len(pair) == 2:
             scored_trials.append(trial)
@@ -438,6 +434,6 @@ def run_suite(
         try:
             summary.update(metric(ctx))
         except (ImportError, RuntimeError, OSError, ValueError) as err:
-            problems.report(f"metric '{name}'", f"not computed: {_one_line(err)}")
+            problems.report(f"metric '{name}'", f"not computed: {first_line(err)}")
     summary["n_items"] = len(ctx.items)
     return SuiteResult(rows=[ctx.rows[item.item_id] for item in ctx.items], summary=summary)
