@@ -340,3 +340,12 @@ def test_module_entry_point_runs(small):
     done = subprocess.run([sys.executable, "-m", "knnsvc.convert", "--list-checkpoints"], capture_output=True,
                           text=True, env=env, check=False)
     assert done.returncode == 0 and "knnsvc-singing" in done.stdout
+
+
+def test_readme_offline_example_converts_the_shipped_recordings(tmp_path):
+    """README command 1's offline variant: the example recordings with the tiny checkpoints."""
+    examples = Path(__file__).parents[1] / "examples"
+    out = tmp_path / "converted.wav"
+    assert convert.main([str(examples / "source.wav"), str(examples / "target_singer"), "-o", str(out),
+                         "--wavlm", WAVLM, "--vocoder", HARMONIC, "-q"]) == 0
+    assert sf.info(out).frames == sf.info(examples / "source.wav").frames // 320 * 320
