@@ -123,9 +123,12 @@ class StreamingConverter:
         f0_context_s: past audio the F0 extractor sees (Harvest is slow on long windows).
         vocoder_context_frames: past frames the vocoder sees (default: its receptive field,
             which makes the left side exact).
+        keep_features: keep every block's WavLM features in `source_features` (to measure how
+            far the windowed features move from offline ones).
 
     Attributes:
         compute_seconds: compute time of every step, for real-time factors.
+        source_features: the blocks' (B, D) WavLM features, with `keep_features`.
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class StreamingConverter:
         sola_ms: float = DEFAULT_SOLA_MS,
         f0_context_s: float = DEFAULT_F0_CONTEXT_S,
         vocoder_context_frames: int | None = None,
+        keep_features: bool = False,
     ) -> None:
         if converter.vocoder is None:
             raise ValueError("streaming needs a converter with a vocoder")
@@ -192,6 +196,8 @@ class StreamingConverter:
         self.tail: torch.Tensor | None = None  # held-back output of the last `crossfade` frames
         self.emitted = 0
         self.compute_seconds: list[float] = []
+        self.keep_features = keep_features
+        self.source_features: list[torch.Tensor] = []
         self.semitones: float = 0.0
         self._windows: dict[tuple[str, int, int], torch.Tensor] = {}
 
@@ -261,6 +267,8 @@ class StreamingConverter:
         ratio_f0 = self._shifted(torch.cat([self.source_f0, f0_hz]))[start:]  # target f0, frames start..seen
         self.source_f0 = torch.cat([self.source_f0, f0_hz[:n_new]])
 
+        if self.keep_features:
+            self.source_features.append(feats[:n_new].clone())
         block_feats, block_amps = self._match(feats[:n_new], keys[:n_new], ratio_f0[:n_new], f0_hz[:n_new])
         self.history.append(block_feats, ratio_f0[:n_new], block_amps)
         ahead = min(seen, stop + self.vocoder_lookahead) - stop
@@ -432,7 +440,10 @@ class StreamingConverter:
         """
         offset = (start - self._window_first) * HOP_LENGTH  # sample of frame `start` in wav
         fade = self.crossfade * HOP_LENGTH
-        shift = 0 if self.tail is None else self._sola(wav, offset - fade)
+        # the last block keeps its end where the input ends (no shift), so the length stays exact;
+        # a later shift needs that many samples after `stop` for the next tail
+        room_after = wav.numel() - (stop - self._window_first) * HOP_LENGTH
+        shift = 0 if self.tail is None or last else self._sola(wav, offset - fade, room_after)
         end = (stop - self._window_first - (0 if last else self.crossfade)) * HOP_LENGTH + shift
         if self.tail is None:  # the first block: nothing to crossfade with
             out = wav[offset:end]
@@ -445,12 +456,13 @@ class StreamingConverter:
         self.emitted += out.numel()
         return out
 
-    def _sola(self, wav: torch.Tensor, at: int) -> int:
-        """The shift in [-sola, sola] samples that best aligns wav[at + shift:] with the tail."""
+    def _sola(self, wav: torch.Tensor, at: int, room_after: int) -> int:
+        """The shift in [-sola, sola] samples that best aligns wav[at + shift:] with the tail
+        (at most `room_after` to the right, at least to the start of `wav` to the left)."""
         if self.sola == 0 or self.tail is None:
             return 0
         fade = self.tail.numel()
-        low, high = max(-self.sola, -at), min(self.sola, wav.numel() - at - fade - HOP_LENGTH)
+        low, high = max(-self.sola, -at), min(self.sola, room_after)
         if high < low:
             return 0
         tail = self.tail.double()

@@ -139,3 +139,14 @@ def test_cli_prints_latency_and_real_time_factors(tmp_path, capsys):
     assert line["rtf"]["median"] > 0 and line["rtf"]["max"] >= line["rtf"]["median"]
     assert sf.info(out).frames == 50 * HOP_LENGTH
     assert stream.main([str(source), str(reference), "-o", str(out), *tiny_args()]) == 1  # no overwrite
+
+
+def test_the_crossfade_alignment_never_changes_the_length(models, pool, monkeypatch):
+    """Whatever shift the SOLA search picks (here the largest, every time), the output keeps
+    the offline length."""
+    monkeypatch.setattr(StreamingConverter, "_sola", lambda self, wav, at, room: min(self.sola, room))
+    wav = sung_vowel(1.01, 240.0, seed=3)
+    for lookahead_ms in (0, 80):
+        streamer = StreamingConverter(converter(models), pool, block_ms=100, lookahead_ms=lookahead_ms,
+                                      crossfade_ms=40, sola_ms=8)
+        assert stream_all(streamer, wav, 999).shape == (wav.numel() // HOP_LENGTH * HOP_LENGTH,)

@@ -1,0 +1,311 @@
+"""`knnsvc-cover` end to end on tiny random models, offline: the streamed separation, the weights
+file, the outputs and every bad-input path."""
+
+from __future__ import annotations
+
+import socket
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+pytest.importorskip("demucs_infer")
+
+from conftest import sung_vowel
+from demucs_infer.apply import apply_model
+from demucs_infer.htdemucs import HTDemucs
+from test_convert_cli import error_lines, tiny_args
+
+from knnsvc import cover, separation
+from knnsvc.separation import (
+    HTDEMUCS_KWARGS,
+    SOURCES,
+    SeparationError,
+    VocalSeparator,
+    load_separation_model,
+    random_separation_model,
+    stem_loudness,
+)
+
+TINY_SEPARATOR = {"channels": 4, "depth": 3, "nfft": 512, "t_layers": 1, "t_heads": 1, "dconv_comp": 4,
+                  "bottom_channels": 0, "segment": Fraction(1)}
+"""A 25k-parameter HTDemucs with 1 s windows: the code paths of the real one, milliseconds a window."""
+
+STREAM_TOLERANCE = 1e-6
+"""Streamed separation vs `apply_model` on the whole signal: the same windows, weights and sums in
+the same order; only float32 rounding may differ, where the convolutions see a window that is a
+slice of a longer buffer (observed: 3e-8 on stems peaking at 0.19, i.e. 1.6e-7 of the peak)."""
+
+OUTPUT_NAMES = ("vocals.wav", "accompaniment.wav", "vocals_converted.wav", "remix.wav")
+
+
+def save_package(model: nn.Module, path: Path) -> Path:
+    """`model` in the official Demucs package format: the class pickled as demucs.htdemucs.HTDemucs
+    (as in the released file), float16 weights."""
+    args, kwargs = model._init_args_kwargs
+    package = {"klass": HTDemucs, "args": args, "kwargs": kwargs,
+               "state": {k: v.half() for k, v in model.state_dict().items()}}
+    module = HTDemucs.__module__
+    HTDemucs.__module__ = "demucs.htdemucs"  # demucs_infer aliases this name to itself
+    try:
+        torch.save(package, path)
+    finally:
+        HTDemucs.__module__ = module
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_separator(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("separator")
+    return save_package(random_separation_model(seed=0, **TINY_SEPARATOR), folder / "tiny_htdemucs.th")
+
+
+class StubSeparator(nn.Module):
+    """A 'separator' whose vocal stem is `vocal_gain` times the mix (the rest goes to 'other')."""
+
+    samplerate = 44100
+    audio_channels = 2
+    sources = SOURCES
+    segment = Fraction(1)
+
+    def __init__(self, vocal_gain: float) -> None:
+        super().__init__()
+        self.vocal_gain = vocal_gain
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:  # (B, C, W) -> (B, S, C, W)
+        vocals = self.vocal_gain * mix
+        return torch.stack([torch.zeros_like(mix), torch.zeros_like(mix), mix - vocals, vocals], dim=1)
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    """Use a StubSeparator (set its vocal gain with ``stub(gain)``) instead of the weights file."""
+
+    def use(vocal_gain: float) -> None:
+        monkeypatch.setattr(cover, "separator_weights", lambda path, progress: Path("stub"))
+        monkeypatch.setattr(cover, "load_separation_model", lambda path, device: StubSeparator(vocal_gain))
+
+    return use
+
+
+def make_song(path: Path, seconds: float = 2.0, rate: int = 44100, channels: int = 2, gain: float = 1.0,
+              seed: int = 0) -> np.ndarray:
+    """A sung vowel over a bass line and noise, times `gain`, written as 16-bit PCM; returns it as
+    read back, (L, C)."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * rate)
+    t = np.arange(n) / rate
+    vocal = 0.5 * sung_vowel(seconds, 220.0, sample_rate=rate, seed=seed).numpy()[:n]
+    backing = 0.04 * np.sin(2 * np.pi * 110 * t) + 0.01 * rng.standard_normal(n)
+    song = gain * np.stack([vocal + backing, vocal + 0.7 * backing][:channels], axis=1).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, song, rate, subtype="PCM_16")
+    return sf.read(path, dtype="float32", always_2d=True)[0]
+
+
+@pytest.fixture
+def ref(tmp_path) -> Path:
+    """A 1 s reference singer (50 frames, above the 32 candidates)."""
+    path = tmp_path / "singer" / "ref.wav"
+    path.parent.mkdir()
+    sf.write(path, sung_vowel(1.0, 196.0, seed=2).numpy(), 16000)
+    return path
+
+
+def run_cover(song: Path, ref: Path, *extra: str) -> int:
+    return cover.main([str(song), str(ref), *tiny_args(*extra)])
+
+
+# --------------------------------------------------------------------------- separation stage
+def test_release_is_the_one_demucs_infer_downloads():
+    from demucs_infer.checkpoint_catalog import (
+        get_checkpoint_artifact,
+        get_model_recipe,
+    )
+
+    [component] = get_model_recipe("htdemucs").components
+    artifact = get_checkpoint_artifact(component)
+    assert artifact.urls[0] == separation.HTDEMUCS_URL
+    assert artifact.sha256 == separation.HTDEMUCS_SHA256
+    model = HTDemucs(**HTDEMUCS_KWARGS)
+    assert sum(p.numel() for p in model.parameters()) == 41_984_456  # htdemucs's size
+    assert int(model.samplerate * model.segment) == 343_980  # 7.8 s windows
+
+
+@pytest.mark.parametrize("window_multiple", [0.6, 1.0, 3.4])
+def test_streamed_separation_equals_apply_model_on_the_whole_signal(window_multiple):
+    model = random_separation_model(seed=1, **TINY_SEPARATOR)
+    separator = VocalSeparator(model)
+    length = round(window_multiple * separator.window) + 17
+    mix = torch.randn(2, length, generator=torch.Generator().manual_seed(0))
+    blocks = [mix[:, i:i + 10_007] for i in range(0, length, 10_007)]
+    pieces = list(separator.stream(blocks))
+    streamed = torch.cat(pieces, dim=-1)
+    whole = apply_model(model, mix[None], shifts=0, split=True, overlap=0.25)[0]
+    assert streamed.shape == whole.shape == (len(SOURCES), 2, length)
+    assert all(p.shape[:2] == (4, 2) for p in pieces)
+    assert float((streamed - whole).abs().max()) <= STREAM_TOLERANCE * float(whole.abs().max())
+    if window_multiple > 1:
+        assert len(pieces) > 2  # yielded as the windows finish, not at the end
+
+
+def test_weights_file_loads_with_weights_only_and_other_pickles_are_refused(tiny_separator, tmp_path):
+    model = load_separation_model(tiny_separator)
+    assert isinstance(model, HTDemucs) and model.sources == SOURCES and not model.training
+    expected = random_separation_model(seed=0, **TINY_SEPARATOR).state_dict()
+    assert all(torch.equal(v, expected[k].half().float()) for k, v in model.state_dict().items())
+
+    package = torch.load(tiny_separator, weights_only=False)
+    package["extra"] = Path("anything")  # a pickled object beyond HTDemucs and Fraction
+    torch.save(package, tmp_path / "extra.th")
+    with pytest.raises(SeparationError, match=r"refused to load.*pathlib"):
+        load_separation_model(tmp_path / "extra.th")
+    torch.save({"state": {}}, tmp_path / "foreign.th")
+    with pytest.raises(SeparationError, match="not an HTDemucs model"):
+        load_separation_model(tmp_path / "foreign.th")
+    (tmp_path / "junk.th").write_bytes(b"not a checkpoint")
+    with pytest.raises(SeparationError, match="not a readable PyTorch checkpoint"):
+        load_separation_model(tmp_path / "junk.th")
+
+
+def test_offline_download_error_is_one_line_naming_url_and_destination(tmp_path, ref, monkeypatch, capsys):
+    with socket.socket() as probe:  # a local port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/955717e8-8726e21a.th"
+    monkeypatch.setattr(separation, "HTDEMUCS_URL", url)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    make_song(tmp_path / "song.wav", seconds=0.5)
+    assert run_cover(tmp_path / "song.wav", ref, "-o", str(tmp_path / "out")) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    destination = tmp_path / "torch" / "hub" / "checkpoints" / "955717e8-8726e21a.th"
+    assert url in line and str(destination) in line and "save it there" in line and "--separator" in line
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (48000, 2), (44100, 1), (48000, 1)])
+def test_cover_writes_remix_and_stems_at_the_songs_rate_and_layout(tiny_separator, ref, tmp_path, rate, channels):
+    song = make_song(tmp_path / "song.wav", seconds=1.5, rate=rate, channels=channels)
+    out = tmp_path / "out"
+    assert run_cover(tmp_path / "song.wav", ref, "-o", str(out), "--separator", str(tiny_separator),
+                     "--pitch-shift", "0") == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)
+    for name in ("vocals.wav", "accompaniment.wav", "remix.wav"):
+        info = sf.info(out / name)
+        assert (info.samplerate, info.channels, info.frames) == (rate, channels, len(song)), name
+    vocals = sf.read(out / "vocals.wav", dtype="float32", always_2d=True)[0]
+    accompaniment = sf.read(out / "accompaniment.wav", dtype="float32", always_2d=True)[0]
+    np.testing.assert_allclose(vocals + accompaniment, song, atol=1e-6)
+    assert np.abs(vocals).max() > 1e-3  # the random model still lets something through
+    converted = sf.info(out / "vocals_converted.wav")
+    assert (converted.samplerate, converted.channels) == (16000, 1)
+    remix = sf.read(out / "remix.wav", always_2d=True)[0]
+    assert np.isfinite(remix).all() and np.abs(remix).max() <= 1.0
+
+
+def test_auto_octave_cover_follows_the_vocal_stems_loudness(stub, ref, tmp_path, monkeypatch):
+    stub(1.0)  # vocals = the whole (voiced) song
+    args = cover.build_parser().parse_args(["song.wav", "ref.wav"])
+    assert args.pitch_shift == "auto-octave"  # covers keep the key; convert's default stays "auto"
+    make_song(tmp_path / "song.wav", seconds=1.5, gain=0.05)  # the random vocoder's output is mostly bass:
+    monkeypatch.chdir(tmp_path)  # quiet enough that its gain to the stem's loudness needs no peak limiting
+    assert run_cover(Path("song.wav"), ref) == 0
+    out = tmp_path / "song_cover_ref"  # the default output folder
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)
+    stem, converted = stem_loudness(out / "vocals.wav"), stem_loudness(out / "vocals_converted.wav")
+    assert -50 < stem < -30
+    assert abs(converted - stem) <= 0.5
+
+
+def test_skips_complete_folders_continues_partial_ones_and_overwrites_on_request(stub, ref, tmp_path, capsys):
+    stub(1.0)
+    make_song(tmp_path / "song.wav", seconds=1.0)
+    out = tmp_path / "out"
+    args = ["-o", str(out), "--pitch-shift", "0"]
+    assert run_cover(tmp_path / "song.wav", ref, *args) == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+
+    assert run_cover(tmp_path / "song.wav", ref, *args) == 0  # complete: skipped
+    err = capsys.readouterr().err
+    assert error_lines(err) == [] and "skipped" in err and "--overwrite" in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+    (out / "remix.wav").unlink()  # an interrupted run: only the remix is made again
+    assert run_cover(tmp_path / "song.wav", ref, *args, "--format", "flac") == 0
+    assert sf.info(out / "remix.flac").frames == sf.info(out / "vocals.wav").frames
+    assert all((out / name).stat().st_mtime_ns == stamps[name] for name in OUTPUT_NAMES[:3])
+
+    (out / "remix.flac").unlink()
+    assert run_cover(tmp_path / "song.wav", ref, *args, "--overwrite") == 0
+    assert all((out / name).stat().st_mtime_ns != stamps[name] for name in OUTPUT_NAMES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)  # no temporary leftovers
+
+
+# --------------------------------------------------------------------------- bad input
+def test_song_without_vocals_is_one_line(stub, ref, tmp_path, capsys):
+    stub(0.0)  # the separated vocal stem is silent
+    make_song(tmp_path / "song.wav", seconds=1.0)
+    assert run_cover(tmp_path / "song.wav", ref, "-o", str(tmp_path / "out")) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"ERROR: {tmp_path / 'song.wav'}: no vocals found") and "LUFS" in line
+    assert not (tmp_path / "out" / "vocals_converted.wav").exists()
+
+    stub(1.0)  # loud enough, but the converter finds not one voiced frame (an all-unvoiced F0 curve)
+    (tmp_path / "unvoiced.csv").write_text("0,0\n1,0\n")
+    assert run_cover(tmp_path / "song.wav", ref, "-o", str(tmp_path / "out2"), "--f0-file",
+                     str(tmp_path / "unvoiced.csv")) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"ERROR: {tmp_path / 'song.wav'}: no vocals found") and "voiced" in line
+
+
+def test_folder_of_songs_goes_on_after_bad_ones(stub, ref, tmp_path, capsys):
+    stub(1.0)
+    songs = tmp_path / "songs"
+    make_song(songs / "a.wav", seconds=1.0)
+    make_song(songs / "sub" / "b.flac", seconds=1.0, rate=48000, channels=1)
+    sf.write(songs / "silent.wav", np.zeros((22050, 2), dtype=np.float32), 44100)
+    sf.write(songs / "surround.wav", np.full((22050, 3), 0.1, dtype=np.float32), 44100)
+    (songs / "notaudio.wav").write_bytes(b"RIFF nonsense")
+    out = tmp_path / "covers"
+    assert run_cover(songs, ref, "-o", str(out), "--pitch-shift", "0") == 1
+    lines = error_lines(capsys.readouterr().err)
+    problems = {name: [line for line in lines if f"{name}.wav:" in line] for name in ("notaudio", "silent", "surround")}
+    assert all(len(found) == 1 for found in problems.values()), lines
+    assert "silent" in problems["silent"][0] and "3 channels" in problems["surround"][0]
+    assert sorted(p.name for p in (out / "a").iterdir()) == sorted(OUTPUT_NAMES)
+    assert sf.info(out / "sub" / "b" / "remix.wav").samplerate == 48000
+
+
+def test_outputs_that_would_not_fit_are_refused_before_any_work(stub, ref, tmp_path, monkeypatch, capsys):
+    stub(1.0)
+    make_song(tmp_path / "song.wav", seconds=1.0)
+    monkeypatch.setattr("knnsvc.audio._free_bytes", lambda folder: 1000)
+    monkeypatch.setattr(cover, "scan_song", lambda *a: pytest.fail("the song was read before the disk check"))
+    assert run_cover(tmp_path / "song.wav", ref, "-o", str(tmp_path / "out")) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    assert "not enough free disk space" in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_interrupt_leaves_no_partial_files(stub, ref, tmp_path, monkeypatch, capsys):
+    stub(1.0)
+    make_song(tmp_path / "song.wav", seconds=3.0)
+    calls = []
+
+    def interrupted(self, window):
+        calls.append(1)
+        if len(calls) == 2:  # mid-song, with both stems half written
+            raise KeyboardInterrupt
+        return self.model(window[None])[0]
+
+    monkeypatch.setattr(VocalSeparator, "_run", interrupted)
+    assert run_cover(tmp_path / "song.wav", ref, "-o", str(tmp_path / "out")) == cover.INTERRUPTED_STATUS
+    [line] = error_lines(capsys.readouterr().err)
+    assert "interrupted" in line and "rerun" in line
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
