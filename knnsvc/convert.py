@@ -52,7 +52,7 @@ from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.files import remove_stale_temporaries
 from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, PROTECT_OFF, KnnSvc, MatchConfig, Progress
-from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, get_f0_extractor, pitch_shift_argument
+from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, get_f0_extractor, load_f0_curve, pitch_shift_argument
 from knnsvc.pool import ReferencePool
 from knnsvc.references import PoolCache, build_reference_pool, usable_recording
 from knnsvc.runtime import first_line, resolve_device
@@ -400,8 +400,6 @@ def convert_file(converter: KnnSvc, pool: ReferencePool, job: Job, options: Opti
     del wav_16k
     try:
         if options.f0_file is not None:
-            from knnsvc.pitch import load_f0_curve  # TODO(move up once pitch.py has it)
-
             source.f0_hz = load_f0_curve(options.f0_file, source.num_frames)
         if _needs_voicing(converter) and not bool((source.f0_hz > 0).any()):
             raise AudioError(job.source, "no voiced frames, so the automatic pitch shift to the reference is "

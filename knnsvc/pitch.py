@@ -1,14 +1,35 @@
-"""F0 extraction (WORLD Harvest, as the released vocoders were trained with) and key shift."""
+"""F0 extraction on the WavLM frame grid, F0 curve files, and key shift.
+
+Extractors are selected by name (:data:`F0_EXTRACTORS`, :func:`get_f0_extractor`). WORLD Harvest
+is the default: the released vocoders were trained on it. Dio, FCPE and SwiftF0 are faster; the
+neural two need the optional packages of the ``pitch`` extra. Every extractor returns
+(L // 320 + 1,) float32 Hz at frame centres n * 20 ms, 0 for unvoiced frames, and works on long
+audio in blocks with margins.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
+import importlib.metadata
+import io
+import logging
 import math
+import os
+import sys
+import types
 import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
 
 F0_FLOOR_HZ = 65.0
 F0_CEIL_HZ = 1047.0
@@ -22,6 +43,27 @@ F0_BLOCK_MARGIN_SECONDS = 1.0
 DC_TAIL_SECONDS = 1.0
 """Minimum length of the constant tail that gives a block the whole recording's mean (see below)."""
 
+F0_EXTRACTORS: tuple[str, ...] = ("harvest", "dio", "fcpe", "swiftf0")
+"""Names accepted by :func:`get_f0_extractor`; the first is the default."""
+
+PITCH_EXTRA_INSTALL = 'pip install -e ".[pitch]"'
+"""Installs swift-f0 and torchfcpe's dependencies."""
+
+FCPE_INSTALL = f"{PITCH_EXTRA_INSTALL} && pip install --no-deps torchfcpe==0.0.4"
+"""torchfcpe declares torchaudio, which pulls a CUDA torch: it is installed without dependencies."""
+
+FCPE_HOP = 160
+"""Samples between FCPE frames (10 ms); frame i is the pitch at i * 10 ms (measured on glides)."""
+
+FCPE_THRESHOLD = 0.006
+"""FCPE frames whose largest class activation is at most this are unvoiced (torchfcpe's default)."""
+
+SWIFTF0_HOP = 256
+"""Samples between SwiftF0 frames (16 ms); frame i is the pitch at i * 16 ms."""
+
+SWIFTF0_CONFIDENCE = 0.5
+"""SwiftF0 frames with a confidence below this are unvoiced (its calibrated voicing threshold)."""
+
 
 def harvest_f0(wav_16k: torch.Tensor, block_seconds: float | None = None) -> torch.Tensor:
     """WORLD Harvest F0 at the WavLM frame rate (spec §5), optionally in blocks.
@@ -31,7 +73,8 @@ def harvest_f0(wav_16k: torch.Tensor, block_seconds: float | None = None) -> tor
     `F0_BLOCK_MARGIN_SECONDS` of extra audio on both sides whose frames are discarded. Two
     properties of Harvest that span the whole recording are reproduced for every block, which
     makes the blocks agree with the whole-recording analysis (on the real singing clips: no
-    frame differs for 30 s blocks):
+    frame differs for 30 s blocks; a frame can differ by one float32 ulp, as a block's FFT sizes
+    differ from the whole recording's):
 
     - Harvest removes the *mean of what it is given* before filtering. A block is therefore
       extended by a constant tail, on the side that is not an end of the recording and beyond the
@@ -48,28 +91,67 @@ def harvest_f0(wav_16k: torch.Tensor, block_seconds: float | None = None) -> tor
         f0_hz: (L // 320 + 1,) float32; frame n is centred at n * 20 ms; 0 marks unvoiced frames.
     """
     samples = wav_16k.detach().cpu().double().numpy()
-    n_samples = samples.shape[0]
+    return torch.from_numpy(_analyse_in_blocks(samples, block_seconds, _harvest, match_mean=True))
+
+
+def _block_plan(n_samples: int, block_seconds: float | None, align: int) -> list[tuple[int, int, int, int]]:
+    """(start, stop, lo, hi) sample bounds of each block: it keeps [start, stop) and analyses
+    [lo, hi), `F0_BLOCK_MARGIN_SECONDS` more on each side, lo a multiple of `align`. One block
+    (0, L, 0, L) when `block_seconds` is None or 0 or the recording fits one block and its margin."""
     block = round((block_seconds or 0.0) * SAMPLE_RATE / HOP_LENGTH) * HOP_LENGTH
     margin = round(F0_BLOCK_MARGIN_SECONDS * SAMPLE_RATE / HOP_LENGTH) * HOP_LENGTH
     if block <= 0 or n_samples <= block + margin:
-        return _harvest(samples)
+        return [(0, n_samples, 0, n_samples)]
+    plan = []
+    for start in range(0, n_samples, block):
+        stop = min(start + block, n_samples)
+        plan.append((start, stop, max(start - margin, 0) // align * align, min(stop + margin, n_samples)))
+    return plan
+
+
+def _analyse_in_blocks(
+    samples: np.ndarray,
+    block_seconds: float | None,
+    analyse: Callable[[np.ndarray], np.ndarray],
+    match_mean: bool,
+    align: int = HOP_LENGTH,
+) -> np.ndarray:
+    """`analyse` over the whole recording, or over the blocks of :func:`_block_plan`.
+
+    Args:
+        samples: (L,) float64 waveform at 16 kHz.
+        block_seconds: block length; None or 0 for one analysis of everything.
+        analyse: (S,) segment starting on the frame grid -> (S // 320 + 1,) float32 F0.
+        match_mean: give each block the recording's mean and length parity (WORLD, see
+            :func:`harvest_f0`).
+        align: segments start at multiples of this many samples (a multiple of 320), so that an
+            extractor with another hop sees its frames where the whole-recording analysis does.
+
+    Returns:
+        (L // 320 + 1,) float32 F0 in Hz.
+    """
+    n_samples = samples.shape[0]
+    plan = _block_plan(n_samples, block_seconds, align)
+    if len(plan) == 1:
+        return analyse(samples)
 
     mean = float(samples.mean())
     f0_hz = np.empty(n_samples // HOP_LENGTH + 1, dtype=np.float32)
-    for start in range(0, n_samples, block):
-        stop = min(start + block, n_samples)
-        lo, hi = max(start - margin, 0), min(stop + margin, n_samples)
-        if hi < n_samples and (hi - lo) % 2 != n_samples % 2:
-            hi += 1  # same decimation grid as the whole recording
-        segment = samples[lo:hi]
-        tail_at_end = hi < n_samples
-        tail = _dc_tail(segment, mean)
-        segment = np.concatenate([segment, tail] if tail_at_end else [tail, segment])
-        first_frame = (lo - (0 if tail_at_end else tail.shape[0])) // HOP_LENGTH
-        frames = _harvest(segment)
+    for start, stop, lo, hi in plan:
+        first_frame = lo // HOP_LENGTH
+        if match_mean:
+            if hi < n_samples and (hi - lo) % 2 != n_samples % 2:
+                hi += 1  # same decimation grid as the whole recording
+            tail_at_end = hi < n_samples
+            tail = _dc_tail(samples[lo:hi], mean)
+            segment = np.concatenate([samples[lo:hi], tail] if tail_at_end else [tail, samples[lo:hi]])
+            first_frame = (lo - (0 if tail_at_end else tail.shape[0])) // HOP_LENGTH
+        else:
+            segment = samples[lo:hi]
+        frames = analyse(segment)
         keep = slice(start // HOP_LENGTH, stop // HOP_LENGTH if stop < n_samples else f0_hz.shape[0])
         f0_hz[keep] = frames[keep.start - first_frame : keep.stop - first_frame]
-    return torch.from_numpy(f0_hz)
+    return f0_hz
 
 
 def _dc_tail(segment: np.ndarray, mean: float) -> np.ndarray:
@@ -82,13 +164,16 @@ def _dc_tail(segment: np.ndarray, mean: float) -> np.ndarray:
     return np.full(length, level)
 
 
-def _harvest(samples: np.ndarray) -> torch.Tensor:
-    """Harvest with the reference's settings on float64 samples; values below 80 Hz -> 0."""
+def _pyworld() -> types.ModuleType:
     with warnings.catch_warnings():  # pyworld imports the deprecated pkg_resources
         warnings.simplefilter("ignore")
         import pyworld
+    return pyworld
 
-    f0, _ = pyworld.harvest(
+
+def _harvest(samples: np.ndarray) -> np.ndarray:
+    """Harvest with the reference's settings on float64 samples; values below 80 Hz -> 0."""
+    f0, _ = _pyworld().harvest(
         samples,
         SAMPLE_RATE,
         f0_floor=F0_FLOOR_HZ,
@@ -96,7 +181,404 @@ def _harvest(samples: np.ndarray) -> torch.Tensor:
         frame_period=HOP_LENGTH / SAMPLE_RATE * 1000.0,
     )
     f0[f0 < VOICED_MIN_HZ] = 0.0
-    return torch.from_numpy(f0.astype(np.float32))
+    return f0.astype(np.float32)
+
+
+def _dio(samples: np.ndarray) -> np.ndarray:
+    """Dio refined by StoneMask, with Harvest's floor, ceiling, frame period and 80 Hz rule."""
+    pyworld = _pyworld()
+    f0, times = pyworld.dio(
+        samples,
+        SAMPLE_RATE,
+        f0_floor=F0_FLOOR_HZ,
+        f0_ceil=F0_CEIL_HZ,
+        frame_period=HOP_LENGTH / SAMPLE_RATE * 1000.0,
+    )
+    f0 = pyworld.stonemask(samples, f0, times, SAMPLE_RATE)
+    f0[f0 < VOICED_MIN_HZ] = 0.0
+    return f0.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ neural extractors
+class _Fcpe:
+    """FCPE (torchfcpe's bundled model) with whole-recording statistics in every block.
+
+    The model is convolutional (0.95 s of context each way, inside the block margin) except for
+    one statistic over time: the GroupNorm after its first convolution normalises over all frames
+    it is given. Evaluated as torchfcpe does, a block would normalise over itself (on the real
+    clips, 30 s blocks moved F0 by 5-16 cents RMS with octave flips), so the model runs here layer
+    by layer: a first pass over the blocks sums the first convolution's output per group over the
+    frames each block keeps (the whole recording's frames, each once), and the second pass
+    normalises every block with those sums, in float64. Blocks therefore agree with the whole
+    recording up to float32 rounding, and the whole recording with torchfcpe's own forward pass.
+    Audio above full scale is scaled to peak 1 first (torchfcpe expects [-1, 1]; a gain does not
+    move F0).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model  # torchfcpe's InferCFNaiveMelPE (untyped); .model is its CFNaiveMelPE
+        self.device: torch.device = model.tensor_device_marker.device
+
+    def __call__(self, samples: np.ndarray, block_seconds: float | None) -> np.ndarray:
+        """(L,) float64 -> (L // 320 + 1,) float32 F0 in Hz."""
+        samples = samples / max(1.0, float(np.abs(samples).max(initial=0.0)))
+        norm = self.model.model.input_stack[1]
+        groups = torch.zeros(2, norm.num_groups, dtype=torch.float64, device=self.device)
+        count = 0
+        for start, stop, lo, hi in _block_plan(samples.shape[0], block_seconds, HOP_LENGTH):
+            hidden = self._first_conv(samples[lo:hi])  # (1, C, S // 160 + 1)
+            last = (stop - lo) // FCPE_HOP if stop < samples.shape[0] else hidden.shape[-1]
+            kept = hidden[0, :, (start - lo) // FCPE_HOP : last].double().reshape(norm.num_groups, -1)
+            groups += torch.stack([kept.sum(1), kept.square().sum(1)])
+            count += kept.shape[1]
+        mean = groups[0] / count
+        std = (groups[1] / count - mean.square() + norm.eps).sqrt()
+        stats = (mean.float().repeat_interleave(norm.num_channels // norm.num_groups)[:, None],
+                 std.float().repeat_interleave(norm.num_channels // norm.num_groups)[:, None])
+        segment = functools.partial(self._segment, stats)
+        return _analyse_in_blocks(samples, block_seconds, segment, match_mean=False)
+
+    @torch.inference_mode()
+    def _first_conv(self, segment: np.ndarray) -> torch.Tensor:
+        """(S,) -> (1, C, S // 160 + 1): log-mel frames at i * 10 ms through the first convolution."""
+        wav = torch.from_numpy(segment.astype(np.float32)).to(self.device)
+        mel = self.model.wav2mel(wav[None, :, None], SAMPLE_RATE)  # (1, T, n_mels)
+        return self.model.model.input_stack[0](mel.transpose(1, 2))
+
+    @torch.inference_mode()
+    def _segment(self, stats: tuple[torch.Tensor, torch.Tensor], segment: np.ndarray) -> np.ndarray:
+        """CFNaiveMelPE.infer with the given GroupNorm mean and std (each (C, 1)); -> 20 ms frames."""
+        pe = self.model.model
+        norm, activation, second_conv = pe.input_stack[1], pe.input_stack[2], pe.input_stack[3]
+        mean, std = stats
+        hidden = (self._first_conv(segment) - mean) / std * norm.weight[:, None] + norm.bias[:, None]
+        x = second_conv(activation(hidden)).transpose(1, 2)  # (1, T, C)
+        latent = torch.sigmoid(pe.output_proj(pe.norm(pe.net(x))))  # (1, T, n_classes)
+        cents = pe.latent2cents_local_decoder(latent, threshold=FCPE_THRESHOLD)
+        f0 = pe.cent_to_f0(cents)[0, :, 0].float().cpu().numpy()  # (S // 160 + 1,), 0 below threshold
+        return _native_to_frames(f0, FCPE_HOP, segment.shape[0])
+
+
+def _swiftf0(detector: Any, segment: np.ndarray) -> np.ndarray:
+    """SwiftF0 at 16 ms, searched between Harvest's floor and ceiling, resampled to 20 ms."""
+    result = detector.detect(segment.astype(np.float32), SAMPLE_RATE, fmin=F0_FLOOR_HZ, fmax=F0_CEIL_HZ)
+    f0 = np.where(result.confidence >= SWIFTF0_CONFIDENCE, result.pitch_hz, 0.0)
+    return _native_to_frames(f0, SWIFTF0_HOP, segment.shape[0])
+
+
+def _native_to_frames(f0_native: np.ndarray, hop: int, n_samples: int) -> np.ndarray:
+    """A track with frame i at i * `hop` samples onto the 20 ms grid (see :func:`resample_f0`).
+
+    Values outside Harvest's voiced range [80, 1047] Hz become unvoiced first. The last one or two
+    20 ms frames can lie past the last native frame (by less than one hop): they take its value.
+
+    Returns:
+        (n_samples // 320 + 1,) float32.
+    """
+    f0 = np.where((f0_native >= VOICED_MIN_HZ) & (f0_native <= F0_CEIL_HZ), f0_native, 0.0)
+    native = np.arange(f0.shape[0]) * hop
+    frames = np.minimum(np.arange(n_samples // HOP_LENGTH + 1) * HOP_LENGTH, native[-1])
+    return resample_f0(native, f0, frames).astype(np.float32)
+
+
+def resample_f0(times: np.ndarray, f0_hz: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """An F0 track sampled at `times` read at `targets` (same unit), unvoiced where it is unvoiced.
+
+    A target is voiced when the nearer of the two samples around it is voiced (halfway between a
+    voiced and an unvoiced one: unvoiced). Its F0 is linear in log-F0 between the two samples when
+    both are voiced, else the voiced one's. Targets before the first or after the last sample are
+    unvoiced.
+
+    Args:
+        times: (M,) strictly increasing sample times.
+        f0_hz: (M,) F0 at those times, 0 = unvoiced.
+        targets: (T,) times to read.
+
+    Returns:
+        (T,) float64 F0 in Hz, 0 = unvoiced.
+    """
+    times, f0_hz, targets = (np.asarray(a, dtype=np.float64) for a in (times, f0_hz, targets))
+    if times.shape[0] == 1:
+        return np.where(targets == times[0], f0_hz[0], 0.0)
+    right = np.searchsorted(times, targets, side="right").clip(1, times.shape[0] - 1)
+    left = right - 1
+    weight = (targets - times[left]) / (times[right] - times[left])  # in [0, 1] inside the track
+    voiced_left, voiced_right = f0_hz[left] > 0, f0_hz[right] > 0
+    voiced = np.where(weight < 0.5, voiced_left, np.where(weight > 0.5, voiced_right, voiced_left & voiced_right))
+    log_left = np.log(np.where(voiced_left, f0_hz[left], 1.0))
+    log_right = np.log(np.where(voiced_right, f0_hz[right], 1.0))
+    log_f0 = np.where(
+        voiced_left & voiced_right,
+        (1.0 - weight) * log_left + weight * log_right,
+        np.where(voiced_left, log_left, log_right),
+    )
+    inside = (targets >= times[0]) & (targets <= times[-1])
+    return np.where(voiced & inside, np.exp(log_f0), 0.0)
+
+
+_TORCHAUDIO_SUBMODULES = ("torchaudio", "torchaudio.transforms")
+
+
+class _ResampleUnavailable:
+    """torchaudio.transforms.Resample for torchfcpe's import; knnsvc only passes it 16 kHz audio."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("torchfcpe was imported without torchaudio: it can only analyse 16 kHz audio")
+
+
+def _torchaudio_loads() -> bool:
+    """Whether torchaudio imports (the PyPI build needs CUDA libraries that a CPU torch lacks)."""
+    try:
+        import torchaudio  # noqa: F401
+    except (ImportError, OSError, RuntimeError):
+        for name in [name for name in sys.modules if name == "torchaudio" or name.startswith("torchaudio.")]:
+            del sys.modules[name]  # a partly imported, unusable torchaudio
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _torchaudio_stand_in() -> Iterator[None]:
+    """A two-module torchaudio for the duration of torchfcpe's import.
+
+    torchfcpe's only use of torchaudio is ``from torchaudio.transforms import Resample`` in
+    mel_extractor.py, called for input not at 16 kHz, which this module never passes. The stand-in
+    raises if it is ever constructed, and leaves ``sys.modules`` after the import, so no other
+    package mistakes it for torchaudio.
+    """
+    package, transforms = (types.ModuleType(name) for name in _TORCHAUDIO_SUBMODULES)
+    vars(transforms)["Resample"] = _ResampleUnavailable
+    vars(package)["transforms"] = transforms
+    sys.modules.update(dict(zip(_TORCHAUDIO_SUBMODULES, (package, transforms), strict=True)))
+    try:
+        yield
+    finally:
+        for name in _TORCHAUDIO_SUBMODULES:
+            sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def _environment_kept(variable: str) -> Iterator[None]:
+    """Restore an environment variable (or its absence) that an import changes."""
+    value = os.environ.get(variable)
+    try:
+        yield
+    finally:
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
+
+
+def _import_torchfcpe() -> types.ModuleType:
+    """torchfcpe, imported with the torchaudio stand-in where torchaudio does not load.
+
+    Raises:
+        ImportError: torchfcpe or one of its dependencies is missing; the message says how to install.
+    """
+    try:
+        if "torchfcpe" not in sys.modules:
+            stand_in = contextlib.nullcontext() if _torchaudio_loads() else _torchaudio_stand_in()
+            quiet = contextlib.redirect_stdout(io.StringIO())
+            with stand_in, _environment_kept("LRU_CACHE_CAPACITY"), quiet as said:
+                importlib.import_module("torchfcpe")  # it prints, and sets oneDNN's cache size to 3
+            logger.debug("torchfcpe import: %s", said.getvalue().strip())
+        return importlib.import_module("torchfcpe")
+    except ImportError as error:
+        raise ImportError(
+            f"the fcpe F0 extractor needs torchfcpe ({error}); install with: {FCPE_INSTALL}"
+        ) from None
+
+
+def _import_swift_f0() -> types.ModuleType:
+    try:
+        return importlib.import_module("swift_f0")
+    except ImportError as error:
+        raise ImportError(
+            f"the swiftf0 F0 extractor needs swift-f0 ({error}); install with: {PITCH_EXTRA_INSTALL}"
+        ) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _fcpe(device: str) -> _Fcpe:
+    """The FCPE model bundled in torchfcpe's wheel, loaded once per device, in eval mode.
+
+    Frame i of its output is the pitch at i * 10 ms: on rising and falling glides its error is
+    symmetric for that alignment (not for i * 10 ms + 5 ms, the centre of its mel window).
+    """
+    torchfcpe = _import_torchfcpe()
+    with contextlib.redirect_stdout(io.StringIO()) as said:  # torchfcpe prints its settings
+        model = torchfcpe.spawn_bundled_infer_model(device=device)
+    logger.debug("torchfcpe model: %s", said.getvalue().strip())
+    return _Fcpe(model.eval())
+
+
+@functools.lru_cache(maxsize=None)
+def _swiftf0_detector() -> Any:
+    """One SwiftF0 ONNX session (CPU), its thread pool sleeping between calls."""
+    return _import_swift_f0().SwiftF0(spin=False)
+
+
+@dataclass(frozen=True)
+class F0Extractor:
+    """A named F0 extractor: ``extractor(wav_16k, block_seconds=None) -> f0_hz``.
+
+    Every extractor returns (L // 320 + 1,) float32 Hz at frame centres n * 20 ms (Harvest's
+    grid), 0 = unvoiced, within Harvest's voiced range (below 80 Hz or above 1047 Hz is
+    unvoiced). Tracks with another hop are read onto that grid by :func:`resample_f0`. Long audio
+    is analysed in blocks of `block_seconds` with `F0_BLOCK_MARGIN_SECONDS` of discarded audio on
+    each side, in bounded memory; how exactly blocks reproduce the whole-recording analysis:
+
+    - harvest: identical up to one float32 ulp (mean-preserving tail and decimation parity, see
+      :func:`harvest_f0`).
+    - dio: the same tail (Dio removes the mean too): identical up to one float32 ulp on the real
+      clips and the tests' signal; its voiced-run post-processing could reach past the margin.
+    - fcpe: identical up to float32 rounding (whole-recording GroupNorm statistics, see `_Fcpe`).
+    - swiftf0: identical up to ONNX Runtime's rounding: its receptive field (0.18 s each way) lies
+      inside the margin and blocks start on its 16 ms grid (multiples of 80 ms).
+
+    Attributes:
+        name: one of :data:`F0_EXTRACTORS`.
+        cache_id: changes whenever the output can change (name, package version, settings,
+            and the device type where the arithmetic depends on it); key caches of F0 with it.
+        analyse: (L,) float64 samples, block_seconds -> (L // 320 + 1,) float32 F0.
+    """
+
+    name: str
+    cache_id: str
+    analyse: Callable[[np.ndarray, float | None], np.ndarray] = field(repr=False)
+
+    def __call__(self, wav_16k: torch.Tensor, block_seconds: float | None = None) -> torch.Tensor:
+        """F0 of a (L,) 16 kHz waveform -> (L // 320 + 1,) float32 Hz, 0 = unvoiced."""
+        return torch.from_numpy(self.analyse(wav_16k.detach().cpu().double().numpy(), block_seconds))
+
+
+def get_f0_extractor(name: str, device: str | torch.device = "cpu") -> F0Extractor:
+    """The F0 extractor called `name` (any case), its model loaded once per device and kept.
+
+    harvest and dio (pyworld) and swiftf0 (ONNX Runtime) run on the CPU whatever `device` says;
+    fcpe runs its model on `device`.
+
+    Raises:
+        ValueError: `name` is not one of :data:`F0_EXTRACTORS`.
+        ImportError: the extractor's package is not installed (the message gives the command).
+    """
+    key = str(name).strip().lower()
+    voiced_range = f"{F0_FLOOR_HZ:g}-{F0_CEIL_HZ:g}Hz-voiced{VOICED_MIN_HZ:g}"
+    if key in ("harvest", "dio"):
+        analyse = functools.partial(
+            _analyse_in_blocks, analyse=_harvest if key == "harvest" else _dio, match_mean=True
+        )
+        return F0Extractor(key, f"{key}-pyworld{importlib.metadata.version('pyworld')}-{voiced_range}", analyse)
+    if key == "fcpe":
+        _import_torchfcpe()  # on every call: a missing package is reported even after a load
+        fcpe = _fcpe(str(torch.device(device)))
+        version = importlib.metadata.version("torchfcpe")
+        cache_id = f"fcpe-torchfcpe{version}-local_argmax-thr{FCPE_THRESHOLD:g}-{voiced_range}-{fcpe.device.type}"
+        return F0Extractor(key, cache_id, fcpe)
+    if key == "swiftf0":
+        _import_swift_f0()
+        analyse = functools.partial(
+            _analyse_in_blocks,
+            analyse=functools.partial(_swiftf0, _swiftf0_detector()),
+            match_mean=False,
+            align=math.lcm(HOP_LENGTH, SWIFTF0_HOP),
+        )
+        version = importlib.metadata.version("swift-f0")
+        return F0Extractor(key, f"swiftf0-swift-f0{version}-conf{SWIFTF0_CONFIDENCE:g}-{voiced_range}", analyse)
+    raise ValueError(f"unknown F0 extractor {name!r}: choose one of {', '.join(F0_EXTRACTORS)}")
+
+
+F0_CURVE_HEADER = ("time_s", "f0_hz")
+"""Columns of an F0 curve file: seconds, and Hz (0 or empty = unvoiced)."""
+
+
+def save_f0_curve(path: str | os.PathLike, f0_hz: torch.Tensor | np.ndarray) -> None:
+    """Write a frame-grid F0 track as a ``time_s,f0_hz`` CSV that :func:`load_f0_curve` reads back.
+
+    Args:
+        path: file to write (replaced if it exists).
+        f0_hz: (T,) F0 at n * 20 ms, 0 = unvoiced; values are written with 9 significant digits,
+            so a float32 track reads back unchanged.
+    """
+    values = np.asarray(torch.as_tensor(f0_hz).detach().cpu(), dtype=np.float32).reshape(-1)
+    rows = [",".join(F0_CURVE_HEADER)]
+    rows += [f"{n * HOP_LENGTH / SAMPLE_RATE:.2f},{float(value):.9g}" for n, value in enumerate(values)]
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write("\n".join(rows) + "\n")
+
+
+def load_f0_curve(path: str | os.PathLike, num_frames: int) -> torch.Tensor:
+    """An F0 curve from a ``time_s,f0_hz`` CSV, read onto the frame grid (n * 20 ms).
+
+    The file has one row per point: time in seconds (strictly increasing, >= 0) and F0 in Hz
+    (>= 0; 0 or empty = unvoiced). A first line whose fields are not numbers is a header; blank
+    lines are skipped. Between points F0 is linear in log-F0 where both are voiced; a frame
+    between a voiced and an unvoiced point takes the voicing of the nearer one (halfway:
+    unvoiced); frames before the first or after the last point are unvoiced (see
+    :func:`resample_f0`).
+
+    Args:
+        path: the CSV file.
+        num_frames: T, frames of the recording it belongs to (``len(wav_16k) // 320 + 1``).
+
+    Returns:
+        (T,) float32 F0 in Hz, 0 = unvoiced.
+
+    Raises:
+        ValueError: a row that is not two fields, a field that is not a finite non-negative
+            number, a time not after the previous one, or a file without rows; the message names
+            the file and line.
+    """
+    times: list[float] = []
+    f0_hz: list[float] = []
+    seen_line = False
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            fields = [text.strip() for text in line.strip().split(",")]
+            if fields == [""]:
+                continue
+            if not seen_line and not any(_is_number(text) for text in fields):
+                seen_line = True
+                continue  # header
+            seen_line = True
+            where = f"{os.fspath(path)}:{line_no}"
+            if len(fields) != 2:
+                raise ValueError(f"{where}: expected 2 fields time_s,f0_hz, got {len(fields)}: {line.strip()!r}")
+            time_s = _curve_number(fields[0], "time_s", where, empty_is_zero=False)
+            if times and time_s <= times[-1]:
+                raise ValueError(f"{where}: time {time_s:g} s is not after the previous row's {times[-1]:g} s")
+            times.append(time_s)
+            f0_hz.append(_curve_number(fields[1], "f0_hz", where, empty_is_zero=True))
+    if not times:
+        raise ValueError(f"{os.fspath(path)}: no rows of time_s,f0_hz")
+    targets = np.arange(num_frames) * HOP_LENGTH / SAMPLE_RATE
+    return torch.from_numpy(resample_f0(np.array(times), np.array(f0_hz), targets).astype(np.float32))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _curve_number(text: str, column: str, where: str, empty_is_zero: bool) -> float:
+    """One field of an F0 curve row as a finite number >= 0; ValueError naming `where` otherwise."""
+    if not text:
+        if empty_is_zero:
+            return 0.0
+        raise ValueError(f"{where}: {column} is empty")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {column} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {column} {text!r} is not finite")
+    if value < 0:
+        raise ValueError(f"{where}: {column} {text!r} is negative")
+    return value
 
 
 def median_log_f0(f0_hz: torch.Tensor) -> torch.Tensor:
@@ -170,6 +652,16 @@ def parse_pitch_shift(value: object) -> PitchShift:
             f"pitch shift must be a finite number of semitones within ±{MAX_SHIFT_SEMITONES:g}, got {value!r}"
         )
     return semitones
+
+
+def pitch_shift_argument(text: str) -> PitchShift:
+    """`parse_pitch_shift` as an argparse ``type=`` (a bad value is a usage error)."""
+    import argparse
+
+    try:
+        return parse_pitch_shift(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def apply_pitch_shift(

@@ -19,8 +19,9 @@ What differs from offline `KnnSvc.convert`, and what does not:
   whole input, features and F0 are the offline ones, and with ``concat_weight=None`` (no
   post-opt) the output equals the offline output (tested at >= 60 dB SI-SNR).
 - The reselection is causal, so it carries over exactly. The weight optimisation runs per block
-  (the block's frames, joined to the last frame already out, whose weights stay fixed) instead of
-  over the whole source, so post-opt streaming differs from offline post-opt.
+  (the block's frames, joined to the last frame already out, whose weights stay fixed, at most
+  `BLOCK_OPT_ITERS` iterations) instead of over the whole source, so post-opt streaming differs
+  from offline post-opt.
 - "auto" pitch shifts use the reference pool's median and the running median of the source's
   voiced log-F0 so far (lookahead included): it settles as singing accumulates (within a few
   seconds of voiced audio; until the first voiced frame there is no shift). "auto-octave"
@@ -72,6 +73,10 @@ DEFAULT_CROSSFADE_MS = 40.0
 DEFAULT_SOLA_MS = 8.0
 DEFAULT_F0_CONTEXT_S = 0.5
 """Defaults: 280 ms of algorithmic latency (Seed-VC's is about 300 ms)."""
+
+BLOCK_OPT_ITERS = 200
+"""Iteration cap of the per-block weight optimisation (a block has a few frames: the reference's
+stopping rule alone lets it run ~350 iterations of mostly per-call overhead)."""
 
 
 @dataclass
@@ -167,9 +172,11 @@ class StreamingConverter:
             raise ValueError(f"the reference is too short: {pool.num_frames} frames, at least {cfg.n_candidates}")
         self.dtype = torch.float64 if cfg.precision == "float64" else torch.float32
         self.match_layers = cfg.match_layers
-        if self.match_layers and pool.match_feats is None:
-            raise ValueError(f"match_layers={self.match_layers}, but the reference pool was built without them")
-        keys = pool.match_feats if self.match_layers else pool.feats
+        keys = pool.feats
+        if self.match_layers:
+            if pool.match_feats is None:
+                raise ValueError(f"match_layers={self.match_layers}, but the reference pool was built without them")
+            keys = pool.match_feats
         self.pool_unit = unit_rows(keys.to(device=converter.device, dtype=self.dtype))
         self.neighbours = Neighbours.of(pool.num_frames, pool.starts if cfg.respect_file_boundaries else None)
         kind = converter.kind
@@ -181,7 +188,7 @@ class StreamingConverter:
             if kind.uses_harmonics:
                 pitch = PitchCost(None, pool.f0_hz, sticky_switch_off=cfg.sticky_concat_switch)
                 self.reselect_b = Reselector(self.pool_unit, cfg.concat_weight, pitch, self.neighbours)
-        self.optimiser = OptimiserSettings(max_iters=cfg.max_opt_iters)
+        self.optimiser = OptimiserSettings(max_iters=min(cfg.max_opt_iters, BLOCK_OPT_ITERS))
         self.reference_log_f0 = median_log_f0(pool.f0_hz) if bool((pool.f0_hz > 0).any()) else None
 
         self.received = torch.zeros(0)  # samples from `received_start` on
@@ -410,8 +417,10 @@ class StreamingConverter:
             amps = torch.cat([amps, ahead_amps])
         device = self.converter.device
         self._window_first = first
+        vocoder = self.converter.vocoder
+        assert vocoder is not None  # checked in __init__
         with torch.inference_mode():
-            wav = self.converter.vocoder(
+            wav = vocoder(
                 feats[None].to(device),
                 f0_hz[None].to(device),
                 None if amps is None else amps[None].to(device),

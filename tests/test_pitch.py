@@ -1,10 +1,70 @@
+import importlib.util
 import math
+import os
+import sys
 
+import numpy as np
 import pytest
 import torch
-
 from conftest import sung_vowel
-from knnsvc.pitch import harvest_f0, median_log_f0, shift_semitones, shift_to_reference
+
+from knnsvc import pitch
+from knnsvc.pitch import (
+    F0_EXTRACTORS,
+    get_f0_extractor,
+    harvest_f0,
+    load_f0_curve,
+    median_log_f0,
+    resample_f0,
+    save_f0_curve,
+    shift_semitones,
+    shift_to_reference,
+)
+
+SR = 16_000
+
+PACKAGES = {"fcpe": "torchfcpe", "swiftf0": "swift_f0"}
+
+# Cents RMSE allowed against the true F0 of a steady sung vowel with 30-cent vibrato, from each
+# method's resolution (not from a measured error):
+# - harvest, dio: WORLD refines F0 from the fundamental's instantaneous frequency (Harvest
+#   itself, Dio through StoneMask); averaging the vibrato over a three-period window errs by
+#   30 * w^2 * W^2 / 24 cents, about 1 cent at 100 Hz (w = 2 pi 5 Hz, W = 30 ms); 5 allows leakage
+#   from the second harmonic.
+# - fcpe: half of one of its 360 pitch classes, which are log-spaced 32.7-1975.5 Hz (19.8 cents).
+# - swiftf0: half of one of its 95 pitch steps, log-spaced 46.875-2093.75 Hz (70.0 cents).
+CENTS_TOLERANCE = {
+    "harvest": 5.0,
+    "dio": 5.0,
+    "fcpe": 1200 * math.log2(1975.5 / 32.7) / 359 / 2,
+    "swiftf0": 1200 * math.log2(2093.75 / 46.875) / 94 / 2,
+}
+
+
+def extractor(name: str) -> pitch.F0Extractor:
+    """The named extractor; skips when its optional package is not installed."""
+    if name in PACKAGES and importlib.util.find_spec(PACKAGES[name]) is None:
+        pytest.skip(f"{PACKAGES[name]} is not installed")
+    return get_f0_extractor(name)
+
+
+def cents(f0_hz: np.ndarray, reference_hz: np.ndarray) -> np.ndarray:
+    return 1200 * np.log2(f0_hz / reference_hz)
+
+
+def glide_hz(times: np.ndarray, octaves_per_second: float) -> np.ndarray:
+    """A glide through 300 Hz at 1 s."""
+    return 300.0 * 2 ** (octaves_per_second * (times - 1.0))
+
+
+def glide_vowel(f0_hz: np.ndarray) -> torch.Tensor:
+    """A harmonic-rich vowel following a per-sample F0 contour (peak 0.5)."""
+    phase = 2 * np.pi * np.cumsum(f0_hz) / SR
+    wav = np.zeros_like(phase)
+    for k in range(1, 40):
+        gain = np.exp(-(((k * f0_hz) - 700.0) / 400.0) ** 2) + 0.05 / k
+        wav += np.where(k * f0_hz < 7600, gain * np.sin(k * phase), 0.0)
+    return torch.from_numpy((0.5 * wav / np.abs(wav).max()).astype(np.float32))
 
 
 def test_harvest_matches_golden(golden):
@@ -20,6 +80,206 @@ def test_harvest_follows_a_sung_note():
     voiced = f0[f0 > 0]
     assert voiced.numel() > 0.8 * f0.numel()
     assert abs(1200 * math.log2(float(voiced.median()) / 220.0)) < 20  # cents
+
+
+def test_harvest_is_the_default_and_its_extractor_is_harvest_f0():
+    assert F0_EXTRACTORS[0] == "harvest"
+    assert set(F0_EXTRACTORS) == {"harvest", "dio", "fcpe", "swiftf0"}
+    wav = sung_vowel(0.5, 180.0)
+    assert torch.equal(get_f0_extractor("harvest")(wav), harvest_f0(wav))
+    assert get_f0_extractor("HARVEST").name == "harvest"
+
+
+@pytest.mark.parametrize("name", F0_EXTRACTORS)
+@pytest.mark.parametrize("f0_hz", [100.0, 220.0, 440.0, 800.0])
+def test_extractor_tracks_a_sung_vowel_on_the_frame_grid(name, f0_hz):
+    wav = sung_vowel(1.0, f0_hz)[:15_900]  # not a whole number of frames
+    f0 = extractor(name)(wav)
+    assert f0.dtype == torch.float32 and f0.shape == (wav.shape[0] // 320 + 1,)
+    f0 = f0.numpy()
+    times = np.arange(f0.shape[0]) * 0.02
+    true_hz = f0_hz * 2 ** (30 / 1200 * np.sin(2 * np.pi * 5 * times))  # sung_vowel's vibrato
+    inner = (times >= 0.1) & (times <= 0.9)
+    voiced = inner & (f0 > 0)
+    assert voiced.sum() >= 0.9 * inner.sum()  # a steady vowel at -6 dBFS is voiced throughout
+    error = cents(f0[voiced], true_hz[voiced])
+    assert np.sqrt(np.mean(error**2)) < CENTS_TOLERANCE[name]
+
+
+@pytest.mark.parametrize("name", F0_EXTRACTORS)
+def test_extractor_frames_are_centred_on_multiples_of_20_ms(name):
+    """On rising and falling glides (1200 cents/s) a time offset shows as opposite biases.
+
+    Reading another hop onto the grid wrongly by half a native frame would shift the track by
+    5 ms (fcpe) or 8 ms (swiftf0); the allowance is half the smaller.
+    """
+    track = extractor(name)
+    bias = []
+    for octaves_per_second in (1.0, -1.0):
+        f0 = track(glide_vowel(glide_hz(np.arange(2 * SR) / SR, octaves_per_second))).numpy()
+        frame_times = np.arange(f0.shape[0]) * 0.02
+        voiced = (f0 > 0) & (frame_times > 0.2) & (frame_times < 1.8)
+        assert voiced.sum() > 60
+        bias.append(cents(f0[voiced], glide_hz(frame_times[voiced], octaves_per_second)).mean())
+    lag_ms = (bias[0] - bias[1]) / 2 / 1.2
+    assert abs(lag_ms) < 2.5
+
+
+@pytest.mark.parametrize("name", F0_EXTRACTORS)
+def test_silence_is_unvoiced(name):
+    track = extractor(name)
+    assert torch.equal(track(torch.zeros(SR)), torch.zeros(SR // 320 + 1))
+    quiet = 1e-3 * torch.randn(SR, generator=torch.Generator().manual_seed(0))
+    assert int((track(quiet) > 0).sum()) == 0
+
+
+def notes_with_gaps() -> torch.Tensor:
+    """4.5 s: three notes with silence between them, on a DC offset (what blocks must reproduce)."""
+    parts = []
+    for f0_hz, seed in ((150.0, 1), (330.0, 2), (520.0, 3)):
+        parts += [sung_vowel(1.3, f0_hz, seed=seed), torch.zeros(SR // 4)]
+    return torch.cat(parts)[: int(4.5 * SR)] + 0.003
+
+
+def test_harvest_blocks_reproduce_the_whole_recording():
+    """Harvest computes in float64 and the blocks' FFT sizes differ from the whole recording's:
+    differences of float64 rounding (~1e-13) can only show as one float32 ulp after the cast."""
+    wav = notes_with_gaps()
+    whole = harvest_f0(wav).numpy()
+    assert (whole > 0).mean() > 0.5
+    blocks = harvest_f0(wav, block_seconds=1.5).numpy()  # three blocks
+    np.testing.assert_array_equal(blocks > 0, whole > 0)
+    np.testing.assert_array_max_ulp(blocks, whole, maxulp=1)
+
+
+@pytest.mark.parametrize("name", ["dio", "fcpe", "swiftf0"])
+def test_blocks_agree_with_the_whole_recording(name):
+    """dio: as Harvest (the same mean-preserving tail; float64, then one float32 ulp at most).
+    fcpe, swiftf0: identical up to float32 rounding, which moves a decoded F0 by far less than
+    1 cent and, on this clean signal, flips no voicing decision."""
+    track = extractor(name)
+    wav = notes_with_gaps()
+    whole = track(wav).numpy()
+    blocks = track(wav, block_seconds=1.3).numpy()  # four blocks
+    if name == "dio":
+        np.testing.assert_array_max_ulp(blocks, whole, maxulp=1)
+    np.testing.assert_array_equal(blocks > 0, whole > 0)
+    both = whole > 0
+    assert both.mean() > 0.5
+    assert np.abs(cents(blocks[both], whole[both])).max() < 1.0
+
+
+def test_unknown_extractor_names_the_choices():
+    with pytest.raises(ValueError, match="unknown F0 extractor 'crepe'.*harvest, dio, fcpe, swiftf0"):
+        get_f0_extractor("crepe")
+
+
+@pytest.mark.parametrize(("name", "command"), [
+    ("swiftf0", 'pip install -e ".[pitch]"'),
+    ("fcpe", 'pip install -e ".[pitch]" && pip install --no-deps torchfcpe==0.0.4'),
+])
+def test_missing_package_says_how_to_install_it(monkeypatch, name, command):
+    monkeypatch.setitem(sys.modules, PACKAGES[name], None)
+    with pytest.raises(ImportError, match=f"the {name} F0 extractor needs") as error:
+        get_f0_extractor(name)
+    assert command in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("torchaudio", ["absent", "broken"])
+def test_torchfcpe_imports_without_torchaudio_and_the_stand_in_leaves(monkeypatch, tmp_path, torchaudio):
+    """"broken": a torchaudio that fails at import, as the PyPI CUDA build does beside a CPU torch."""
+    extractor("fcpe")
+    if torchaudio == "broken":
+        (tmp_path / "torchaudio").mkdir()
+        (tmp_path / "torchaudio" / "__init__.py").write_text(
+            'raise OSError("libc10_cuda.so: cannot open shared object file: No such file or directory")\n'
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+    if pitch._torchaudio_loads():
+        pytest.skip("torchaudio loads here: torchfcpe uses it, no stand-in is needed")
+    for module in [m for m in sys.modules if m == "torchfcpe" or m.startswith("torchfcpe.")]:
+        monkeypatch.delitem(sys.modules, module)  # import afresh; restored afterwards
+    monkeypatch.delenv("LRU_CACHE_CAPACITY", raising=False)
+    torchfcpe = pitch._import_torchfcpe()
+    assert torchfcpe.mel_extractor.Resample is pitch._ResampleUnavailable
+    assert not [m for m in sys.modules if m == "torchaudio" or m.startswith("torchaudio.")]
+    assert "LRU_CACHE_CAPACITY" not in os.environ  # torchfcpe sets it at import; knnsvc restores it
+    with pytest.raises(RuntimeError, match="16 kHz"):
+        torchfcpe.mel_extractor.Resample(44_100, 16_000)
+
+
+def test_models_are_loaded_once_and_cache_ids_differ():
+    ids = set()
+    for name in F0_EXTRACTORS:
+        first = extractor(name)
+        second = get_f0_extractor(name)
+        assert first.cache_id == second.cache_id and first.name == name
+        assert first.cache_id.startswith(name)
+        ids.add(first.cache_id)
+        if name == "fcpe":
+            assert first.analyse is second.analyse  # the model object itself
+    assert len(ids) == len(F0_EXTRACTORS)
+
+
+def test_resample_f0_interpolates_log_f0_and_keeps_unvoiced():
+    times = np.array([0.0, 10.0, 20.0, 30.0, 40.0])
+    f0 = np.array([100.0, 400.0, 0.0, 0.0, 200.0])
+    targets = np.array([-1.0, 0.0, 5.0, 12.0, 15.0, 18.0, 25.0, 36.0, 40.0, 41.0])
+    out = resample_f0(times, f0, targets)
+    expected = [0.0, 100.0, 200.0, 400.0, 0.0, 0.0, 0.0, 200.0, 200.0, 0.0]
+    np.testing.assert_allclose(out, expected, rtol=1e-12)  # 5: geometric mean; 15: halfway = unvoiced
+
+
+def test_f0_curve_round_trip(tmp_path):
+    f0 = harvest_f0(sung_vowel(0.5, 200.0))
+    f0[5:9] = 0.0
+    path = tmp_path / "curve.csv"
+    save_f0_curve(path, f0)
+    assert path.read_text().splitlines()[:2] == ["time_s,f0_hz", "0.00," + f"{float(f0[0]):.9g}"]
+    assert torch.equal(load_f0_curve(path, f0.shape[0]), f0)
+    longer = load_f0_curve(path, f0.shape[0] + 5)
+    assert torch.equal(longer[: f0.shape[0]], f0) and not longer[f0.shape[0] :].any()
+
+
+def test_f0_curve_resampled_onto_the_frame_grid(tmp_path):
+    path = tmp_path / "sparse.csv"
+    path.write_text("0.05,100\n0.13,\n0.25,0\n0.29,200\n0.37,800\n\n")  # no header, blank line
+    f0 = load_f0_curve(path, 25).numpy()
+    assert not f0[:3].any()  # before the first point (0.00-0.04 s)
+    np.testing.assert_allclose(f0[3:5], 100.0)  # 0.06, 0.08 s: nearer the voiced 0.05 s point
+    assert not f0[5:14].any()  # 0.10-0.26 s: nearer an unvoiced point
+    np.testing.assert_allclose(f0[14], 200.0)  # 0.28 s: nearer the voiced 0.29 s point
+    frame_times = np.arange(15, 19) * 0.02  # 0.30-0.36 s: log-linear from 200 to 800 Hz
+    np.testing.assert_allclose(f0[15:19], 200.0 * 4 ** ((frame_times - 0.29) / 0.08), rtol=1e-6)
+    assert not f0[19:].any()  # after the last point
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("time_s,f0_hz\n0.0,100\n0.02,abc\n", 3, "f0_hz 'abc' is not a number"),
+    ("0.0,100\nx,100\n", 2, "time_s 'x' is not a number"),
+    ("0.0,100\n0.02,-5\n", 2, "f0_hz '-5' is negative"),
+    ("-0.02,100\n", 1, "time_s '-0.02' is negative"),
+    ("0.0,nan\n", 1, "f0_hz 'nan' is not finite"),
+    ("0.0,100\ninf,100\n", 2, "time_s 'inf' is not finite"),
+    ("0.0,100\n0.04,100\n0.04,120\n", 3, "time 0.04 s is not after the previous row's 0.04 s"),
+    ("0.0,100\n0.02,90\n0.01,80\n", 3, "time 0.01 s is not after"),
+    ("0.0,100,1\n", 1, "expected 2 fields"),
+    ("0.0,100\n,100\n", 2, "time_s is empty"),
+])
+def test_f0_curve_bad_rows_name_file_and_line(tmp_path, text, line, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError) as error:
+        load_f0_curve(path, 10)
+    assert str(error.value).startswith(f"{path}:{line}: ") and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_f0_curve_without_rows(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("time_s,f0_hz\n")
+    with pytest.raises(ValueError, match="no rows"):
+        load_f0_curve(path, 10)
 
 
 def test_key_shift_matches_golden(golden):
