@@ -44,7 +44,8 @@ def f0_differences(wav: torch.Tensor, block_seconds: float, whole: torch.Tensor)
     hz = (blocked[both] - whole[both]).abs()
     return (f"{int((blocked != whole).sum())} of {whole.numel()} frames differ, "
             f"{int(((blocked > 0) != (whole > 0)).sum())} voiced/unvoiced flips, "
-            f"max {float(cents.max()) if cents.numel() else 0.0:.2e} cents / {float(hz.max()) if hz.numel() else 0.0:.2e} Hz")
+            f"max {float(cents.max()) if cents.numel() else 0.0:.2e} cents / "
+            f"{float(hz.max()) if hz.numel() else 0.0:.2e} Hz")
 
 
 def main() -> None:

@@ -160,8 +160,8 @@ def table(cold: dict, warm: dict, args: argparse.Namespace) -> str:
         "",
         "WavLM and Harvest run concurrently, so their stage times overlap and add up to more than the "
         "wall-clock total.",
-        f"Cold reference encoding (wall clock): {ref_encode:.1f} s for {ref:g} s = {ref_encode / ref:.3f} s per second of "
-        f"reference (target <= 0.7). Warm RTF {warm['total'] / src:.2f} (target <= 1.5), warm peak RSS "
+        f"Cold reference encoding (wall clock): {ref_encode:.1f} s for {ref:g} s = {ref_encode / ref:.3f} s per "
+        f"second of reference (target <= 0.7). Warm RTF {warm['total'] / src:.2f} (target <= 1.5), warm peak RSS "
         f"{warm['peak_rss_mb'] / 1024:.2f} GB (target <= 4).",
     ]
     return "\n".join(lines)

@@ -97,7 +97,7 @@ def main() -> None:
     runs = [(m, args.block_seconds) for m in minutes] + [(m, 0.0) for m in minutes[: args.whole]]
     rows = []
     with tempfile.TemporaryDirectory(dir=args.cache) as pools:
-        for index, (source_minutes, block) in enumerate(runs):
+        for source_minutes, block in runs:
             source = singing_file(args.cache, "source", source_minutes * 60, seed=1, low_hz=220, high_hz=520)
             pool_cache = Path(pools) / f"block{block:g}"  # blocking changes F0 settings: one cache each
             cold = not pool_cache.exists()
@@ -128,7 +128,7 @@ def main() -> None:
               + " | ".join(cells)
               + f" | {result['convert_s']:.0f} | {result['convert_s'] / (source_minutes * 60):.3f} |")
     print("\nstage seconds (last run of each): ")
-    for source_minutes, block, cold, result, _ in rows:
+    for source_minutes, block, _cold, result, _ in rows:
         if result is not None:
             stages = ", ".join(f"{k} {v:.1f}" for k, v in sorted(result["stage_seconds"].items()))
             print(f"- {source_minutes:g} min, blocks {block:g}: {stages}; model load {result['load_s']:.1f} s, "

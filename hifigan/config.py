@@ -9,6 +9,7 @@ and ``to_json()`` reproduce the file. Training settings live in ``training/train
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ class HiFiGANConfig:
         return cls(**kwargs, extra=extra)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "HiFiGANConfig":
+    def from_json(cls, path: str | os.PathLike[str]) -> "HiFiGANConfig":
         """Read an official-format JSON config (e.g. ``config_v1_wavlm.json``)."""
         with open(path, encoding="utf-8") as file:
             return cls.from_dict(json.load(file))

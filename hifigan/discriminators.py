@@ -60,7 +60,7 @@ class PeriodDiscriminator(nn.Module):
         strides = (3, 3, 3, 3, 1)
         self.convs = nn.ModuleList(
             WNConv2d(c_in, c_out, (5, 1), (stride, 1), padding=(2, 0))
-            for c_in, c_out, stride in zip(channels[:-1], channels[1:], strides)
+            for c_in, c_out, stride in zip(channels[:-1], channels[1:], strides, strict=True)
         )
         self.conv_post = WNConv2d(channels[-1], 1, (3, 1), 1, padding=(1, 0))
 

@@ -166,9 +166,9 @@ def receptive_field_frames(cfg: HiFiGANConfig, excitation: bool) -> int:
     rate = 1
     block_radius = max(
         sum(d * (k - 1) // 2 + (k - 1) // 2 for d in dilations)
-        for k, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes)
+        for k, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True)
     )
-    for up_rate, kernel in zip(cfg.upsample_rates, cfg.upsample_kernel_sizes):
+    for up_rate, kernel in zip(cfg.upsample_rates, cfg.upsample_kernel_sizes, strict=True):
         frames += math.ceil(kernel / up_rate) / rate  # transposed conv: inputs per output
         rate *= up_rate
         frames += (block_radius + (1 if excitation else 0)) / rate
@@ -176,7 +176,7 @@ def receptive_field_frames(cfg: HiFiGANConfig, excitation: bool) -> int:
     if excitation:
         level_rate = rate
         frames += 1 / level_rate  # sin_prenet
-        for down_rate, kernel in zip(reversed(cfg.upsample_rates), reversed(cfg.upsample_kernel_sizes)):
+        for down_rate, kernel in zip(reversed(cfg.upsample_rates), reversed(cfg.upsample_kernel_sizes), strict=True):
             frames += (kernel // 2) / level_rate
             level_rate //= down_rate
             frames += 1 / level_rate  # DownResBlock
@@ -188,11 +188,11 @@ def _upsample_stages(cfg: HiFiGANConfig) -> tuple[nn.ModuleList, nn.ModuleList]:
     """Transposed convs ``ups`` and MRF blocks ``resblocks`` (HiFi-GAN upsampling path)."""
     ups = nn.ModuleList()
     resblocks = nn.ModuleList()
-    for i, (rate, kernel) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
+    for i, (rate, kernel) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes, strict=True)):
         in_channels = cfg.upsample_initial_channel // 2**i
         out_channels = cfg.upsample_initial_channel // 2 ** (i + 1)
         ups.append(WNConvTranspose1d(in_channels, out_channels, kernel, rate, padding=(kernel - rate) // 2))
-        for block_kernel, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes):
+        for block_kernel, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True):
             resblocks.append(ResBlock1(out_channels, block_kernel, dilations))
     return ups, resblocks
 
@@ -262,7 +262,7 @@ class ExcitationDecoder(nn.Module):
         self.conv_pre = nn.Conv1d(cfg.hifi_dim, init_channels, 7, padding=3)
         self.downs = nn.ModuleList()
         self.resblocks_downs = nn.ModuleList()
-        for i, (rate, kernel) in enumerate(zip(self.down_rates, reversed(cfg.upsample_kernel_sizes))):
+        for i, (rate, kernel) in enumerate(zip(self.down_rates, reversed(cfg.upsample_kernel_sizes), strict=True)):
             self.downs.append(
                 WNConv1d(branch_channels[i], branch_channels[i + 1], kernel, rate, padding=kernel // 2)
             )
@@ -280,7 +280,7 @@ class ExcitationDecoder(nn.Module):
     def forward(self, feats: torch.Tensor, excitation: torch.Tensor) -> torch.Tensor:
         """(B, T, D) features and (B, C_0, T * 320) excitation -> (B, 1, T * 320) waveform."""
         levels = [excitation]
-        for down, block, rate in zip(self.downs, self.resblocks_downs, self.down_rates):
+        for down, block, rate in zip(self.downs, self.resblocks_downs, self.down_rates, strict=True):
             length = levels[-1].shape[-1] // rate
             levels.append(block(down(levels[-1]))[..., :length])
 
@@ -337,6 +337,7 @@ class HarmonicGenerator(Vocoder):
             (B, 1, T * 320) waveform in [-1, 1].
         """
         f0_hz = self._check_inputs(feats, f0_hz, amps)
+        assert f0_hz is not None and amps is not None  # _check_inputs refuses a call without them
         excitation = additive_synth(f0_hz, amps.to(feats.device), start_cycles)  # (B, L)
         excitation = excitation[:, None, :].to(feats.dtype)
         return self.dec(feats, self.sin_prenet(excitation))
@@ -376,6 +377,7 @@ class SineGenerator(Vocoder):
             (B, 1, T * 320) waveform in [-1, 1].
         """
         f0_hz = self._check_inputs(feats, f0_hz, amps)
+        assert f0_hz is not None  # _check_inputs refuses a call without it
         excitation = sine_excitation(f0_hz, start_cycles)[:, None, :].to(feats.dtype)  # (B, 1, L)
         return self.dec(feats, self.sin_prenet(excitation))
 
@@ -389,7 +391,7 @@ _GENERATORS: dict[VocoderKind, type[Vocoder]] = {
 
 def build_generator(kind: VocoderKind | str, cfg: HiFiGANConfig | None = None) -> Vocoder:
     """A freshly initialised generator of ``kind`` (official defaults when ``cfg`` is None)."""
-    return _GENERATORS[VocoderKind(kind)](cfg)
+    return _GENERATORS[VocoderKind(kind)](cfg if cfg is not None else HiFiGANConfig())
 
 
 def _unwrap(state_dict: Mapping) -> Mapping:
@@ -404,6 +406,14 @@ def _weight(state_dict: Mapping, name: str) -> torch.Tensor | None:
         if key in state_dict:
             return state_dict[key]
     return None
+
+
+def _kernel_shape(state_dict: Mapping, name: str) -> torch.Size:
+    """The shape of conv ``name``'s kernel; ValueError when the state dict has none."""
+    weight = _weight(state_dict, name)
+    if weight is None:
+        raise ValueError(f"cannot infer the vocoder layout: no kernel {name}.weight_v or {name}.weight")
+    return weight.shape
 
 
 def _describe(state_dict: Mapping) -> str:
@@ -471,10 +481,10 @@ def config_from_state_dict(state_dict: Mapping, kind: VocoderKind | str | None =
     values = cfg.to_dict()
     hifi_dim, hubert_dim = state_dict[f"{prefix}lin_pre.weight"].shape
     values["hubert_dim"], values["hifi_dim"] = int(hubert_dim), int(hifi_dim)
-    values["upsample_initial_channel"] = int(_weight(state_dict, f"{prefix}conv_pre").shape[0])
+    values["upsample_initial_channel"] = int(_kernel_shape(state_dict, f"{prefix}conv_pre")[0])
 
     n_stages = _count_indexed(state_dict, f"{prefix}ups.")
-    kernels = [int(_weight(state_dict, f"{prefix}ups.{i}").shape[2]) for i in range(n_stages)]
+    kernels = [int(_kernel_shape(state_dict, f"{prefix}ups.{i}")[2]) for i in range(n_stages)]
     values["upsample_kernel_sizes"] = kernels
     if kernels != cfg.upsample_kernel_sizes:
         values["upsample_rates"] = [kernel // 2 for kernel in kernels]
@@ -484,7 +494,7 @@ def config_from_state_dict(state_dict: Mapping, kind: VocoderKind | str | None =
     if n_stages == 0 or n_blocks % n_stages:
         raise ValueError(f"cannot infer the vocoder layout: {n_stages} upsample stages, {n_blocks} resblocks")
     n_kernels = n_blocks // n_stages
-    block_kernels = [int(_weight(state_dict, f"{prefix}resblocks.{j}.convs1.0").shape[2]) for j in range(n_kernels)]
+    block_kernels = [int(_kernel_shape(state_dict, f"{prefix}resblocks.{j}.convs1.0")[2]) for j in range(n_kernels)]
     n_dilations = [_count_indexed(state_dict, f"{prefix}resblocks.{j}.convs1.") for j in range(n_kernels)]
     if n_dilations != [len(d) for d in cfg.resblock_dilation_sizes]:
         raise ValueError(

@@ -24,7 +24,7 @@ def discriminator_loss(
     """
     total = scores_real[0].new_zeros((), dtype=torch.float32)
     real_terms, generated_terms = [], []
-    for real, generated in zip(scores_real, scores_generated):
+    for real, generated in zip(scores_real, scores_generated, strict=True):
         real_loss = torch.mean((1.0 - real.float()) ** 2)
         generated_loss = torch.mean(generated.float() ** 2)
         total = total + real_loss + generated_loss
@@ -53,8 +53,8 @@ def feature_matching_loss(
     The real feature maps are treated as constants (they carry no gradient to the generator).
     """
     total = features_real[0][0].new_zeros((), dtype=torch.float32)
-    for real_maps, generated_maps in zip(features_real, features_generated):
-        for real, generated in zip(real_maps, generated_maps):
+    for real_maps, generated_maps in zip(features_real, features_generated, strict=True):
+        for real, generated in zip(real_maps, generated_maps, strict=True):
             total = total + torch.mean(torch.abs(real.detach().float() - generated.float()))
     return FEATURE_MATCHING_WEIGHT * total
 

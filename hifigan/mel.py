@@ -48,7 +48,7 @@ _SLANEY_MIN_LOG_MEL = _SLANEY_MIN_LOG_HZ / _SLANEY_F_SP  # = 15
 _SLANEY_LOGSTEP = math.log(6.4) / 27.0
 
 
-def hz_to_mel_slaney(freq_hz: np.ndarray) -> np.ndarray:
+def hz_to_mel_slaney(freq_hz: float | np.ndarray) -> np.ndarray:
     """Slaney mel scale: linear below 1 kHz (3 mel per 200 Hz), logarithmic above."""
     freq_hz = np.asarray(freq_hz, dtype=np.float64)
     mel = freq_hz / _SLANEY_F_SP
@@ -103,6 +103,9 @@ class LogMelSpectrogram(nn.Module):
     Always computed in float32 (autocast is disabled inside), so the loss does not depend on the
     training precision.
     """
+
+    window: torch.Tensor  # (win_length,) periodic Hann window
+    filterbank: torch.Tensor  # (n_fft // 2 + 1, M)
 
     def __init__(self, config: MelConfig = MelConfig()) -> None:
         super().__init__()

@@ -25,6 +25,12 @@ def _norm_except_dim0(weight: torch.Tensor) -> torch.Tensor:
 class WeightNormMixin:
     """Mixin turning a conv module's ``weight`` into the pair ``weight_g`` (C0,1,1), ``weight_v``."""
 
+    # provided by the conv module it is mixed into
+    _parameters: dict[str, nn.Parameter | None]
+    weight: torch.Tensor
+    weight_g: nn.Parameter
+    weight_v: nn.Parameter
+
     def _split_weight(self) -> None:
         weight = self.weight.detach()
         del self._parameters["weight"]
@@ -40,7 +46,7 @@ class WeightNormMixin:
         """The convolution kernel actually applied: g * v / ||v|| (or the folded weight)."""
         if self.is_weight_normed:
             return self.weight_v * (self.weight_g / _norm_except_dim0(self.weight_v))
-        return self._parameters["weight"]
+        return self.weight
 
     def fold_weight_norm(self) -> None:
         """Replace ``weight_g``/``weight_v`` by a single ``weight`` parameter (same output)."""
@@ -71,15 +77,19 @@ class WNConvTranspose1d(WeightNormMixin, nn.ConvTranspose1d):
         super().__init__(*args, **kwargs)
         self._split_weight()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, L) -> (B, C_out, L')."""
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        """(B, C_in, L) -> (B, C_out, L'); `output_size` picks L' as in ``nn.ConvTranspose1d``."""
+        assert isinstance(self.padding, tuple)  # a transposed conv has no string padding
+        output_padding = self._output_padding(
+            x, output_size, list(self.stride), list(self.padding), list(self.kernel_size), 1, list(self.dilation)
+        )
         return F.conv_transpose1d(
             x,
             self.effective_weight(),
             self.bias,
             self.stride,
             self.padding,
-            self.output_padding,
+            output_padding,
             self.groups,
             self.dilation,
         )
@@ -127,7 +137,7 @@ class ResBlock1(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, L) -> (B, C, L)."""
-        for conv1, conv2 in zip(self.convs1, self.convs2):
+        for conv1, conv2 in zip(self.convs1, self.convs2, strict=True):
             residual = conv1(F.leaky_relu(x, LRELU_SLOPE))
             x = x + conv2(F.leaky_relu(residual, LRELU_SLOPE))
         return x

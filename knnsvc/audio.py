@@ -17,7 +17,7 @@ import os
 import shutil
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -25,8 +25,8 @@ import soxr
 import torch
 
 from knnsvc.config import SAMPLE_RATE
-from knnsvc.runtime import first_line
 from knnsvc.files import atomic_path, scratch_path
+from knnsvc.runtime import first_line
 
 log = logging.getLogger(__name__)
 
@@ -343,8 +343,9 @@ class AudioWriter:
         self._peak = 0.0
         self._clipped = 0
         self._stack: ExitStack | None = None
-        self._sink = None  # the output SoundFile, or the spool's file object with loudness_lufs
-        self._spool: Path | None = None
+        self._output: sf.SoundFile | None = None  # without loudness_lufs: the output, written as blocks come
+        self._spool: Path | None = None  # with loudness_lufs: the float32 samples, copied out at the end
+        self._spool_file: BinaryIO | None = None
 
     def __enter__(self) -> AudioWriter:
         if self._stack is not None:
@@ -353,11 +354,12 @@ class AudioWriter:
         try:
             with _write_errors(self.path):
                 if self._meter is None:
-                    self._sink = self._open_output(stack.enter_context(atomic_path(self.path)))
+                    self._output = self._open_output(stack.enter_context(atomic_path(self.path)))
+                    stack.enter_context(_closing(self._output))
                 else:
                     self._spool = stack.enter_context(scratch_path(self.path))
-                    self._sink = open(self._spool, "wb")
-                stack.enter_context(_closing(self._sink))
+                    self._spool_file = open(self._spool, "wb")
+                    stack.enter_context(_closing(self._spool_file))
         except BaseException as err:
             stack.__exit__(type(err), err, err.__traceback__)
             raise
@@ -374,25 +376,28 @@ class AudioWriter:
         if samples.size:
             self._peak = max(self._peak, float(magnitude.max()))
         with _write_errors(self.path):
-            if self._meter is None:
+            if self._output is not None:
                 beyond = int(np.count_nonzero(magnitude > 1.0))
                 if beyond:
                     self._clipped += beyond
                     samples = np.clip(samples, -1.0, 1.0)
-                self._sink.write(samples)
+                self._output.write(samples)
             else:
+                assert self._meter is not None and self._spool_file is not None  # __enter__ opened the spool
                 self._meter.add(samples)
-                self._sink.write(samples.data)
+                self._spool_file.write(samples.data)
         self.samples_written += samples.size
 
     def __exit__(self, exc_type, exc, tb) -> None:
         stack, self._stack = self._stack, None
+        assert stack is not None  # set by __enter__
         if exc_type is not None:
             stack.__exit__(exc_type, exc, tb)
             return
         with stack, _write_errors(self.path):
-            self._sink.close()
-            if self._meter is not None:
+            if self._output is not None:
+                self._output.close()
+            else:
                 self._copy_spool()
         if self._clipped:
             log.warning("%s: %d of %d samples were beyond ±1 and clipped (peak %.3f)",
@@ -402,7 +407,10 @@ class AudioWriter:
         return sf.SoundFile(str(tmp), "w", self.sample_rate, 1, self.subtype, format=self.format)
 
     def _copy_spool(self) -> None:
-        """Apply the loudness gain and the peak limit while copying the spool into the output."""
+        """Close the spool, then copy it into the output with the loudness gain and the peak limit."""
+        assert self._spool_file is not None and self._spool is not None  # __enter__ opened the spool
+        assert self._meter is not None and self.loudness_lufs is not None  # the spool is kept for them
+        self._spool_file.close()
         gain = _loudness_gain(self._meter, self.loudness_lufs, f"{self.path}:")
         limited = self._peak * gain > 1.0
         buffer = np.empty(max(1, int(BLOCK_SECONDS * self.sample_rate)), dtype=np.float32)
@@ -448,7 +456,7 @@ def check_disk_space(path: str | os.PathLike, num_bytes: int) -> None:
         raise AudioError(path, f"not enough free disk space: about {_mib(num_bytes)} needed, {_mib(free)} free")
 
 
-def find_audio(folder: str | os.PathLike, exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
+def find_audio(folder: str | os.PathLike[str], exclude: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
     """All audio files (`AUDIO_SUFFIXES`) under `folder`, recursively, in sorted order.
 
     Skipped: hidden files and folders (name starting with "."; this covers the temporary files of
@@ -460,7 +468,7 @@ def find_audio(folder: str | os.PathLike, exclude: Iterable[str | os.PathLike] =
     def is_excluded(here: Path) -> bool:
         return bool(excluded) and any(here.resolve().is_relative_to(p) for p in excluded)
 
-    found = []
+    found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
         if is_excluded(here):
@@ -508,8 +516,15 @@ def _write_errors(path: Path, failure: str = "could not write") -> Iterator[None
         raise AudioError(path, f"{failure} ({first_line(message)})") from None
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_ClosableT = TypeVar("_ClosableT", bound=_Closable)
+
+
 @contextmanager
-def _closing(file: sf.SoundFile | BinaryIO) -> Iterator[sf.SoundFile | BinaryIO]:
+def _closing(file: _ClosableT) -> Iterator[_ClosableT]:
     """Close `file` at exit; when an exception is already on its way out, errors of closing are moot."""
     try:
         yield file
@@ -529,7 +544,7 @@ def _free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def _samples(block: torch.Tensor | np.ndarray, dtype: type) -> np.ndarray:
+def _samples(block: torch.Tensor | np.ndarray, dtype: type[np.float32] | type[np.float64]) -> np.ndarray:
     """`block` (L,) as a contiguous numpy array of `dtype` (float32 or float64)."""
     if isinstance(block, torch.Tensor):
         block = block.detach().to("cpu", torch.float64 if dtype is np.float64 else torch.float32).numpy()

@@ -25,10 +25,11 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from hifigan.config import HiFiGANConfig
-from hifigan.generator import VocoderKind, detect_kind, load_generator
+from hifigan.generator import Vocoder, VocoderKind, detect_kind, load_generator
 from knnsvc.download import DownloadError, download_file
 from knnsvc.runtime import first_line
-from wavlm import WavLM, load_wavlm as build_wavlm
+from wavlm import WavLM
+from wavlm import load_wavlm as build_wavlm
 from wavlm.config import WAVLM_LARGE_CFG  # noqa: F401  (re-exported for callers of this module)
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ def load_vocoder(
     config_json: str | os.PathLike | HiFiGANConfig | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
-) -> tuple[VocoderKind, nn.Module]:
+) -> tuple[VocoderKind, Vocoder]:
     """Build the generator stored in a ``{'generator': state_dict}`` file, ready for inference.
 
     The architecture (harmonic, f0-sine or kNN-VC) is detected from the state dict; widths and
@@ -267,8 +268,10 @@ def load_vocoder(
         raise CheckpointError(f"{path}: not a vocoder checkpoint (no 'generator' state dict)")
     state = dict(state)
     consume_prefix_in_state_dict_if_present(state, "module.")
-    config = config_json if isinstance(config_json, HiFiGANConfig) else None
-    if config_json is not None and config is None:
+    config: HiFiGANConfig | None = None
+    if isinstance(config_json, HiFiGANConfig):
+        config = config_json
+    elif config_json is not None:
         try:
             config = HiFiGANConfig.from_json(config_json)
         except (OSError, ValueError, TypeError) as err:

@@ -257,9 +257,10 @@ def cover_song(job: CoverJob, tools: Tools, progress: StageBars | None = None) -
     check_disk_space(job.path("remix"), _needed_bytes(job, info))
     stems = [name for name in STEMS if name in job.todo]
     if stems:
+        assert tools.separator is not None  # loaded whenever a song needs its stems
         levels = scan_song(info, tools.nonfinite)
-        separate_song(tools.separator, info, levels, *(job.path(name) if name in stems else None for name in STEMS),
-                      progress=progress)
+        vocals, accompaniment = (job.path(name) if name in stems else None for name in STEMS)
+        separate_song(tools.separator, info, levels, vocals, accompaniment, progress=progress)
     report = f"{info.seconds:.1f} s"
     if "vocals_converted" in job.todo:
         report = _convert_vocals(job, tools, progress)
@@ -279,6 +280,7 @@ def _convert_vocals(job: CoverJob, tools: Tools, progress: StageBars | None) -> 
         raise AudioError(job.song, f"no vocals found: the separated vocal stem is {level} "
                                    f"(below {NO_VOCALS_LUFS:g} LUFS)")
     options = Options(loudness=tools.loudness if tools.loudness is not None else lufs, f0_file=tools.f0_file)
+    assert tools.converter is not None and tools.pool is not None  # loaded whenever a song needs converting
     try:
         return convert_file(tools.converter, tools.pool, Job(stem, job.path("vocals_converted")), options, progress)
     except AudioError as err:

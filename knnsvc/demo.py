@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from hifigan.generator import VocoderKind
+from hifigan.generator import Vocoder, VocoderKind
 from knnsvc import __version__, checkpoints
 from knnsvc.audio import AUDIO_SUFFIXES, AudioError, AudioWriter
 from knnsvc.checkpoints import RELEASES, CheckpointError
@@ -85,8 +84,9 @@ class Controls:
         semitones: the transposition when `pitch_mode` is "semitones".
         f0: pitch extractor (`knnsvc.pitch.F0_EXTRACTORS`).
         post_opt: reselection with summing-weight optimisation (False: mean of the top-k).
-        concat_weight: post-opt m, the concatenation weight of the reselection.
-        topk: frames averaged per output frame.
+        concat_weight: post-opt m, the concatenation weight of the reselection (None: missing,
+            refused with `post_opt`).
+        topk: frames averaged per output frame (a whole number, as a slider gives it).
         index_rate, protect, rms_mix: RVC's controls (see `MatchConfig`).
         block_seconds: F0 and vocoder block length (0 = whole recordings).
         output_f0: also extract the output's F0 for the plot (runs the pitch extractor again).
@@ -97,8 +97,8 @@ class Controls:
     semitones: float = 0.0
     f0: str = F0_EXTRACTORS[0]
     post_opt: bool = True
-    concat_weight: float = _DEFAULTS.concat_weight
-    topk: int = _DEFAULTS.topk
+    concat_weight: float | None = _DEFAULTS.concat_weight
+    topk: float = _DEFAULTS.topk
     index_rate: float = _DEFAULTS.index_rate
     protect: float = _DEFAULTS.protect
     rms_mix: float = _DEFAULTS.rms_mix
@@ -124,11 +124,14 @@ class Controls:
         topk = float(self.topk)
         if not topk.is_integer():
             raise ValueError(f"top-k must be a whole number, got {self.topk!r}")
-        if self.post_opt and self.concat_weight is None:
-            raise ValueError("post-opt m is missing")
+        concat_weight = None
+        if self.post_opt:
+            if self.concat_weight is None:
+                raise ValueError("post-opt m is missing")
+            concat_weight = float(self.concat_weight)
         return MatchConfig(
             topk=int(topk),
-            concat_weight=float(self.concat_weight) if self.post_opt else None,
+            concat_weight=concat_weight,
             optimise_weights=bool(self.post_opt),
             pitch_shift=self.pitch_shift(),
             index_rate=float(self.index_rate),
@@ -161,7 +164,7 @@ class DemoResult:
 @dataclass(frozen=True)
 class _Vocoder:
     kind: VocoderKind
-    generator: nn.Module
+    generator: Vocoder
 
 
 class DemoEngine:
@@ -222,7 +225,7 @@ class DemoEngine:
                 log.info("loaded WavLM %s on %s in %.1f s", self.wavlm, self.device, time.perf_counter() - start)
             return self._encoders[key]
 
-    def load_vocoder(self, vocoder: str) -> tuple[VocoderKind, nn.Module]:
+    def load_vocoder(self, vocoder: str) -> tuple[VocoderKind, Vocoder]:
         """(architecture, generator) of `vocoder`, loaded on first use; the --vocoder-config JSON
         applies to the --vocoder checkpoint only.
 
@@ -400,7 +403,7 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
         rms_mix: float,
         block_seconds: float,
         output_f0: bool,
-        progress: gr.Progress = gr.Progress(),
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio injects its tracker through this default)
     ) -> tuple[str, str, str, str]:
         controls = Controls(vocoder=vocoder, pitch_mode=pitch_mode, semitones=semitones, f0=f0, post_opt=post_opt,
                             concat_weight=concat_weight, topk=topk, index_rate=index_rate, protect=protect,

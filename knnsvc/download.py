@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from tqdm import tqdm
 
@@ -364,7 +364,7 @@ def _network_failure(err: Exception, limits: _Limits) -> _AttemptFailed:
         return _AttemptFailed(reason, _Policy.DISCARD)
     # urllib wraps errors of the connect and request phase in URLError; later ones come bare.
     connecting = isinstance(err, urllib.error.URLError)
-    cause = err.reason if connecting else err
+    cause = err.reason if isinstance(err, urllib.error.URLError) else err
     if isinstance(cause, socket.gaierror):
         return _AttemptFailed(f"cannot resolve the host name ({cause.strerror or cause})", _Policy.OFFLINE)
     if isinstance(cause, ConnectionRefusedError):
@@ -431,14 +431,14 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
-class _TimedConnection:
-    """Mixin for http.client connections: `timeout` for connecting, then `read_timeout` for reading.
+class _TimedHTTPConnection(http.client.HTTPConnection):
+    """An HTTP connection with `timeout` for connecting, then `read_timeout` for reading.
 
     The response head must arrive complete within `read_timeout`: a timer shuts the socket down
-    when it does not, which is reported as a TimeoutError.
+    when it does not, which is reported as a TimeoutError. `_TimedHTTPSConnection` adds TLS.
     """
 
-    def __init__(self, *args: object, read_timeout: float, **kwargs: object) -> None:
+    def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_timeout = read_timeout
 
@@ -486,11 +486,7 @@ class _TimedConnection:
         return response
 
 
-class _TimedHTTPConnection(_TimedConnection, http.client.HTTPConnection):
-    pass
-
-
-class _TimedHTTPSConnection(_TimedConnection, http.client.HTTPSConnection):
+class _TimedHTTPSConnection(_TimedHTTPConnection, http.client.HTTPSConnection):
     pass
 
 
@@ -510,4 +506,5 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         conn = partial(_TimedHTTPSConnection, read_timeout=self._read_timeout)
-        return self.do_open(conn, req, context=self._context)
+        # typeshed omits HTTPSHandler._context, the SSL context urllib's own https_open passes
+        return self.do_open(conn, req, context=self._context)  # type: ignore[attr-defined]

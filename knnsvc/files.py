@@ -70,7 +70,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, min_age_s: float = 3600.0) -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike[str], min_age_s: float = 3600.0) -> list[Path]:
     """Delete the temporary files made here under `folder` (recursively) not modified for `min_age_s`.
 
     A live writer modifies its temporary at every block it writes, so an age of minutes already

@@ -18,15 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from hifigan.config import HiFiGANConfig
-from hifigan.generator import VocoderKind, build_generator
+from hifigan.generator import Vocoder, VocoderKind, build_generator
 from knnsvc import checkpoints
 from knnsvc.checkpoints import DEFAULT_VOCODER, DEFAULT_WAVLM, RELEASES
+from knnsvc.config import WAVLM_LAYER
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.knnvc import KnnVc
-from knnsvc.config import WAVLM_LAYER
 from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, KnnSvc, MatchConfig
 from knnsvc.pitch import get_f0_extractor
 from knnsvc.runtime import resolve_device
@@ -83,7 +82,7 @@ def hifigan_wavlm(
     checkpoint: str | os.PathLike | None = None,
     config: ConfigLike | None = None,
     seed: int = 0,
-) -> tuple[nn.Module, HiFiGANConfig]:
+) -> tuple[Vocoder, HiFiGANConfig]:
     """kNN-VC's HiFi-GAN (``hifigan_wavlm`` entry): ``(generator, config)``, weight norm removed.
 
     Args:
@@ -190,15 +189,16 @@ def _vocoder(
     device: torch.device,
     progress: bool,
     seed: int,
-) -> tuple[VocoderKind, nn.Module]:
+) -> tuple[VocoderKind, Vocoder]:
     """A vocoder ready for inference: loaded, or random with the architecture `name_or_path` names."""
     if pretrained:  # a JSON path goes through as is, for load_vocoder's one-line errors
         config = config if isinstance(config, (str, os.PathLike)) else _hifigan_config(config)
         return checkpoints.load_vocoder(name_or_path, config, device=device, progress=progress)
     hifigan_config = _hifigan_config(config)
     text = os.fspath(name_or_path)
-    if text in RELEASES and RELEASES[text].vocoder_kind is not None:
-        kind = RELEASES[text].vocoder_kind
+    release = RELEASES.get(text)
+    if release is not None and release.vocoder_kind is not None:
+        kind = release.vocoder_kind
     elif text in {k.value for k in VocoderKind}:
         kind = VocoderKind(text)
     else:

@@ -224,6 +224,7 @@ class Reselector:
             if f0_target_hz is not None:
                 targets = log2_pitch(f0_target_hz).cpu().numpy().astype(self.pool_unit.dtype)
             else:
+                assert self.pitch_target is not None, "f0_target_hz is needed: the PitchCost has no targets"
                 targets = self.pitch_target[self.position : self.position + n_frames]
         chosen = np.empty_like(init)
         first = 0

@@ -24,14 +24,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from hifigan.generator import VocoderKind
+from hifigan.generator import Vocoder, VocoderKind
+from knnsvc import matching
 from knnsvc.config import HOP_LENGTH, N_HARMONICS, SAMPLE_RATE
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.frames import FrameStore
 from knnsvc.harmonics import harmonic_amplitudes, magnitude_spectrogram, running_cycles
-from knnsvc import matching
 from knnsvc.matching import (
     HARMONIC_SMOOTHNESS,
     WAVLM_SMOOTHNESS,
@@ -269,7 +268,7 @@ class KnnSvc:
     def __init__(
         self,
         encoder: WavLMEncoder,
-        vocoder: nn.Module | None,
+        vocoder: Vocoder | None,
         kind: VocoderKind | str,
         config: MatchConfig | None = None,
         block_seconds: float = DEFAULT_BLOCK_SECONDS,
@@ -340,13 +339,14 @@ class KnnSvc:
         with ThreadPoolExecutor(max_workers=1) as worker:
             f0_job = worker.submit(self._timed_f0, wav_cpu)
             with self._timer("encode"):
-                if match_feats is None:
-                    chunks = ((chunk, None) for chunk in self.encoder.chunks(wav_cpu))
-                else:
+                chunks: Iterator[tuple[torch.Tensor, torch.Tensor | None]]
+                if layers:
                     chunks = self.encoder.chunks_with_matching(wav_cpu, layers)
+                else:
+                    chunks = ((chunk, None) for chunk in self.encoder.chunks(wav_cpu))
                 for chunk, match_chunk in chunks:
                     feats.append(chunk)
-                    if match_feats is not None:
+                    if match_feats is not None and match_chunk is not None:
                         match_feats.append(match_chunk)
                     if progress is not None:
                         progress("encode", len(feats), total)
@@ -380,9 +380,15 @@ class KnnSvc:
     def build_pool(
         self, wavs: Sequence[torch.Tensor], names: Sequence[str] | None = None
     ) -> ReferencePool:
-        """Pool of several recordings of one singer, concatenated in order."""
+        """Pool of several recordings of one singer, concatenated in order.
+
+        Raises:
+            ValueError: `names` does not give one name per recording.
+        """
         names = list(names) if names is not None else [str(i) for i in range(len(wavs))]
-        return ReferencePool.concat([self.reference_pool(w, n) for w, n in zip(wavs, names)])
+        if len(names) != len(wavs):
+            raise ValueError(f"{len(wavs)} recordings but {len(names)} names")
+        return ReferencePool.concat([self.reference_pool(w, n) for w, n in zip(wavs, names, strict=True)])
 
     def pool_settings(self) -> dict:
         """Settings that determine a pool's contents (the rest of its cache key)."""
@@ -513,8 +519,11 @@ class KnnSvc:
         cfg = self.config
         n_frames = result.num_frames
         margin = self.vocoder.context_frames + (RMS_WINDOW_FRAMES if cfg.rms_mix > 0 else 0)
-        if cfg.rms_mix > 0 and (result.source is None or result.source.energy is None):
-            raise RuntimeError("rms_mix needs the source's frame energies, which this result does not hold")
+        energy = None  # (T,) the source's frame energies, for rms_mix
+        if cfg.rms_mix > 0:
+            if result.source is None or result.source.energy is None:
+                raise RuntimeError("rms_mix needs the source's frame energies, which this result does not hold")
+            energy = result.source.energy
         phase = _PhaseCursor(result.f0_hz)
         for start, stop in frame_blocks(n_frames, self.block_frames):
             lo, hi = max(start - margin, 0), min(stop + margin, n_frames)
@@ -526,8 +535,8 @@ class KnnSvc:
                     amps,
                     phase.cycles_before(lo).to(self.device),
                 ).reshape(-1).float().cpu()
-            if cfg.rms_mix > 0:
-                wav = follow_loudness(wav, result.source.energy[lo:hi], cfg.rms_mix)
+            if energy is not None:
+                wav = follow_loudness(wav, energy[lo:hi], cfg.rms_mix)
             yield wav[(start - lo) * HOP_LENGTH : (stop - lo) * HOP_LENGTH]
             if progress is not None:
                 progress("vocode", stop, n_frames)

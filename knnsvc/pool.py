@@ -88,12 +88,14 @@ class ReferencePool:
         amps = torch.empty(n_frames, first.amps.shape[1], dtype=first.amps.dtype)
         with_matching = all(p.match_feats is not None for p in pools)
         match_feats = torch.empty_like(feats) if with_matching else None
-        starts, names, offset = [], [], 0
+        starts: list[int] = []
+        names: list[str] = []
+        offset = 0
         while pools:
             pool = pools.pop(0)
             rows = slice(offset, offset + pool.num_frames)
             feats[rows], f0_hz[rows], amps[rows] = pool.feats, pool.f0_hz, pool.amps
-            if match_feats is not None:
+            if match_feats is not None and pool.match_feats is not None:
                 match_feats[rows] = pool.match_feats
             starts.extend(offset + s for s in pool.starts)
             names.extend(pool.names)
@@ -168,15 +170,14 @@ class ReferencePool:
             raise PoolFileError(
                 f"{path}: pool format version {payload.get('version')}, expected {POOL_FORMAT_VERSION}"
             )
-        tensors = {key: payload.get(key) for key in ("feats", "f0_hz", "amps", "starts")}
-        if "match_feats" in payload:
-            tensors["match_feats"] = payload["match_feats"]
+        tensors = {key: payload[key] for key in ("feats", "f0_hz", "amps", "starts", "match_feats") if key in payload}
         names = payload.get("names")
         problem = _check_tables(tensors, names, dim)
-        if problem is None and payload.get("checksum") != _checksum(tensors, names):
-            problem = "checksum mismatch (the file is corrupt)"
         if problem is not None:
             raise PoolFileError(f"{path}: {problem}")
+        assert isinstance(names, list)  # _check_tables: one name per file
+        if payload.get("checksum") != _checksum(tensors, names):
+            raise PoolFileError(f"{path}: checksum mismatch (the file is corrupt)")
         return cls(
             feats=tensors["feats"],
             f0_hz=tensors["f0_hz"],
@@ -189,8 +190,9 @@ class ReferencePool:
 
 def _check_tables(tensors: dict, names: object, dim: int | None) -> str | None:
     """What is wrong with a loaded pool's tables, or None."""
-    feats, f0_hz, amps, starts = (tensors[key] for key in ("feats", "f0_hz", "amps", "starts"))
-    if not all(isinstance(t, torch.Tensor) for t in (feats, f0_hz, amps, starts)):
+    feats, f0_hz, amps, starts = (tensors.get(key) for key in ("feats", "f0_hz", "amps", "starts"))
+    if not (isinstance(feats, torch.Tensor) and isinstance(f0_hz, torch.Tensor)
+            and isinstance(amps, torch.Tensor) and isinstance(starts, torch.Tensor)):
         return "missing tables"
     if feats.dtype != torch.float32 or f0_hz.dtype != torch.float32 or amps.dtype != torch.float32:
         return "tables are not float32"

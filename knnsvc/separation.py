@@ -38,11 +38,12 @@ import math
 import os
 import pickle
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import soundfile as sf
@@ -163,7 +164,9 @@ def load_separation_model(path: str | os.PathLike, device: str | torch.device = 
     htdemucs = _htdemucs_class()
     from demucs_infer.states import load_model
 
-    allowed = [(htdemucs, "demucs.htdemucs.HTDemucs"), htdemucs, Fraction]
+    allowed: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+        (htdemucs, "demucs.htdemucs.HTDemucs"), htdemucs, Fraction,
+    ]
     try:
         with torch.serialization.safe_globals(allowed):
             package = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
@@ -202,6 +205,16 @@ def random_separation_model(seed: int = 0, **overrides: object) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------------- the model, streamed
+@runtime_checkable
+class _DemucsAttributes(Protocol):
+    """What `VocalSeparator` reads off its model besides calling it (HTDemucs has all four)."""
+
+    samplerate: int
+    audio_channels: int
+    sources: Sequence[str]
+    segment: float | Fraction
+
+
 class VocalSeparator:
     """A Demucs model applied to a signal of any length, as it streams by.
 
@@ -222,6 +235,8 @@ class VocalSeparator:
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu", overlap: float = OVERLAP) -> None:
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if not isinstance(model, _DemucsAttributes):
+            raise TypeError(f"{type(model).__name__} has no samplerate, audio_channels, sources and segment")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.sample_rate = int(model.samplerate)
@@ -351,7 +366,7 @@ def song_info(path: str | os.PathLike) -> SongInfo:
     return SongInfo(path, int(info.samplerate), int(info.channels), int(info.frames))
 
 
-def song_blocks(path: str | os.PathLike, counts: list[int] | None = None) -> Iterator[np.ndarray]:
+def song_blocks(path: str | os.PathLike, counts: list[int] | None = None) -> Generator[np.ndarray, None, None]:
     """Decode a file `BLOCK_SECONDS` at a time: (n, C) float32 blocks, NaN/inf replaced by 0.
 
     Args:
@@ -565,6 +580,8 @@ class StemWriter:
 
     def write(self, block: np.ndarray) -> None:
         """Append `block` (n, C)."""
+        if self._file is None:
+            raise RuntimeError(f"{self.path}: StemWriter.write outside its with block")
         block = np.ascontiguousarray(block, dtype=np.float32)
         if block.ndim != 2 or block.shape[1] != self.channels:
             raise ValueError(f"{self.path}: expected blocks of shape (n, {self.channels}), got {block.shape}")
@@ -577,6 +594,7 @@ class StemWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         stack, self._stack = self._stack, None
+        assert stack is not None  # set by __enter__
         if exc_type is not None:
             stack.__exit__(exc_type, exc, tb)
             return

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from knnsvc import __version__, checkpoints
+from knnsvc import __version__, streaming
 from knnsvc.audio import AudioError, AudioWriter, load_audio
 from knnsvc.checkpoints import CheckpointError
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
@@ -34,7 +34,6 @@ from knnsvc.convert import (
     stop_on_sigterm,
 )
 from knnsvc.runtime import first_line, resolve_device
-from knnsvc import streaming
 from knnsvc.streaming import StreamingConverter
 
 log = logging.getLogger("knnsvc.stream")
@@ -48,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("source", metavar="SRC", nargs="?", type=Path, help="audio file to stream (not with --live)")
     parser.add_argument("reference", metavar="REF", type=Path, help="the target singer's recording or folder")
     parser.add_argument("-o", "--output", type=Path, help="output file (required unless --live)")
-    parser.add_argument("--block-ms", type=float, default=streaming.DEFAULT_BLOCK_MS, help="new audio per step (default: %(default)s)")
+    parser.add_argument("--block-ms", type=float, default=streaming.DEFAULT_BLOCK_MS,
+                        help="new audio per step (default: %(default)s)")
     parser.add_argument("--lookahead-ms", type=float, default=streaming.DEFAULT_LOOKAHEAD_MS,
                         help="future audio each step waits for (default: %(default)s)")
     parser.add_argument("--context-s", type=float, default=streaming.DEFAULT_CONTEXT_S,
@@ -150,7 +150,8 @@ def _live(stream: StreamingConverter) -> int:
             log.warning("audio input: %s", status)
         blocks.put(indata[:, 0].copy())
 
-    log.info("streaming the microphone with %.0f ms of algorithmic latency; Ctrl-C stops", stream.algorithmic_latency_ms)
+    log.info("streaming the microphone with %.0f ms of algorithmic latency; Ctrl-C stops",
+             stream.algorithmic_latency_ms)
     with sounddevice.InputStream(samplerate=SAMPLE_RATE, channels=1, blocksize=chunk, dtype="float32",
                                  callback=captured), \
             sounddevice.OutputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32") as speaker:

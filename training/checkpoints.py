@@ -127,6 +127,7 @@ def best_generator(out_dir: Path) -> Path | None:
 def rng_state() -> dict[str, Any]:
     """The torch, CUDA, NumPy and Python generator states, as tensors and plain values."""
     numpy_state = np.random.get_state()
+    assert isinstance(numpy_state, tuple)  # NumPy's global generator is MT19937: the legacy tuple form
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

@@ -35,7 +35,7 @@ import enum
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, TypedDict
 
 import numpy as np
 import soundfile as sf
@@ -78,10 +78,21 @@ class _Item:
     features: Path
 
 
+class VocoderItem(TypedDict):
+    """One item of :class:`VocoderDataset` (shapes there)."""
+
+    feats: torch.Tensor
+    wav: torch.Tensor
+    f0_hz: torch.Tensor
+    amps: torch.Tensor
+    log_mel: torch.Tensor
+    index: int
+
+
 class VocoderDataset(Dataset):
     """Prematched features paired with their audio, per a split list.
 
-    Items are dicts of tensors:
+    Items are `VocoderItem` dicts of tensors:
 
     - ``feats`` (T, D) float32 prematched WavLM features
     - ``wav`` (L,) float32 target audio, L = T * 320
@@ -184,7 +195,7 @@ class VocoderDataset(Dataset):
             )
         return wav, features
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> VocoderItem:
         """Item ``index``; the sampler passes ``(index, epoch)`` so crops differ per epoch."""
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         wav, features = self.load(index)

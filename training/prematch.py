@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "prematch_manifest.json"
 AMP_RATIO_EPS = 1e-5
+
+
 class FeatureMode(str, enum.Enum):
     """Which WavLM features are written as the vocoder input."""
 
@@ -189,7 +191,8 @@ class Prematcher:
         """
         cfg = self.config
         start_time = time.perf_counter()
-        files = scan_corpus(self.corpus_dir, cfg.pool_unit)
+        pool_unit = PoolUnit(cfg.pool_unit)
+        files = scan_corpus(self.corpus_dir, pool_unit)
         groups: dict[str, list[CorpusFile]] = defaultdict(list)
         for item in files:
             groups[item.group].append(item)
@@ -201,7 +204,7 @@ class Prematcher:
             "prematching %d files in %d %s groups (shard %d of %d) into %s",
             total,
             len(group_names),
-            cfg.pool_unit.value,
+            pool_unit.value,
             cfg.shard_index,
             cfg.num_shards,
             self.out_dir,
@@ -240,6 +243,7 @@ class Prematcher:
         self, items: list[CorpusFile], manifest: dict, summary: PrematchSummary, bar: tqdm
     ) -> None:
         cfg = self.config
+        pool_unit = PoolUnit(cfg.pool_unit)
         todo = [
             item
             for item in items
@@ -263,7 +267,7 @@ class Prematcher:
                 if item.relpath in pending:
                     self._skip(item, str(err), manifest, summary, bar)
                 else:  # its features exist from an earlier run; it only drops out of the pool
-                    log.warning("%s; left out of the pool of the other %s files", err, cfg.pool_unit.value)
+                    log.warning("%s; left out of the pool of the other %s files", err, pool_unit.value)
         for item in todo:
             if item.relpath not in analyses:
                 continue
@@ -272,7 +276,7 @@ class Prematcher:
             if not others:
                 self._skip(
                     item,
-                    f"no other utterance in its {cfg.pool_unit.value} group to match against",
+                    f"no other utterance in its {pool_unit.value} group to match against",
                     manifest,
                     summary,
                     bar,
@@ -282,7 +286,7 @@ class Prematcher:
             if pool.num_frames < cfg.match.n_candidates:
                 self._skip(
                     item,
-                    f"its {cfg.pool_unit.value} pool has {pool.num_frames} frames, "
+                    f"its {pool_unit.value} pool has {pool.num_frames} frames, "
                     f"fewer than match.n_candidates={cfg.match.n_candidates}",
                     manifest,
                     summary,
@@ -327,6 +331,7 @@ class Prematcher:
         topk = cfg.match.topk
         source = SourceFeatures(feats=own.pool.feats, f0_hz=own.pool.f0_hz)
         result = self.svc.match(source, pool)
+        assert result.amps is not None  # the converter is built for the harmonic vocoder: both passes run
         if cfg.feature_mode is FeatureMode.MEAN:
             feats = pool.feats[result.candidates[:, :topk]].mean(dim=1)  # (T, K, D) -> (T, D)
         else:

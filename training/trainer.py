@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import logging
 import math
 import signal
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -256,8 +258,9 @@ class Trainer:
         )
         self.scheduler_g = torch.optim.lr_scheduler.ExponentialLR(self.optim_g, gamma=config.lr_decay)
         self.scheduler_d = torch.optim.lr_scheduler.ExponentialLR(self.optim_d, gamma=config.lr_decay)
-        self.autocast_dtype = config.autocast_dtype.torch_dtype if config.autocast else None
-        use_scaler = config.autocast and config.autocast_dtype.needs_grad_scaler
+        autocast_dtype = AutocastDtype(config.autocast_dtype)
+        self.autocast_dtype = autocast_dtype.torch_dtype if config.autocast else None
+        use_scaler = config.autocast and autocast_dtype.needs_grad_scaler
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
 
         self.steps = 0
@@ -290,9 +293,9 @@ class Trainer:
 
         if self.dist.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.generator_ddp = DistributedDataParallel(self.generator, device_ids=device_ids)
-            self.mpd_ddp = DistributedDataParallel(self.mpd, device_ids=device_ids)
-            self.msd_ddp = DistributedDataParallel(self.msd, device_ids=device_ids)
+            self.generator_ddp: nn.Module = DistributedDataParallel(self.generator, device_ids=device_ids)
+            self.mpd_ddp: nn.Module = DistributedDataParallel(self.mpd, device_ids=device_ids)
+            self.msd_ddp: nn.Module = DistributedDataParallel(self.msd, device_ids=device_ids)
         else:
             self.generator_ddp, self.mpd_ddp, self.msd_ddp = self.generator, self.mpd, self.msd
         self.gan_step = GanStep(
@@ -337,11 +340,13 @@ class Trainer:
     def _build_datasets(self) -> tuple[VocoderDataset, VocoderDataset | None]:
         cfg = self.config.data
         if cfg.train_csv is not None:
+            assert cfg.valid_csv is not None  # DataConfig: both lists or neither
             train_entries = read_split_csv(cfg.train_csv)
             valid_entries = read_split_csv(cfg.valid_csv)
         else:
             train_entries, valid_entries = self._auto_splits()
-        common = dict(
+        dataset = functools.partial(
+            VocoderDataset,
             corpus_dir=cfg.corpus_dir,
             features_dir=cfg.features_dir,
             harmonic_input=cfg.harmonic_input,
@@ -349,14 +354,12 @@ class Trainer:
             mel_config=self.mel_config,
             seed=self.config.seed,
         )
-        train_set = VocoderDataset(
-            train_entries, segment_size=cfg.segment_size, name="training list", **common
-        )
+        train_set = dataset(train_entries, segment_size=cfg.segment_size, name="training list")
         if cfg.valid_max_items is not None:
             valid_entries = valid_entries[: cfg.valid_max_items]
         valid_set = None
         if valid_entries:
-            valid_set = VocoderDataset(valid_entries, segment_size=None, name="validation list", **common)
+            valid_set = dataset(valid_entries, segment_size=None, name="validation list")
         else:
             log.warning("no validation list: the best-validation checkpoint is not tracked")
         log.info(
@@ -621,7 +624,7 @@ class Trainer:
             self.generator.load_state_dict(state, strict=True)
         except RuntimeError as err:
             raise ValueError(
-                f"init_generator {path} does not fit the {self.config.generator.value} generator: {err}"
+                f"init_generator {path} does not fit the {VocoderKind(self.config.generator).value} generator: {err}"
             ) from None
         log.info("generator initialised from %s", path)
 

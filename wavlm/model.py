@@ -34,7 +34,7 @@ class WavLM(nn.Module):
         conv_dim = conv_layers[-1][0]
         self.feature_extractor = ConvFeatureExtractor(conv_layers, config.extractor_mode, config.conv_bias)
         if conv_dim != config.encoder_embed_dim:
-            self.post_extract_proj = nn.Linear(conv_dim, config.encoder_embed_dim)
+            self.post_extract_proj: nn.Linear | None = nn.Linear(conv_dim, config.encoder_embed_dim)
         else:
             self.post_extract_proj = None
         self.mask_emb = nn.Parameter(torch.zeros(config.encoder_embed_dim).uniform_())

@@ -95,6 +95,7 @@ class ConvFeatureExtractor(nn.Module):
         self.conv_layers = nn.ModuleList()
         in_channels = 1
         for index, (channels, kernel, stride) in enumerate(layers):
+            norm: nn.Module | None
             if mode == "layer_norm":
                 norm = ChannelNorm(channels)
             elif index == 0:
@@ -203,7 +204,7 @@ class SelfAttention(nn.Module):
         self.num_buckets = config.num_buckets
         self.max_distance = config.max_distance
         if has_relative_attention_bias:
-            self.relative_attention_bias = nn.Embedding(config.num_buckets, heads)
+            self.relative_attention_bias: nn.Embedding | None = nn.Embedding(config.num_buckets, heads)
         else:
             self.relative_attention_bias = None
         self.k_proj = Linear(dim, dim)
@@ -211,14 +212,15 @@ class SelfAttention(nn.Module):
         self.q_proj = Linear(dim, dim)
         self.out_proj = Linear(dim, dim)
         if config.gru_rel_pos:
-            self.grep_linear = Linear(self.head_dim, 8)
-            self.grep_a = nn.Parameter(torch.ones(1, heads, 1, 1))
+            self.grep_linear: Linear | None = Linear(self.head_dim, 8)
+            self.grep_a: nn.Parameter | None = nn.Parameter(torch.ones(1, heads, 1, 1))
         else:
             self.grep_linear = None
             self.grep_a = None
 
     def position_bias(self, num_frames: int) -> Tensor:
         """Bias of every (head, query, key): (1, H, T, T). Only for the block owning the embedding."""
+        assert self.relative_attention_bias is not None, "only the block owning the embedding has the bias"
         table = self.relative_attention_bias.weight  # (num_buckets, H)
         buckets = relative_position_buckets(num_frames, self.num_buckets, self.max_distance, device=table.device)
         bias = table.t().contiguous().index_select(1, buckets.flatten())  # (H, T * T)
@@ -246,7 +248,7 @@ class SelfAttention(nn.Module):
         v = split_heads(self.v_proj(x))
 
         attn_bias = position_bias
-        if position_bias is not None and self.grep_linear is not None:
+        if position_bias is not None and self.grep_linear is not None and self.grep_a is not None:
             # the gate reads the block input split into heads, not the projected query
             gates = self.grep_linear(split_heads(x)).view(batch, self.num_heads, frames, 2, 4).sum(-1)
             gate_a, gate_b = torch.sigmoid(gates).unbind(-1)  # (B, H, T) each
@@ -324,9 +326,10 @@ class TransformerEncoder(nn.Module):
             hidden_states.append(x)
         blocks = self.layers[: len(self.layers) if num_layers is None else num_layers]
         position_bias = bias_buffer = None
-        if len(blocks) and blocks[0].self_attn.relative_attention_bias is not None:
+        first_attention = blocks[0].self_attn if len(blocks) else None
+        if isinstance(first_attention, SelfAttention) and first_attention.relative_attention_bias is not None:
             batch, frames, _ = x.shape
-            position_bias = blocks[0].self_attn.position_bias(frames).to(x.dtype)
+            position_bias = first_attention.position_bias(frames).to(x.dtype)
             if self.gated_bias:
                 bias_buffer = x.new_empty(batch, self.num_heads, frames, frames)
         for block in blocks:

@@ -35,7 +35,8 @@ from knnsvc.eval.report import table1_markdown, write_csv, write_json
 from knnsvc.eval.speaker import Trial
 from knnsvc.eval.speed import peak_cuda_gb, peak_rss_gb, reset_peak_rss
 from knnsvc.eval.suite import EvalItem, SuiteSettings, run_suite
-from knnsvc.pipeline import MatchConfig
+from knnsvc.pipeline import KnnSvc, MatchConfig
+from knnsvc.pool import ReferencePool
 from knnsvc.references import PoolCache, build_reference_pool, usable_recording
 from knnsvc.runtime import first_line
 
@@ -128,8 +129,8 @@ class Converter:
     def __init__(self, settings: EvaluationSettings, problems: Problems) -> None:
         self.settings = settings
         self.problems = problems
-        self._model = None
-        self._pools: dict[str, Any] = {}
+        self._model: KnnSvc | None = None
+        self._pools: dict[str, ReferencePool | None] = {}
         self.pool_seconds: dict[str, float] = {}
 
     @property
@@ -138,11 +139,10 @@ class Converter:
         return self._model is not None
 
     @property
-    def model(self):
+    def model(self) -> KnnSvc:
         if self._model is None:
             from knnsvc.checkpoints import load_vocoder, load_wavlm
             from knnsvc.encoder import WavLMEncoder
-            from knnsvc.pipeline import KnnSvc
 
             s = self.settings
             device = torch.device(s.device)
@@ -158,7 +158,7 @@ class Converter:
             log.info("loaded %s + %s (%s vocoder) on %s", s.wavlm, s.vocoder, kind.value, device)
         return self._model
 
-    def pool(self, speaker: str, files: Sequence[Path]):
+    def pool(self, speaker: str, files: Sequence[Path]) -> ReferencePool | None:
         """The speaker's reference pool (cut to `reference_seconds`), built or read from the cache."""
         if speaker in self._pools:
             return self._pools[speaker]
@@ -253,6 +253,7 @@ def _plot_example(
     from knnsvc.pitch import harvest_f0
 
     stem = item.item_id.replace("/", "__")
+    assert item.source is not None  # the items of an evaluation come from conversion jobs, which have one
     try:
         converted = load_audio(item.converted)
         source = load_audio(item.source)
@@ -334,6 +335,8 @@ def run_evaluation(settings: EvaluationSettings) -> dict[str, Any]:
                 continue
             converted_now += 1
             record = _read_sidecar(sidecar, job, target_files)
+            if record is None:
+                raise RuntimeError(f"{sidecar}: just written, but it does not read back as this job's record")
         items.append(_item(job, wav_path, record))
         records[job.item_id] = record
     log.info("%d conversion(s): %d made now, %d from the cache %s", len(items), converted_now,

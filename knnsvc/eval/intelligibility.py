@@ -194,7 +194,8 @@ class WhisperSettings:
 class WhisperTranscriber:
     """faster-whisper ASR; deterministic for a given model, settings and input."""
 
-    def __init__(self, settings: WhisperSettings = WhisperSettings(), device: str = "cpu") -> None:
+    def __init__(self, settings: WhisperSettings | None = None, device: str = "cpu") -> None:
+        settings = settings if settings is not None else WhisperSettings()
         try:
             from faster_whisper import WhisperModel
         except ImportError as err:

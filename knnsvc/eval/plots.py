@@ -83,7 +83,7 @@ def plot_spectrograms(
     """
     plt = _pyplot()
     fig, axes = plt.subplots(len(wavs), 1, figsize=(10, 2.4 * len(wavs)), squeeze=False)
-    for ax, (label, wav) in zip(axes[:, 0], wavs.items()):
+    for ax, (label, wav) in zip(axes[:, 0], wavs.items(), strict=True):
         wav = torch.as_tensor(wav).reshape(-1)
         if max_seconds is not None:
             wav = wav[: int(max_seconds * SAMPLE_RATE)]
@@ -130,7 +130,7 @@ def frame_provenance(
         top_weight = weights.gather(1, pick[:, None])[:, 0].numpy()
     rows = indices.gather(1, pick[:, None])[:, 0].tolist()
     file_index = np.array([bisect.bisect_right(starts, row) - 1 for row in rows], dtype=np.int64)
-    seconds = np.array([(row - starts[f]) * FRAME_SECONDS for row, f in zip(rows, file_index)])
+    seconds = np.array([(row - starts[f]) * FRAME_SECONDS for row, f in zip(rows, file_index, strict=True)])
     return file_index, seconds, top_weight
 
 
@@ -240,7 +240,7 @@ def plot_metric_curves(
     n_rows = math.ceil(len(metrics) / n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False, layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes.flat, metrics):
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         for index, group_rows in enumerate(groups.values()):
             points = sorted(
                 (position(r.get(setting)), _as_float(r.get(metric)))
@@ -248,7 +248,7 @@ def plot_metric_curves(
                 if _as_float(r.get(metric)) is not None
             )
             if points:
-                xs, ys = zip(*points)
+                xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, "o-", color=colours[index % len(colours)])
         ax.set_title(metric)
         ax.set_xlabel(setting)

@@ -28,12 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from knnsvc.audio import find_audio
-from knnsvc.pitch import pitch_shift_argument
 from knnsvc.eval import METRIC_KEYS
 from knnsvc.eval.dataset import Problems, scan_speakers
 from knnsvc.eval.intelligibility import WhisperSettings
 from knnsvc.eval.report import to_plain, write_csv
 from knnsvc.eval.suite import METRICS, EvalItem, SuiteSettings, run_suite
+from knnsvc.pitch import pitch_shift_argument
 
 log = logging.getLogger("knnsvc.eval.score")
 

@@ -38,8 +38,8 @@ from knnsvc.eval.speaker import (
     per_speaker_eer,
 )
 from knnsvc.eval.speed import real_time_factor
-from knnsvc.runtime import first_line
 from knnsvc.pitch import harvest_f0
+from knnsvc.runtime import first_line
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ def pitch_metric(ctx: EvalContext) -> dict[str, Any]:
             f0_corr=scores.f0_corr,
             gross_pitch_error=None if scores.gross_pitch_error is None else 100.0 * scores.gross_pitch_error,
         )
-        if scores.f0_rmse_cents is not None:
+        if scores.f0_rmse_cents is not None and scores.gross_pitch_error is not None:  # both need a voiced frame
             squared_cents += scores.f0_rmse_cents**2 * scores.voiced_both
             gross += scores.gross_pitch_error * scores.voiced_both
             voiced_both += scores.voiced_both
@@ -406,7 +406,7 @@ class SuiteResult:
 def run_suite(
     items: Sequence[EvalItem],
     targets: Mapping[str, Sequence[Path]],
-    settings: SuiteSettings = SuiteSettings(),
+    settings: SuiteSettings | None = None,
     trials: Sequence[Trial] | None = None,
     problems: Problems | None = None,
 ) -> SuiteResult:
@@ -415,13 +415,14 @@ def run_suite(
     Args:
         items: converted recordings.
         targets: target speaker -> real recordings (centroids, EER anchors, target F0).
-        settings: metric selection and models.
+        settings: metric selection and models (None: the `SuiteSettings` defaults).
         trials: EER trials (from a pair list); None = built per target speaker.
         problems: where per-item problems are reported (a new collector if None).
 
     A metric family that cannot run at all (e.g. its package is missing) is reported once and its
     keys stay None; the others still run.
     """
+    settings = settings if settings is not None else SuiteSettings()
     problems = problems if problems is not None else Problems()
     ctx = EvalContext(items, targets, settings, problems, trials)
     summary: dict[str, Any] = {key: None for key in METRIC_KEYS}
