@@ -98,6 +98,7 @@ def test_vocoder_choices_offer_the_releases_and_the_command_line_checkpoint(engi
     assert "wavlm-large" not in values
 
 
+@pytest.mark.slow
 def test_engine_converts_and_reuses_models_and_pools(engine, audio, tmp_path, monkeypatch):
     engine.load_vocoder(HARMONIC)  # as main() does at start
     monkeypatch.setattr(checkpoints, "load_wavlm", lambda *a, **k: pytest.fail("the encoder was loaded twice"))
@@ -159,6 +160,7 @@ def test_an_unvoiced_source_converts_without_automatic_shift(engine, audio):
     assert result.semitones == 0.0
 
 
+@pytest.mark.slow
 def test_command_line_refuses_bad_options_checkpoints_and_ports(tmp_path, caplog):
     with pytest.raises(SystemExit) as exit_info:
         demo.main(["--port", "70000"])
@@ -239,6 +241,7 @@ def convert_arguments(source: Path, references: list[Path], **changes: object) -
     return arguments
 
 
+@pytest.mark.slow
 def test_api_converts_with_the_gradio_client(server, audio, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError

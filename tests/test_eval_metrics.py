@@ -131,6 +131,7 @@ def test_f0_scores_on_contours():
     assert f0_scores(torch.zeros(4), torch.zeros(4)).f0_rmse_cents is None
 
 
+@pytest.mark.slow
 def test_pitch_metrics_zero_for_identical_audio_and_match_a_known_shift():
     contour = vibrato_contour(2.0, 180.0)
     wav = sung_vowel(contour, seed=1)

@@ -63,7 +63,9 @@ def warnings_in(text: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------- pool cache
-@pytest.mark.parametrize("damage", ["empty", "garbage", "foreign", "bit-flip", "other-version"])
+@pytest.mark.parametrize("damage", ["garbage", "bit-flip", pytest.param("empty", marks=pytest.mark.slow),
+                                    pytest.param("foreign", marks=pytest.mark.slow),
+                                    pytest.param("other-version", marks=pytest.mark.slow)])
 def test_a_damaged_cache_entry_is_reported_once_and_rebuilt(song, tmp_path, encodes, capsys, damage):
     cache = tmp_path / "cache"
     assert run_cli(song, "--pool-cache", str(cache)) == 0
@@ -217,7 +219,7 @@ def _batch(tmp_path: Path, n_files: int) -> tuple[Path, Path]:
     sources = tmp_path / "sources"
     sources.mkdir()
     for i in range(n_files):
-        sf.write(sources / f"s{i}.wav", sung_vowel(3.0, 220.0 + 10 * i, 10 + i), SR)
+        sf.write(sources / f"s{i}.wav", sung_vowel(2.0, 220.0 + 10 * i, 10 + i), SR)
     ref = tmp_path / "ref.wav"
     sf.write(ref, sung_vowel(1.5, 196.0, 2), SR)
     return sources, ref

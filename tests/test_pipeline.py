@@ -136,7 +136,7 @@ def si_snr_db(estimate: torch.Tensor, target: torch.Tensor) -> float:
     return float(10 * torch.log10(scaled.pow(2).sum() / (estimate - scaled).pow(2).sum()))
 
 
-@pytest.mark.parametrize("kind_name", ["harmonic", "sine"])
+@pytest.mark.parametrize("kind_name", ["harmonic", pytest.param("sine", marks=pytest.mark.slow)])
 def test_blocks_give_the_whole_recording_result(encoder, golden_dir, golden, monkeypatch, kind_name):
     """Blocking changes no result: F0 in blocks with margins, matching in sub-blocks, features
     spilled to disk, the vocoder in overlapping blocks with the phase carried (>= 100 dB SI-SNR)."""
@@ -203,6 +203,7 @@ def test_rms_mix_makes_the_output_envelope_follow_the_source(encoder, harmonic, 
     assert abs(drop_db(plain) - 20.0) > abs(drop_db(follow) - 20.0)
 
 
+@pytest.mark.slow
 def test_matching_layers_choose_frames_while_the_vocoder_gets_layer_6(encoder, harmonic, golden):
     config = MatchConfig(concat_weight=None, optimise_weights=False, match_layers=[20, 21, 22, 23, 24])
     converter = KnnSvc(encoder, harmonic[1], harmonic[0], config)

@@ -48,7 +48,8 @@ def stream_all(streamer: StreamingConverter, wav: torch.Tensor, chunk: int) -> t
     return torch.cat(pieces + [streamer.flush()])
 
 
-@pytest.mark.parametrize(("block_ms", "chunk"), [(160, 1000), (100, 321), (60, 4800)])
+@pytest.mark.parametrize(("block_ms", "chunk"), [(160, 1000), pytest.param(100, 321, marks=pytest.mark.slow),
+                                                 pytest.param(60, 4800, marks=pytest.mark.slow)])
 def test_output_is_as_long_as_offline_for_any_block_and_chunk_size(models, pool, block_ms, chunk):
     wav = sung_vowel(1.37, 240.0, seed=3)  # 21920 samples: 68 frames, blocks do not divide it
     streamer = StreamingConverter(converter(models), pool, block_ms=block_ms, lookahead_ms=40, crossfade_ms=20)
@@ -121,7 +122,7 @@ def test_full_context_equals_the_offline_cli(tmp_path):
     assert convert.main([str(source), str(reference), "-o", str(offline), *tiny_args("--no-post-opt")]) == 0
     seconds = wav.numel() / SR
     whole = ["--lookahead-ms", str(20 * (round(seconds * 50) + 5)), "--context-s", str(seconds + 1),
-             "--f0-context-s", str(seconds + 1)]
+             "--f0-context-s", str(seconds + 1), "--block-ms", "400", "--crossfade-ms", "100"]
     assert stream.main([str(source), str(reference), "-o", str(streamed), *whole,
                         *tiny_args("--no-post-opt")]) == 0
     a, b = sf.read(offline, dtype="float64")[0], sf.read(streamed, dtype="float64")[0]
@@ -141,6 +142,7 @@ def test_cli_prints_latency_and_real_time_factors(tmp_path, capsys):
     assert stream.main([str(source), str(reference), "-o", str(out), *tiny_args()]) == 1  # no overwrite
 
 
+@pytest.mark.slow
 def test_the_crossfade_alignment_never_changes_the_length(models, pool, monkeypatch):
     """Whatever shift the SOLA search picks (here the largest, every time), the output keeps
     the offline length."""
