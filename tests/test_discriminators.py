@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tolerances import fan_in_terms, network_tolerance
 
 from hifigan.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator
 from hifigan.losses import (
@@ -20,7 +21,6 @@ from hifigan.losses import (
 )
 from hifigan.mel import LogMelSpectrogram, MelConfig, hz_to_mel_slaney, mel_filterbank, mel_to_hz_slaney
 from hifigan.modules import fold_weight_norm
-from tolerances import fan_in_terms, network_tolerance
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -5,11 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerances import fan_in_terms, network_tolerance
 
 from knnsvc.encoder import WavLMEncoder
 from wavlm import load_wavlm
-
-from tolerances import fan_in_terms, network_tolerance
 
 GOLDEN = Path(__file__).parent / "golden"
 TOLERANCE = 1e-4

@@ -17,8 +17,8 @@ from knnsvc.eval.plots import frame_provenance, plot_f0_contours, plot_metric_cu
 from knnsvc.eval.report import SYSTEM_COLUMNS, table1_markdown, write_csv, write_json
 from knnsvc.eval.speaker import Trial, equal_error_rate, make_trials, per_speaker_eer
 from knnsvc.eval.speed import peak_rss_gb, real_time_factor, reset_peak_rss
-from knnsvc.runtime import StageTimer
 from knnsvc.pitch import harvest_f0
+from knnsvc.runtime import StageTimer
 
 SR = 16000
 

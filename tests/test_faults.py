@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_convert_cli import SR, error_lines, sung_vowel, tiny_args
 
 from knnsvc import convert
 from knnsvc.audio import find_audio
 from knnsvc.pipeline import KnnSvc, MatchConfig
 from knnsvc.pool import ReferencePool
-from test_convert_cli import SR, error_lines, sung_vowel, tiny_args
 
 ROOT = Path(__file__).parents[1]
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tolerances import fan_in_terms, network_tolerance
 
 from hifigan.config import HiFiGANConfig
 from hifigan.generator import (
@@ -19,7 +20,6 @@ from hifigan.generator import (
     load_generator,
 )
 from knnsvc.config import HOP_LENGTH, N_HARMONICS
-from tolerances import fan_in_terms, network_tolerance
 
 GOLDEN = Path(__file__).parent / "golden"
 TOL = 1e-4

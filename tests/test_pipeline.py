@@ -141,6 +141,7 @@ def test_blocks_give_the_whole_recording_result(encoder, golden_dir, golden, mon
     """Blocking changes no result: F0 in blocks with margins, matching in sub-blocks, features
     spilled to disk, the vocoder in overlapping blocks with the phase carried (>= 100 dB SI-SNR)."""
     from conftest import sung_vowel
+
     from knnsvc import frames, matching
 
     kind, vocoder = _vocoder(golden_dir, kind_name)

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import sung_vowel
+from test_convert_cli import tiny_args
+from test_pipeline import si_snr_db
+
 from hifigan.generator import load_generator
 from knnsvc import convert, stream
 from knnsvc.config import HOP_LENGTH
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.pipeline import KnnSvc, MatchConfig
 from knnsvc.streaming import StreamingConverter
-from test_convert_cli import tiny_args
-from test_pipeline import si_snr_db
 from wavlm import load_wavlm
 
 SR = 16000
