@@ -34,7 +34,11 @@ class WeightNormMixin:
     def _split_weight(self) -> None:
         weight = self.weight.detach()
         del self._parameters["weight"]
-        self.weight_g = nn.Parameter(_norm_except_dim0(weight))
+        if weight.is_meta:  # built to take a checkpoint's tensors: only the shape matters (and a norm
+            # on the meta device would import torch._dynamo, seconds of start-up)
+            self.weight_g = nn.Parameter(torch.empty(weight.shape[:1] + (1,) * (weight.dim() - 1), device="meta"))
+        else:
+            self.weight_g = nn.Parameter(_norm_except_dim0(weight))
         self.weight_v = nn.Parameter(weight.clone())
 
     @property

@@ -37,7 +37,9 @@ class WavLM(nn.Module):
             self.post_extract_proj: nn.Linear | None = nn.Linear(conv_dim, config.encoder_embed_dim)
         else:
             self.post_extract_proj = None
-        self.mask_emb = nn.Parameter(torch.zeros(config.encoder_embed_dim).uniform_())
+        self.mask_emb = nn.Parameter(torch.zeros(config.encoder_embed_dim))
+        if not self.mask_emb.is_meta:  # drawing on the meta device would import torch._dynamo (seconds)
+            nn.init.uniform_(self.mask_emb)
         self.encoder = TransformerEncoder(config)
         self.layer_norm = nn.LayerNorm(conv_dim)
 

@@ -127,10 +127,11 @@ class WeightNormConv1d(nn.Module):
         self.weight_g = nn.Parameter(torch.ones(1, 1, kernel_size))
         self.weight_v = nn.Parameter(torch.empty(channels, channels // groups, kernel_size))
         self.bias = nn.Parameter(torch.zeros(channels))
-        std = math.sqrt(4.0 / (kernel_size * channels))
-        nn.init.normal_(self.weight_v, mean=0.0, std=std)
-        with torch.no_grad():
-            self.weight_g.copy_(self.weight_v.norm(dim=(0, 1), keepdim=True))
+        if not self.weight_v.is_meta:  # built on the meta device to take a checkpoint's tensors: nothing to draw
+            std = math.sqrt(4.0 / (kernel_size * channels))
+            nn.init.normal_(self.weight_v, mean=0.0, std=std)
+            with torch.no_grad():
+                self.weight_g.copy_(self.weight_v.norm(dim=(0, 1), keepdim=True))
 
     @property
     def weight(self) -> Tensor:
@@ -188,6 +189,16 @@ class Linear(nn.Linear):
         return ops.linear(x, self.weight, self.bias)
 
 
+def _embedding(num: int, dim: int) -> nn.Embedding:
+    """``nn.Embedding(num, dim)`` with its N(0, 1) initialisation, skipped on the meta device (where
+    a model is built to take a checkpoint's tensors): drawing there would import torch._dynamo,
+    seconds of start-up for nothing."""
+    embedding = nn.Embedding(num, dim, _weight=torch.empty(num, dim))
+    if not embedding.weight.is_meta:
+        nn.init.normal_(embedding.weight)
+    return embedding
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with WavLM's gated relative position bias.
 
@@ -204,7 +215,7 @@ class SelfAttention(nn.Module):
         self.num_buckets = config.num_buckets
         self.max_distance = config.max_distance
         if has_relative_attention_bias:
-            self.relative_attention_bias: nn.Embedding | None = nn.Embedding(config.num_buckets, heads)
+            self.relative_attention_bias: nn.Embedding | None = _embedding(config.num_buckets, heads)
         else:
             self.relative_attention_bias = None
         self.k_proj = Linear(dim, dim)
