@@ -1,7 +1,7 @@
 """Song-scale speed and memory: long sources against a long reference, full-size models.
 
     python benchmarks/bench_long.py [--sources 1,5,10,20] [--reference-minutes 10] [--block-seconds 30]
-                                    [--whole 1] [--cache DIR]
+                                    [--whole 0] [--cache DIR]
 
 Each conversion runs in a fresh process through the CLI's own functions (`load_converter`,
 `cli_reference_pool`, `convert_file`), with WavLM-Large and the harmonic vocoder as random-weight
@@ -9,7 +9,8 @@ checkpoint files in the official formats (speed and memory do not depend on the 
 synthetic singing as audio. A sampler thread records the peak resident memory per stage. The
 first run is cold (the reference is encoded into an empty per-file pool cache), the others warm
 (the pool comes from the cache). `--whole M` adds runs with ``--block-seconds 0`` (everything in
-one block, the reference's behaviour) for the first M source lengths. Prints a Markdown table.
+one block, the reference's behaviour) for the first M source lengths; whole-recording Harvest
+grows about quadratically, so pair it with a short `--reference-minutes`. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def main() -> None:
     parser.add_argument("--sources", default="1,5,10,20", help="source lengths in minutes")
     parser.add_argument("--reference-minutes", type=float, default=10.0)
     parser.add_argument("--block-seconds", type=float, default=30.0)
-    parser.add_argument("--whole", type=int, default=1, help="also run --block-seconds 0 for the first N lengths")
+    parser.add_argument("--whole", type=int, default=0,
+                        help="also run --block-seconds 0 for the first N lengths (the reference is then analysed "
+                        "whole too: with 10 min of reference that needs over 24 GB)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

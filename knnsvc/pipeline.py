@@ -338,6 +338,8 @@ class KnnSvc:
         match_feats = FrameStore(self.encoder.dim) if layers else None
         with ThreadPoolExecutor(max_workers=1) as worker:
             f0_job = worker.submit(self._timed_f0, wav_cpu)
+            if progress is not None:
+                progress("encode", 0, total)
             with self._timer("encode"):
                 chunks: Iterator[tuple[torch.Tensor, torch.Tensor | None]]
                 if layers:
@@ -439,6 +441,8 @@ class KnnSvc:
             candidates = torch.empty(n_frames, cfg.n_candidates, dtype=torch.long)
             indices_wavlm = torch.empty(n_frames, cfg.topk, dtype=torch.long)
             indices_harm = torch.empty(n_frames, cfg.topk, dtype=torch.long) if self.kind.uses_harmonics else None
+            if progress is not None:
+                progress("match", 0, n_frames)
             for start, stop in frame_blocks(n_frames, matching.MATCH_BLOCK):
                 query = queries[start:stop].to(device=self.device, dtype=dtype)
                 with self._timer("knn"):
@@ -525,6 +529,8 @@ class KnnSvc:
                 raise RuntimeError("rms_mix needs the source's frame energies, which this result does not hold")
             energy = result.source.energy
         phase = _PhaseCursor(result.f0_hz)
+        if progress is not None:
+            progress("vocode", 0, n_frames)
         for start, stop in frame_blocks(n_frames, self.block_frames):
             lo, hi = max(start - margin, 0), min(stop + margin, n_frames)
             with torch.inference_mode(), self._timer("vocode"):
