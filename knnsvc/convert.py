@@ -29,7 +29,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +249,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.source is None or args.reference is None:
         parser.error("SRC and REF are required")
+    return run_batch(args, parser, run, "converted")
+
+
+def run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser,
+              run: Callable[[argparse.Namespace, Batch], int], done_word: str) -> int:
+    """What the batch commands (convert, cover) share around their `run`: the match settings and the
+    device from the arguments (bad ones are usage errors), logging through the bars, and Ctrl-C or
+    SIGTERM ending in one line that counts what is done (exit status 130)."""
     args.match_config = match_config(args, parser)
     try:
         args.device = resolve_device(args.device)
@@ -261,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run(args, batch)
         except KeyboardInterrupt:
             done = batch.converted + batch.skipped
-            log.error("interrupted: %d of %d converted; rerun to continue", done, batch.total or done)
+            log.error("interrupted: %d of %d %s; rerun to continue", done, batch.total or done, done_word)
             return INTERRUPTED_STATUS
 
 

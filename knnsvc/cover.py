@@ -48,25 +48,22 @@ from knnsvc.audio import (
 from knnsvc.checkpoints import CheckpointError
 from knnsvc.config import SAMPLE_RATE
 from knnsvc.convert import (
-    INTERRUPTED_STATUS,
     Batch,
     Job,
     Options,
     StageBars,
     _folder_problem,
     add_conversion_arguments,
-    cli_logging,
     cli_reference_pool,
     convert_file,
     load_converter,
-    match_config,
     reference_files,
-    stop_on_sigterm,
+    run_batch,
 )
 from knnsvc.files import remove_stale_temporaries
 from knnsvc.pipeline import KnnSvc
 from knnsvc.pool import ReferencePool
-from knnsvc.runtime import first_line, resolve_device
+from knnsvc.runtime import first_line
 from knnsvc.separation import (
     STEM_SUBTYPE,
     SeparationError,
@@ -165,21 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 1 something failed, 2 bad usage, 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.match_config = match_config(args, parser)
-    try:
-        args.device = resolve_device(args.device)
-    except (RuntimeError, ValueError) as err:
-        parser.error(f"--device: {err}")
-    with cli_logging(args.quiet):
-        batch = Batch()
-        try:
-            with stop_on_sigterm():
-                return run(args, batch)
-        except KeyboardInterrupt:
-            done = batch.converted + batch.skipped
-            log.error("interrupted: %d of %d song(s) done; rerun to continue", done, batch.total or done)
-            return INTERRUPTED_STATUS
+    return run_batch(parser.parse_args(argv), parser, run, "song(s) done")
 
 
 def run(args: argparse.Namespace, batch: Batch) -> int:
