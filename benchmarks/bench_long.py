@@ -34,8 +34,8 @@ STAGES = ("load", "reference", "encode", "match", "vocode")
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    from knnsvc import convert
-    from knnsvc.convert import Job, Options
+    from knnsvc.apps import common, convert
+    from knnsvc.conversion import Options, convert_file
 
     torch.set_num_threads(args.threads)
     with MemorySampler() as sampler, tempfile.TemporaryDirectory(dir=args.cache) as work:
@@ -43,25 +43,24 @@ def child(args: argparse.Namespace) -> None:
             [str(args.source), str(args.reference), "--wavlm", str(args.wavlm), "--vocoder", str(args.vocoder),
              "--block-seconds", str(args.block_seconds), "--pool-cache", str(args.pool_cache), "-q"]
         )
-        cli.match_config = convert.match_config(cli, convert.build_parser())
+        cli.match_config = common.match_config(cli, convert.build_parser())
         cli.device = torch.device("cpu")
         baseline = rss_gb()
         start = time.perf_counter()
         sampler.stage = "load"
-        converter = convert.load_converter(cli)
+        converter = common.load_converter(cli)
         loaded = time.perf_counter()
 
         def progress(stage: str, done: int, total: int) -> None:
             sampler.stage = stage
 
         sampler.stage = "reference"
-        pool, _ = convert.cli_reference_pool(converter, args.reference, [args.reference], args.pool_cache, progress)
+        pool, _ = common.reference_pool(converter, args.reference, [args.reference], args.pool_cache, progress)
         pooled = time.perf_counter()
         reference_timings = dict(converter.timings)
         converter.timings = {}
         sampler.stage = "encode"
-        job = Job(args.source, Path(work) / "out.wav")
-        convert.convert_file(converter, pool, job, Options(), progress)
+        convert_file(converter, pool, args.source, Path(work) / "out.wav", Options(), progress)
         done = time.perf_counter()
     print(json.dumps({
         "baseline_gb": baseline,

@@ -27,14 +27,14 @@ from hifigan.mel import LogMelSpectrogram
 from knnsvc.checkpoints import WAVLM_LARGE_CFG, load_wavlm
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.runtime import resolve_device
-from training.dataset import SEGMENT_SIZE
-from training.gan import GanStep, build_optimizers
-from training.prematch import PrematchConfig, Prematcher
-from training.trainer import DataConfig, TrainConfig
+from knnsvc.training.dataset import SEGMENT_SIZE
+from knnsvc.training.gan import GanStep, build_optimizers
+from knnsvc.training.prematch import PrematchConfig, Prematcher
+from knnsvc.training.trainer import DataConfig, TrainConfig
 from wavlm import WavLM, WavLMConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from synthetic_corpus import make_corpus  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.training.corpus import make_corpus  # noqa: E402
 
 
 def bench_prematch(device: torch.device, wavlm: str | None, seconds: float, utterances: int) -> None:

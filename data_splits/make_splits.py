@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from training.corpus import make_splits, write_split_csv
+from knnsvc.training.corpus import make_splits, write_split_csv
 
 
 def main(argv: list[str] | None = None) -> int:

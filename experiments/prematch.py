@@ -20,7 +20,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from training.prematch import PrematchConfig, PrematchSummary, prematch
+from knnsvc.training.prematch import PrematchConfig, PrematchSummary, prematch
 
 ConfigStore.instance().store(name="prematch_schema", node=PrematchConfig)
 

@@ -20,7 +20,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from training.trainer import TrainConfig, train
+from knnsvc.training.trainer import TrainConfig, train
 
 
 def train_schema() -> DictConfig:

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hifigan.config import HiFiGANConfig
+from hifigan.excitation import HOP_LENGTH, additive_synth, sine_excitation
 from hifigan.modules import (
     LRELU_SLOPE,
     DownResBlock,
@@ -37,8 +38,6 @@ from hifigan.modules import (
     fold_weight_norm,
     multi_receptive_field,
 )
-from knnsvc.config import HOP_LENGTH
-from knnsvc.harmonics import additive_synth, sine_excitation
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from knnsvc.convert import main
+from knnsvc.apps.convert import main
 
 sys.exit(main())

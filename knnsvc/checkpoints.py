@@ -26,7 +26,11 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from hifigan.config import HiFiGANConfig
 from hifigan.generator import Vocoder, VocoderKind, detect_kind, load_generator
+from knnsvc.config import DEFAULT_BLOCK_SECONDS, DEFAULT_F0, DEFAULT_VOCODER, DEFAULT_WAVLM, WAVLM_LAYER, MatchConfig
 from knnsvc.download import DownloadError, download_file
+from knnsvc.encoder import WavLMEncoder
+from knnsvc.pipeline import KnnSvc
+from knnsvc.pitch import get_f0_extractor
 from knnsvc.runtime import first_line
 from wavlm import WavLM
 from wavlm import load_wavlm as build_wavlm
@@ -102,8 +106,6 @@ RELEASES: dict[str, Release] = {
     )
 }
 
-DEFAULT_WAVLM = "wavlm-large"
-DEFAULT_VOCODER = "knnsvc-singing"
 
 _UNREADABLE = "not a readable PyTorch checkpoint (corrupt, truncated or another kind of file)"
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
@@ -297,3 +299,35 @@ def check_compatible(wavlm: WavLM, generator: nn.Module, wavlm_name: object, voc
             f"{vocoder_name}: the vocoder takes {expected}-dim features but the WavLM {wavlm_name} "
             f"produces {wavlm.dim}-dim features; use a matching pair"
         )
+
+
+def encoder_depth(config: MatchConfig) -> int:
+    """WavLM blocks a converter with these settings runs: the synthesis layer, or the deepest
+    matching layer (only these blocks are loaded)."""
+    return max([WAVLM_LAYER, *(config.match_layers or [])])
+
+
+def build_converter(
+    wavlm: str | os.PathLike = DEFAULT_WAVLM,
+    vocoder: str | os.PathLike = DEFAULT_VOCODER,
+    vocoder_config: str | os.PathLike | HiFiGANConfig | None = None,
+    config: MatchConfig | None = None,
+    f0: str = DEFAULT_F0,
+    device: str | torch.device = "cpu",
+    block_seconds: float = DEFAULT_BLOCK_SECONDS,
+    progress: bool = True,
+) -> KnnSvc:
+    """The one place a converter is built from names or paths: encoder (only the blocks in use),
+    vocoder (architecture read from its weights), F0 extractor, and their compatibility check.
+
+    Raises:
+        CheckpointError: a checkpoint cannot be found, fetched or used, or the pair does not fit.
+        ValueError, ImportError: an unknown or uninstalled pitch extractor.
+    """
+    config = config or MatchConfig()
+    extractor = get_f0_extractor(f0, device)
+    encoder = load_wavlm(wavlm, device=device, progress=progress, num_layers=encoder_depth(config))
+    kind, generator = load_vocoder(vocoder, vocoder_config, device=device, progress=progress)
+    check_compatible(encoder, generator, wavlm, vocoder)
+    return KnnSvc(WavLMEncoder(encoder, layer=WAVLM_LAYER), generator, kind, config=config,
+                  block_seconds=block_seconds, f0=extractor)

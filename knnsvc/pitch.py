@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+from knnsvc.config import (  # noqa: F401  (the pitch-shift setting lives with the settings; re-exported)
+    AUTO_SHIFTS,
+    HOP_LENGTH,
+    MAX_SHIFT_SEMITONES,
+    SAMPLE_RATE,
+    PitchShift,
+    parse_pitch_shift,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -609,49 +616,6 @@ def shift_semitones(f0_hz: torch.Tensor, semitones: float) -> torch.Tensor:
     """Transpose voiced frames by a fixed number of semitones; unvoiced frames stay 0."""
     log_to = torch.tensor(semitones / 12.0 * math.log(2.0), dtype=f0_hz.dtype)
     return _shift_log(f0_hz, torch.zeros((), dtype=f0_hz.dtype), log_to)
-
-
-AUTO_SHIFTS = ("auto", "auto-semitone", "auto-octave")
-"""Automatic shifts: the paper's continuous one, and the same rounded to semitones or octaves."""
-
-MAX_SHIFT_SEMITONES = 48.0
-"""Largest transposition accepted (four octaves); beyond it the vocoders leave their range."""
-
-PitchShift = str | float | None
-"""One of `AUTO_SHIFTS`, a number of semitones, or None (keep the source pitch)."""
-
-
-def parse_pitch_shift(value: object) -> PitchShift:
-    """Canonical form of a pitch-shift setting: an `AUTO_SHIFTS` name, finite semitones, or None.
-
-    Accepts the strings "auto", "auto-semitone", "auto-octave", "none" (any case), None, numbers
-    and numeric strings ("-3", "+12").
-
-    Raises:
-        ValueError: anything else, a non-finite number, or more than `MAX_SHIFT_SEMITONES`.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in AUTO_SHIFTS:
-            return text
-        if text in ("none", "null", "off"):
-            return None
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(
-                f"pitch shift must be {', '.join(AUTO_SHIFTS)}, none or a number of semitones, got {value!r}"
-            ) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"pitch shift must be a name or a number of semitones, got {value!r}")
-    semitones = float(value)
-    if not math.isfinite(semitones) or abs(semitones) > MAX_SHIFT_SEMITONES:
-        raise ValueError(
-            f"pitch shift must be a finite number of semitones within ±{MAX_SHIFT_SEMITONES:g}, got {value!r}"
-        )
-    return semitones
 
 
 def pitch_shift_argument(text: str) -> PitchShift:

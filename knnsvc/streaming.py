@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+from knnsvc.config import HOP_LENGTH, PROTECT_OFF, SAMPLE_RATE
 from knnsvc.harmonics import running_cycles
 from knnsvc.matching import (
     HARMONIC_SMOOTHNESS,
@@ -56,7 +56,7 @@ from knnsvc.matching import (
     unit_rows,
     weighted_sum,
 )
-from knnsvc.pipeline import PROTECT_OFF, KnnSvc
+from knnsvc.pipeline import KnnSvc
 from knnsvc.pitch import median_log_f0, shift_semitones
 from knnsvc.pool import ReferencePool
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tolerances import fan_in_terms, network_tolerance
+from tests.tolerances import fan_in_terms, network_tolerance
 
 from knnsvc.encoder import WavLMEncoder
 from wavlm import load_wavlm

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_convert_cli import SR, error_lines, sung_vowel, tiny_args
+from tests.apps.test_convert import SR, error_lines, sung_vowel, tiny_args
 
-from knnsvc import convert
+from knnsvc.apps import convert
+from knnsvc.apps.common import INTERRUPTED_STATUS
 from knnsvc.audio import find_audio
 from knnsvc.pipeline import KnnSvc, MatchConfig
 from knnsvc.pool import ReferencePool
@@ -249,7 +250,7 @@ def test_an_interrupted_batch_ends_in_one_line_and_a_rerun_finishes_it(tmp_path,
     _wait_for_outputs(process, out, 1)
     process.send_signal(signum)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == convert.INTERRUPTED_STATUS
+    assert process.returncode == INTERRUPTED_STATUS
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     match = re.fullmatch(r"ERROR: interrupted: (\d) of 6 converted; rerun to continue", last)

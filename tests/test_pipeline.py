@@ -140,7 +140,7 @@ def si_snr_db(estimate: torch.Tensor, target: torch.Tensor) -> float:
 def test_blocks_give_the_whole_recording_result(encoder, golden_dir, golden, monkeypatch, kind_name):
     """Blocking changes no result: F0 in blocks with margins, matching in sub-blocks, features
     spilled to disk, the vocoder in overlapping blocks with the phase carried (>= 100 dB SI-SNR)."""
-    from conftest import sung_vowel
+    from tests.conftest import sung_vowel
 
     from knnsvc import frames, matching
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import sung_vowel
+from tests.conftest import sung_vowel
 
 from knnsvc import pitch
 from knnsvc.pitch import (

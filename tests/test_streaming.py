@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import sung_vowel
-from test_convert_cli import tiny_args
-from test_pipeline import si_snr_db
+from tests.conftest import sung_vowel
+from tests.apps.test_convert import tiny_args
+from tests.test_pipeline import si_snr_db
 
 from hifigan.generator import load_generator
-from knnsvc import convert, stream
+from knnsvc.apps import convert, stream
 from knnsvc.config import HOP_LENGTH
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.pipeline import KnnSvc, MatchConfig

@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 
 from knnsvc.audio import find_audio
 from knnsvc.files import atomic_path
-from training.features import feature_relpath
+from knnsvc.training.features import feature_relpath
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ import pytest
 import soundfile as sf
 import torch
 from hydra import compose, initialize_config_dir
-from synthetic_corpus import make_corpus, prematched_corpus
+from tests.training.corpus import make_corpus, prematched_corpus
 
-from training.corpus import PoolUnit, SplitEntry, make_splits, read_split_csv, write_split_csv
-from training.dataset import EpochSampler, HarmonicInput, VocoderDataset
-from training.features import PrematchedFeatures
-from training.gan import AutocastDtype
+from knnsvc.training.corpus import PoolUnit, SplitEntry, make_splits, read_split_csv, write_split_csv
+from knnsvc.training.dataset import EpochSampler, HarmonicInput, VocoderDataset
+from knnsvc.training.features import PrematchedFeatures
+from knnsvc.training.gan import AutocastDtype
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,13 @@ from torch import nn
 
 pytest.importorskip("demucs_infer")
 
-from conftest import sung_vowel
+from tests.conftest import sung_vowel
 from demucs_infer.apply import apply_model
 from demucs_infer.htdemucs import HTDemucs
-from test_convert_cli import error_lines, tiny_args
+from tests.apps.test_convert import error_lines, tiny_args
 
-from knnsvc import cover, separation
+from knnsvc import separation
+from knnsvc.apps import cover
 from knnsvc.separation import (
     HTDEMUCS_KWARGS,
     SOURCES,

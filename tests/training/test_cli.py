@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from synthetic_corpus import VOCODER_TINY_CONFIG, prematched_corpus
+from tests.training.corpus import VOCODER_TINY_CONFIG, prematched_corpus
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     f"vocoder_config={VOCODER_TINY_CONFIG}",
     "device=cpu",

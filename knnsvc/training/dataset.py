@@ -46,8 +46,8 @@ from hifigan.mel import LogMelSpectrogram, MelConfig
 from knnsvc.audio import AudioError, load_audio
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
 from knnsvc.runtime import first_line
-from training.corpus import SplitEntry
-from training.features import PrematchedFeatures
+from knnsvc.training.corpus import SplitEntry
+from knnsvc.training.features import PrematchedFeatures
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tolerances import fan_in_terms, network_tolerance
+from tests.tolerances import fan_in_terms, network_tolerance
 
 from hifigan.config import HiFiGANConfig
 from hifigan.generator import (
@@ -21,7 +21,7 @@ from hifigan.generator import (
 )
 from knnsvc.config import HOP_LENGTH, N_HARMONICS
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 TOL = 1e-4
 KINDS = [VocoderKind.HARMONIC, VocoderKind.SINE, VocoderKind.KNNVC]
 MANIFEST_KEY = {kind: f"vocoder_{kind.value}" for kind in KINDS}

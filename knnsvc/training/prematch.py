@@ -45,8 +45,8 @@ from knnsvc.pipeline import KnnSvc, MatchConfig, SourceFeatures
 from knnsvc.pool import ReferencePool
 from knnsvc.references import usable_recording
 from knnsvc.runtime import resolve_device
-from training.corpus import CorpusFile, PoolUnit, scan_corpus
-from training.features import FEATURE_FORMAT, FEATURE_FORMAT_VERSION, PrematchedFeatures, feature_relpath
+from knnsvc.training.corpus import CorpusFile, PoolUnit, scan_corpus
+from knnsvc.training.features import FEATURE_FORMAT, FEATURE_FORMAT_VERSION, PrematchedFeatures, feature_relpath
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The defaults of :class:`TrainConfig` / :class:`DataConfig` are the official kNN-SVC settings:
 AdamW for both networks (lr 2e-4, betas 0.8/0.99, weight decay 0.01), learning rates decayed by
 0.999 per epoch, batch 16 of 7040-sample segments, the official log-mel loss. One update is
-:class:`training.gan.GanStep`; the files are described in ``training/checkpoints.py``.
+:class:`knnsvc.training.gan.GanStep`; the files are described in ``knnsvc/training/checkpoints.py``.
 
 ``out_dir/config.json`` is the run's vocoder config in the official ``config_v1_wavlm.json``
 layout: the architecture plus the training and mel-loss values this run used, so the official
@@ -44,11 +44,11 @@ from hifigan.generator import VocoderKind, build_generator
 from hifigan.losses import mel_l1
 from hifigan.mel import LogMelSpectrogram, MelConfig
 from knnsvc.runtime import resolve_device
-from training import checkpoints
-from training.corpus import SplitEntry, make_splits, read_split_csv, write_split_csv
-from training.dataset import SEGMENT_SIZE, BadFilePolicy, EpochSampler, HarmonicInput, VocoderDataset
-from training.distributed import backend_for, local_rank, setup_distributed
-from training.gan import AutocastDtype, GanStep, autocast_context, build_optimizers, generate
+from knnsvc.training import checkpoints
+from knnsvc.training.corpus import SplitEntry, make_splits, read_split_csv, write_split_csv
+from knnsvc.training.dataset import SEGMENT_SIZE, BadFilePolicy, EpochSampler, HarmonicInput, VocoderDataset
+from knnsvc.training.distributed import backend_for, local_rank, setup_distributed
+from knnsvc.training.gan import AutocastDtype, GanStep, autocast_context, build_optimizers, generate
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,17 @@ class DataConfig:
         corpus_dir: corpus root (audio).
         features_dir: prematched feature root.
         train_csv, valid_csv: split lists (``audio_path,feat_path``). When both are None the lists
-            are made from the corpus with :func:`training.corpus.make_splits` (``valid_fraction``,
+            are made from the corpus with :func:`knnsvc.training.corpus.make_splits` (``valid_fraction``,
             ``split_by``, ``split_seed``) and written to ``out_dir/splits/``; a resumed run reuses
             the lists written there.
         split_by: ``utterance`` or ``speaker`` (speaker-disjoint validation).
         harmonic_input: ``matched`` (inference-consistent) or ``random_candidate`` (reference);
-            see :class:`training.dataset.HarmonicInput`.
+            see :class:`knnsvc.training.dataset.HarmonicInput`.
         segment_size: training segment in samples (multiple of 320).
         num_workers: data-loader worker processes per rank.
         valid_max_items: validate on at most this many items of the list (None = all).
         on_bad_file: ``skip`` (warn and leave out) or ``error`` (stop); see
-            :class:`training.dataset.BadFilePolicy`.
+            :class:`knnsvc.training.dataset.BadFilePolicy`.
     """
 
     corpus_dir: str

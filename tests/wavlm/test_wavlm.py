@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tolerances import dot_bound
+from tests.tolerances import dot_bound
 
 from wavlm import WavLM, WavLMConfig, load_wavlm, ops
 from wavlm.config import parse_conv_layers
 from wavlm.modules import WeightNormConv1d, relative_position_buckets
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 TOLERANCE = 1e-4
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from tolerances import fan_in_terms, network_tolerance
+from tests.tolerances import fan_in_terms, network_tolerance
 
 from hifigan.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator
 from hifigan.losses import (

@@ -22,14 +22,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import sung_vowel
+from tests.conftest import sung_vowel
 
-from knnsvc import checkpoints, demo
+from knnsvc import checkpoints
+from knnsvc.apps import demo
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
-from knnsvc.demo import Controls, DemoEngine
+from knnsvc.apps.demo import Controls, DemoEngine
 from knnsvc.pipeline import KnnSvc
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 WAVLM = str(GOLDEN / "wavlm_tiny.pt")
 HARMONIC = str(GOLDEN / "vocoder_harmonic_tiny.pt")
 TINY_CONFIG = GOLDEN / "vocoder_tiny_config.json"
@@ -196,7 +197,7 @@ def server(tmp_path_factory) -> Iterator[str]:
                "--pool-cache", str(folder / "pools")]
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                   cwd=Path(__file__).parents[1])
+                                   cwd=Path(__file__).parents[2])
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + SERVER_START_SECONDS
     try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from synthetic_corpus import prematched_corpus
-from test_train_pipeline import tiny_config
+from tests.training.corpus import prematched_corpus
+from tests.training.test_trainer import tiny_config
 
-from training.trainer import train
+from knnsvc.training.trainer import train
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from knnsvc.eval.suite import SuiteSettings
 from knnsvc.eval.sweep import summarize
 from knnsvc.pipeline import MatchConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 SR = 16000
 FAST_METRICS = ("speaker", "pitch", "quality", "speed")  # ASR is covered in test_eval_models.py

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from synthetic_corpus import VOCODER_TINY_CONFIG, WAVLM_TINY, prematched_corpus
+from tests.training.corpus import VOCODER_TINY_CONFIG, WAVLM_TINY, prematched_corpus
 
 from hifigan.generator import HarmonicGenerator, VocoderKind, load_generator
-from training.trainer import DataConfig, TrainConfig, Trainer, train
+from knnsvc.training.trainer import DataConfig, TrainConfig, Trainer, train
 
 STEPS = 30
 
@@ -117,7 +117,7 @@ def test_tensorboard_event_file(run):
 
 @pytest.mark.slow
 def test_trained_generator_converts_with_the_cli(run, tmp_path):
-    from knnsvc import convert
+    from knnsvc.apps import convert
 
     out, _, corpus = run
     output = tmp_path / "converted.wav"

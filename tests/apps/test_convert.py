@@ -5,16 +5,17 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from knnsvc import convert
+from knnsvc.apps import convert
 from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, KnnSvc, MatchConfig
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 WAVLM = str(GOLDEN / "wavlm_tiny.pt")
 HARMONIC = str(GOLDEN / "vocoder_harmonic_tiny.pt")
 SINE = str(GOLDEN / "vocoder_sine_tiny.pt")
@@ -192,10 +193,10 @@ def test_refuses_to_replace_an_input(small, capsys):
 def test_options_reach_the_converter(small, monkeypatch):
     seen = {}
 
-    def fake_convert_file(converter, pool, job, options, progress):
+    def fake_convert_file(converter, pool, source, output, options, progress):
         seen.update(config=converter.config, loudness=options.loudness, kind=converter.kind,
                     block_seconds=converter.block_seconds, f0=converter.f0.name)
-        return "fake"
+        return SimpleNamespace(describe=lambda uses_pitch: "fake")
 
     monkeypatch.setattr(convert, "convert_file", fake_convert_file)
     args = [str(small["src"]), str(small["ref"]), "-o", str(small["out"] / "x.wav"), *tiny_args(
@@ -335,7 +336,7 @@ def test_module_entry_point_runs(small):
     import subprocess
     import sys
 
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-m", "knnsvc.convert", "--list-checkpoints"], capture_output=True,
                           text=True, env=env, check=False)
@@ -344,7 +345,7 @@ def test_module_entry_point_runs(small):
 
 def test_readme_offline_example_converts_the_shipped_recordings(tmp_path):
     """README command 1's offline variant: the example recordings with the tiny checkpoints."""
-    examples = Path(__file__).parents[1] / "examples"
+    examples = Path(__file__).parents[2] / "examples"
     out = tmp_path / "converted.wav"
     assert convert.main([str(examples / "source.wav"), str(examples / "target_singer"), "-o", str(out),
                          "--wavlm", WAVLM, "--vocoder", HARMONIC, "-q"]) == 0

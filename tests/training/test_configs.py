@@ -14,10 +14,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
 from hifigan.config import HiFiGANConfig
-from training.checkpoints import check_resumable
-from training.trainer import UNCHECKED_OFFICIAL_KEYS, DataConfig, TrainConfig, official_training_values
+from knnsvc.training.checkpoints import check_resumable
+from knnsvc.training.trainer import UNCHECKED_OFFICIAL_KEYS, DataConfig, TrainConfig, official_training_values
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
 TRAIN_PATHS = ["data.corpus_dir=c", "data.features_dir=f", "out_dir=o"]
 

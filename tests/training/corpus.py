@@ -83,8 +83,8 @@ def make_corpus(
     return sorted(paths)
 
 
-WAVLM_TINY = Path(__file__).parent / "golden" / "wavlm_tiny.pt"
-VOCODER_TINY_CONFIG = Path(__file__).parent / "golden" / "vocoder_tiny_config.json"
+WAVLM_TINY = Path(__file__).parents[1] / "golden" / "wavlm_tiny.pt"
+VOCODER_TINY_CONFIG = Path(__file__).parents[1] / "golden" / "vocoder_tiny_config.json"
 _PREMATCHED: dict[str, Path] = {}
 
 
@@ -102,7 +102,7 @@ def prematched_corpus(tmp_path_factory) -> tuple[Path, Path]:
     Shared between test modules: treat both folders as read-only.
     """
     if "root" not in _PREMATCHED:
-        from training.prematch import PrematchConfig, Prematcher
+        from knnsvc.training.prematch import PrematchConfig, Prematcher
 
         root = tmp_path_factory.mktemp("prematched")
         make_corpus(root / "corpus", n_speakers=3, n_utterances=3, seconds=1.2)

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from synthetic_corpus import WAVLM_TINY, make_corpus, tiny_encoder
+from tests.training.corpus import WAVLM_TINY, make_corpus, tiny_encoder
 
 from knnsvc.matching import cosine_topk
-from training.corpus import PoolUnit, scan_corpus
-from training.features import PrematchedFeatures, feature_relpath
-from training.prematch import PrematchConfig, Prematcher, prematch_match_config
+from knnsvc.training.corpus import PoolUnit, scan_corpus
+from knnsvc.training.features import PrematchedFeatures, feature_relpath
+from knnsvc.training.prematch import PrematchConfig, Prematcher, prematch_match_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,251 @@
+"""`python -m knnsvc.convert SRC REF [-o OUT]`: convert recordings to a target singer's voice.
+
+SRC is an audio file or a folder (every recording below it, converted one by one); REF is an
+audio file or a folder of one singer's recordings (all of them form the reference pool).
+
+Output names (never inside an input folder unless asked to with -o):
+
+- one source file: ``-o OUT`` is the output file (or, if OUT is a folder or ends with "/",
+  ``OUT/<src_stem>_to_<ref_stem>.wav``); without -o: ``./<src_stem>_to_<ref_stem>.wav``.
+- a source folder: outputs mirror its tree under ``-o OUT`` (``OUT/<sub/dirs>/<stem>.wav``);
+  without -o: under ``./<src_folder>_to_<ref_stem>/``. An output folder inside the source
+  folder is never scanned for sources.
+
+``<ref_stem>`` is the reference file's stem or the reference folder's name. Existing outputs are
+kept (and reported as skipped) unless --overwrite is given; outputs are written block by block into
+a temporary file that is renamed at the end, so a failed or interrupted run leaves no partial
+file, and a rerun converts only what is missing.
+
+Exit status: 0 when every file was converted or already there, 1 when anything failed (each
+failure is one line on stderr naming the file and the problem; the rest of a batch is still
+processed), 2 for bad usage, 130 when interrupted (Ctrl-C or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from knnsvc import __version__, checkpoints
+from knnsvc.apps.common import (
+    Batch,
+    StageBars,
+    add_conversion_arguments,
+    folder_problem,
+    load_converter,
+    reference_files,
+    reference_pool,
+    run_batch,
+)
+from knnsvc.audio import OUTPUT_SUFFIXES, AudioError, find_audio
+from knnsvc.checkpoints import CheckpointError
+from knnsvc.conversion import Options, convert_file
+from knnsvc.files import remove_stale_temporaries
+from knnsvc.runtime import first_line
+
+log = logging.getLogger("knnsvc.convert")
+
+
+@dataclass
+class Job:
+    """One source file and where its conversion goes."""
+
+    source: Path
+    output: Path
+
+
+@dataclass
+class Plan:
+    """The jobs to run, those already done, and how many were refused before starting."""
+
+    todo: list[Job]
+    skipped: int = 0
+    failed: int = 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI; defaults come from `MatchConfig` (one default per setting)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m knnsvc.convert",
+        description="Zero-shot singing voice conversion with kNN-SVC: sing SRC in the voice of REF.",
+        epilog=(
+            "Outputs: one source file -> ./<src>_to_<ref>.wav (or -o FILE / -o FOLDER/); a source "
+            "folder -> ./<src_folder>_to_<ref>/ mirroring its tree (or -o FOLDER). "
+            "Checkpoint names: " + ", ".join(checkpoints.RELEASES) + " (see --list-checkpoints)."
+        ),
+    )
+    parser.add_argument("source", metavar="SRC", nargs="?", type=Path, help="audio file or folder to convert")
+    parser.add_argument("reference", metavar="REF", nargs="?", type=Path,
+                        help="audio file or folder of the target singer's recordings (searched recursively)")
+    parser.add_argument("-o", "--output", type=Path, help="output file (one source) or folder")
+    add_conversion_arguments(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--list-checkpoints", action="store_true", help="print the known checkpoints and exit")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only, no progress bars")
+    parser.add_argument("--version", action="version", version=f"knnsvc {__version__}")
+    return parser
+
+# ----------------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 something failed, 2 bad usage, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_checkpoints:
+        print(checkpoints.describe_releases())
+        return 0
+    if args.source is None or args.reference is None:
+        parser.error("SRC and REF are required")
+    return run_batch(args, parser, run, "converted")
+
+
+def run(args: argparse.Namespace, batch: Batch) -> int:
+    """The conversion of one CLI invocation (see the module docstring)."""
+    if args.f0_file is not None and not args.source.is_file():
+        log.error("--f0-file needs one source file, but %s is a folder", args.source)
+        return 1
+    try:
+        jobs = plan_jobs(args.source, args.reference, args.output)
+        references = reference_files(args.reference)
+    except ValueError as err:
+        log.error("%s", err)
+        return 1
+    plan = _screen_jobs(jobs, references, args.overwrite)
+    batch.total, batch.skipped, batch.failed = len(jobs), plan.skipped, plan.failed
+    plan = _drop_unwritable_folders(plan, batch)
+    if not plan.todo:
+        return 1 if batch.failed else 0
+
+    try:
+        converter = load_converter(args)
+    except (CheckpointError, ValueError, ImportError) as err:
+        log.error("%s", first_line(err))
+        return 1
+    log.info("vocoder: %s (%s), device %s, precision %s, blocks of %g s", args.vocoder, converter.kind.value,
+             args.device, args.precision, converter.block_seconds)
+
+    bars = StageBars(disabled=args.quiet)
+    try:
+        pool, left_out = reference_pool(converter, args.reference, references, args.pool_cache, bars)
+    except (ValueError, AudioError) as err:
+        log.error("%s", first_line(err))
+        return 1
+    finally:
+        bars.close()
+    batch.failed += left_out
+
+    options = Options(loudness=args.loudness, f0_file=args.f0_file, repair_audio=args.repair_audio)
+    files = tqdm(plan.todo, desc="files", unit="file", disable=args.quiet or len(plan.todo) < 2 or None,
+                 dynamic_ncols=True, position=0)
+    for job in files:
+        bars = StageBars(disabled=args.quiet, label=job.source.name, position=1)
+        try:
+            converted = convert_file(converter, pool, job.source, job.output, options, bars)
+            report = converted.describe(converter.kind.uses_pitch)
+        except (ValueError, RuntimeError, OSError) as err:
+            batch.failed += 1
+            message = first_line(err)
+            if isinstance(err, AudioError) or message.startswith(str(job.source)):
+                log.error("%s", message)
+            else:
+                log.error("%s: %s", job.source, message)
+            log.debug("conversion of %s failed", job.source, exc_info=True)
+        else:
+            batch.converted += 1
+            log.info("wrote %s (%s)", job.output, report)
+        finally:
+            bars.close()
+    files.close()
+    if batch.failed and batch.total + left_out > 1:
+        log.error("%d problem(s); %d of %d source file(s) converted%s", batch.failed, batch.converted, batch.total,
+                  f", {batch.skipped} already there" if batch.skipped else "")
+    return 1 if batch.failed else 0
+
+
+
+
+# ----------------------------------------------------------------------------------- planning
+def plan_jobs(source: Path, reference: Path, output: Path | None) -> list[Job]:
+    """Map each source file to its output path (see the module docstring).
+
+    Raises:
+        ValueError: SRC or REF missing, SRC folder without audio, or -o naming a file for a folder.
+    """
+    if not source.exists():
+        raise ValueError(f"{source}: no such file or folder")
+    if not reference.exists():
+        raise ValueError(f"{reference}: no such file or folder")
+    ref_stem = reference.stem if reference.is_file() else reference.resolve().name
+    if source.is_file():
+        default_name = f"{source.stem}_to_{ref_stem}.wav"
+        if output is None:
+            target = Path.cwd() / default_name
+        elif output.is_dir() or str(output).endswith(("/", os.sep)) or output.suffix.lower() not in OUTPUT_SUFFIXES:
+            target = output / default_name
+        else:
+            target = output
+        return [Job(source, target)]
+    folder = output if output is not None else Path.cwd() / f"{source.resolve().name}_to_{ref_stem}"
+    if folder.is_file():
+        raise ValueError(f"{folder}: is a file, but a folder is needed for a folder of sources")
+    files = find_audio(source, exclude=[folder])
+    if not files:
+        raise ValueError(f"{source}: no audio files ({', '.join(OUTPUT_SUFFIXES)}) in this folder")
+    return [Job(f, folder / f.relative_to(source).with_suffix(".wav")) for f in files]
+
+
+
+def _screen_jobs(jobs: list[Job], references: list[Path], overwrite: bool) -> Plan:
+    """Skip outputs that exist (already converted); refuse those that would replace an input or
+    collide with each other."""
+    inputs = {p.resolve() for p in references} | {j.source.resolve() for j in jobs}
+    plan = Plan([])
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        target = job.output.resolve()
+        if target in inputs:
+            log.error("%s: output %s would replace an input file; choose another -o", job.source, job.output)
+        elif target in seen:
+            log.error("%s: output %s is also the output of %s; rename one of them", job.source, job.output,
+                      seen[target])
+        elif job.output.exists() and not overwrite:
+            log.warning("%s: skipped, %s already exists (use --overwrite to replace it)", job.source, job.output)
+            plan.skipped += 1
+            continue
+        else:
+            seen[target] = job.source
+            plan.todo.append(job)
+            continue
+        plan.failed += 1
+    return plan
+
+
+def _drop_unwritable_folders(plan: Plan, batch: Batch) -> Plan:
+    """Check, before any model loads, that every output folder can be written; clean up the
+    temporary files an earlier, killed run may have left there."""
+    verdicts: dict[Path, str | None] = {}
+    kept = []
+    for job in plan.todo:
+        folder = job.output.parent
+        if folder not in verdicts:
+            verdicts[folder] = folder_problem(folder)
+            if verdicts[folder] is None and folder.is_dir():
+                for stale in remove_stale_temporaries(folder):
+                    log.info("removed %s, left by an interrupted run", stale)
+        if verdicts[folder] is None:
+            kept.append(job)
+        else:
+            log.error("%s: cannot write %s (%s)", job.source, job.output, verdicts[folder])
+            batch.failed += 1
+    return Plan(kept, plan.skipped, plan.failed)
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
