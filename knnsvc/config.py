@@ -34,6 +34,10 @@ DEFAULT_F0 = "harvest"
 DEFAULT_BLOCK_SECONDS = 30.0
 """Length of the F0 and vocoder blocks (0 = whole recordings)."""
 
+MIN_BLOCK_SECONDS = 1.0
+MAX_BLOCK_SECONDS = 3600.0
+"""Block lengths accepted besides 0: shorter blocks are mostly margin, longer ones unbound memory."""
+
 PRECISIONS = ("float64", "float32")
 """Arithmetic of the matching stage; float64 is the reference's."""
 
