@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,14 +26,12 @@ from hifigan.mel import LogMelSpectrogram
 from knnsvc.checkpoints import WAVLM_LARGE_CFG, load_wavlm
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.runtime import resolve_device
+from knnsvc.synthetic import write_corpus
 from knnsvc.training.dataset import SEGMENT_SIZE
 from knnsvc.training.gan import GanStep, build_optimizers
 from knnsvc.training.prematch import PrematchConfig, Prematcher
 from knnsvc.training.trainer import DataConfig, TrainConfig
 from wavlm import WavLM, WavLMConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.training.corpus import make_corpus  # noqa: E402
 
 
 def bench_prematch(device: torch.device, wavlm: str | None, seconds: float, utterances: int) -> None:
@@ -48,7 +45,7 @@ def bench_prematch(device: torch.device, wavlm: str | None, seconds: float, utte
     encoder = WavLMEncoder(model)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"
-        make_corpus(corpus, n_speakers=1, n_utterances=utterances, seconds=seconds / utterances, nested=False)
+        write_corpus(corpus, n_speakers=1, n_utterances=utterances, seconds=seconds / utterances, nested=False)
         config = PrematchConfig(
             corpus_dir=str(corpus),
             out_dir=str(Path(tmp) / "features"),

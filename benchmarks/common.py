@@ -14,12 +14,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 import torch
 
 from hifigan.generator import VocoderKind, build_generator
 from knnsvc.config import SAMPLE_RATE
+from knnsvc.synthetic import phrases
 from wavlm import WavLM, WavLMConfig
 from wavlm.config import WAVLM_LARGE_CFG
 
@@ -40,49 +40,13 @@ def full_size_checkpoints(cache: Path = DEFAULT_CACHE) -> tuple[Path, Path]:
     return wavlm_file, vocoder_file
 
 
-def synthetic_singing(seconds: float, seed: int, low_hz: float, high_hz: float) -> np.ndarray:
-    """Notes of 0.25-0.8 s with vibrato and harmonic spectra, noisy breaths between phrases.
-
-    Generated in one-minute pieces (memory stays small for an hour of audio).
-
-    Returns:
-        (L,) float32 at 16 kHz.
-    """
-    rng = np.random.default_rng(seed)
-    pieces = []
-    remaining = round(seconds * SAMPLE_RATE)
-    phase_offset = 0.0
-    while remaining > 0:
-        n = min(remaining, 60 * SAMPLE_RATE)
-        f0 = np.zeros(n)
-        position = 0
-        while position < n:
-            length = int(rng.uniform(0.25, 0.8) * SAMPLE_RATE)
-            if rng.random() < 0.15:
-                position += int(0.2 * SAMPLE_RATE)  # a breath: unvoiced
-                continue
-            f0[position : position + length] = np.exp(rng.uniform(np.log(low_hz), np.log(high_hz)))
-            position += length
-        t = np.arange(n) / SAMPLE_RATE
-        f0 *= 1 + 0.015 * np.sin(2 * np.pi * 5.5 * t)
-        phase = phase_offset + 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
-        phase_offset = float(phase[-1])
-        voiced = f0 > 0
-        wav = np.zeros(n)
-        for k in range(1, 30):
-            audible = voiced & (k * f0 < SAMPLE_RATE / 2)
-            wav += audible * (0.25 / k**1.2) * np.sin(k * phase)
-        wav += 0.01 * rng.standard_normal(n) * (1 + 3 * ~voiced)
-        pieces.append((0.25 * wav).astype(np.float32))
-        remaining -= n
-    return np.concatenate(pieces)
 
 
 def singing_file(cache: Path, name: str, seconds: float, seed: int, low_hz: float, high_hz: float) -> Path:
-    """A WAV of `synthetic_singing`, written once into the cache."""
+    """A WAV of `knnsvc.synthetic.phrases`, written once into the cache."""
     path = cache / f"{name}_{seconds:g}s.wav"
     if not path.is_file():
-        sf.write(path, synthetic_singing(seconds, seed, low_hz, high_hz), SAMPLE_RATE, subtype="PCM_16")
+        sf.write(path, phrases(seconds, seed, low_hz, high_hz), SAMPLE_RATE, subtype="PCM_16")
     return path
 
 
@@ -119,3 +83,82 @@ class MemorySampler:
     @property
     def peak(self) -> float:
         return max(self.peaks.values(), default=rss_gb())
+
+
+TINY_CHECKPOINTS = Path(__file__).resolve().parents[1] / "tests" / "golden"
+"""The golden tiny checkpoints (tests/golden): WavLM of width 32 and the harmonic vocoder of that width."""
+
+
+def tiny_checkpoints() -> tuple[Path, Path, Path]:
+    """(wavlm_tiny.pt, vocoder_harmonic_tiny.pt, vocoder_tiny_config.json) from tests/golden.
+
+    Random tiny models in the official formats: the per-frame arrays of a conversion (waveform,
+    F0, energies, match tables) keep their full size while the models and their activations are
+    small, so what grows with the length of the audio stands out.
+    """
+    return (TINY_CHECKPOINTS / "wavlm_tiny.pt", TINY_CHECKPOINTS / "vocoder_harmonic_tiny.pt",
+            TINY_CHECKPOINTS / "vocoder_tiny_config.json")
+
+
+def _status_gb(field: str) -> float:
+    """A ``kB`` line of /proc/self/status (VmRSS, VmHWM, ...) in GB."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024 / 1024**3
+    raise KeyError(field)
+
+
+def peak_rss_gb() -> float:
+    """The kernel's exact peak resident memory of this process since start or `reset_peak_rss` (VmHWM)."""
+    return _status_gb("VmHWM")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak resident memory (VmHWM) to the current RSS (Linux >= 4.0).
+
+    Returns:
+        False where the kernel refuses (the peak then keeps counting from the last reset).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    return True
+
+
+class StagePeaks:
+    """Exact peak resident memory per stage: the kernel's high-water mark (VmHWM), reset at each stage.
+
+    Sampling every 20 ms (`MemorySampler`) misses peaks shorter than that (a whole-recording
+    float64 copy lives for a fraction of a second); the kernel's high-water mark does not. Call
+    ``enter(stage)`` as stages begin; a stage entered again keeps its largest peak.
+
+    Attributes:
+        peaks: stage -> peak RSS in GB while it ran.
+        at_end: stage -> RSS in GB when it ended (what it left behind).
+        exact: whether the kernel let the peak be reset (else a stage's peak includes earlier ones).
+    """
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.peaks: dict[str, float] = {}
+        self.at_end: dict[str, float] = {}
+        self.exact = reset_peak_rss()
+
+    def enter(self, stage: str) -> None:
+        if stage == self.stage:
+            return
+        self._close()
+        self.stage = stage
+        reset_peak_rss()
+
+    def finish(self) -> None:
+        self._close()
+        self.stage = None
+
+    def _close(self) -> None:
+        if self.stage is not None:
+            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0.0), peak_rss_gb())
+            self.at_end[self.stage] = rss_gb()
