@@ -1,5 +1,13 @@
 """HiFi-GAN vocoders of kNN-VC / kNN-SVC: architectures only (config, generators, layers,
-discriminators, losses, mel). Training lives above the pipeline, in ``training/``."""
+discriminators, losses, mel, excitation signals). Training lives above the pipeline, in
+``knnsvc/training/``. This package imports nothing of ``knnsvc``.
+
+Provenance: the generator and the MPD/MSD discriminators follow HiFi-GAN (Kong et al., NeurIPS 2020)
+in the variant of kNN-VC (Baas et al., Interspeech 2023: WavLM features in, prematched training),
+and the harmonic generator kNN-SVC (ICASSP 2025: additive harmonic synthesis fed to the upsampling
+stack), with parameter names matching the released checkpoints; the code is written here from the
+papers and the checkpoints, not copied.
+"""
 
 from hifigan.config import HiFiGANConfig
 from hifigan.generator import (

@@ -3,7 +3,8 @@
 Dataflow, one file per stage::
 
     audio.py -> encoder.py -> pitch.py -> harmonics.py -> matching.py -> pool.py
-             -> pipeline.py (+ hifigan/ vocoders) -> convert.py
+             -> blocks.py -> pipeline.py / streaming.py (+ hifigan/ vocoders)
+             -> conversion.py -> apps/ (convert, stream, cover, demo, score)
 
 Shape letters used in docstrings throughout the project:
 
@@ -13,4 +14,4 @@ Shape letters used in docstrings throughout the project:
     L  samples (16 kHz unless the name says otherwise)
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
