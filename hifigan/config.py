@@ -9,12 +9,16 @@ and ``to_json()`` reproduce the file. Training settings live in ``training/train
 import dataclasses
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_SAMPLE_RATE = 16_000
+"""Output rate of a config without ``sampling_rate`` (the released vocoders')."""
 
 OFFICIAL_KEY_ORDER = (
     "resblock num_gpus batch_size learning_rate adam_b1 adam_b2 lr_decay seed special_comment "
@@ -67,7 +71,13 @@ class HiFiGANConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "HiFiGANConfig":
-        """Build from a config dict; non-architecture keys go to ``extra`` (nothing is rejected)."""
+        """Build from a config dict; non-architecture keys go to ``extra`` (nothing is rejected).
+
+        Raises:
+            TypeError: `values` is not a dict (e.g. a JSON list or number).
+        """
+        if not isinstance(values, dict):
+            raise TypeError(f"expected a JSON object of HiFi-GAN settings, got a JSON {_json_type(values)}")
         known = _architecture_keys()
         kwargs = {key: value for key, value in values.items() if key in known}
         extra = {key: value for key, value in values.items() if key not in known}
@@ -77,7 +87,13 @@ class HiFiGANConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> "HiFiGANConfig":
-        """Read an official-format JSON config (e.g. ``config_v1_wavlm.json``)."""
+        """Read an official-format JSON config (e.g. ``config_v1_wavlm.json``).
+
+        Raises:
+            OSError: the file cannot be read.
+            ValueError: not JSON (`json.JSONDecodeError`, or not UTF-8).
+            TypeError: valid JSON that is not an object, or settings of the wrong type.
+        """
         with open(path, encoding="utf-8") as file:
             return cls.from_dict(json.load(file))
 
@@ -86,6 +102,16 @@ class HiFiGANConfig:
         values = dataclasses.asdict(self)
         values.pop("extra")
         return values
+
+    @property
+    def sample_rate(self) -> int:
+        """Output rate in Hz: the file's ``sampling_rate`` (16000, the released rate, when absent)."""
+        return int(self.extra.get("sampling_rate", DEFAULT_SAMPLE_RATE))
+
+    @property
+    def hop_length(self) -> int:
+        """Output samples per feature frame: the product of ``upsample_rates`` (320 for the release)."""
+        return math.prod(self.upsample_rates)
 
     def to_dict(self) -> dict[str, Any]:
         """Flat dict in the official JSON layout: architecture and ``extra``, in the official key order."""
@@ -99,6 +125,19 @@ class HiFiGANConfig:
         with open(path, "w", encoding="utf-8") as file:
             json.dump(self.to_dict(), file, indent=2)
             file.write("\n")
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type (array, number, string, ...)."""
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "null" if value is None else type(value).__name__
 
 
 def _architecture_keys() -> set[str]:

@@ -12,6 +12,7 @@ Files are read with ``torch.load(weights_only=True)`` only, so a downloaded file
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import pickle
@@ -30,7 +31,7 @@ from knnsvc.config import DEFAULT_BLOCK_SECONDS, DEFAULT_F0, DEFAULT_VOCODER, DE
 from knnsvc.download import DownloadError, download_file
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.pipeline import KnnSvc
-from knnsvc.pitch import get_f0_extractor
+from knnsvc.pitch import F0Extractor, get_f0_extractor
 from knnsvc.runtime import first_line
 from wavlm import WavLM
 from wavlm import load_wavlm as build_wavlm
@@ -165,8 +166,7 @@ def _download(release: Release, progress: bool) -> Path:
     target = cache_dir() / release.filename
     if target.is_file():
         return target
-    log.info("downloading %s (%s) to %s", release.name, release.url, target)
-    try:
+    try:  # download_file logs the one "downloading URL to PATH" line
         download_file(release.url, target, progress=progress)
     except DownloadError as err:
         raise CheckpointError(
@@ -307,27 +307,85 @@ def encoder_depth(config: MatchConfig) -> int:
     return max([WAVLM_LAYER, *(config.match_layers or [])])
 
 
+EncoderLike = str | os.PathLike | WavLM | WavLMEncoder
+"""A WavLM for `build_converter`: a release name, a checkpoint path, or a model already built."""
+VocoderLike = str | os.PathLike | tuple[VocoderKind, Vocoder]
+"""A vocoder for `build_converter`: a release name, a checkpoint path, or ``(kind, generator)`` already
+built (e.g. `load_vocoder`'s result, or random weights)."""
+
+
 def build_converter(
-    wavlm: str | os.PathLike = DEFAULT_WAVLM,
-    vocoder: str | os.PathLike = DEFAULT_VOCODER,
+    wavlm: EncoderLike = DEFAULT_WAVLM,
+    vocoder: VocoderLike = DEFAULT_VOCODER,
     vocoder_config: str | os.PathLike | HiFiGANConfig | None = None,
     config: MatchConfig | None = None,
     f0: str = DEFAULT_F0,
     device: str | torch.device = "cpu",
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
     progress: bool = True,
+    workers: int | None = None,
 ) -> KnnSvc:
-    """The one place a converter is built from names or paths: encoder (only the blocks in use),
+    """The one place a converter is built: encoder (only the blocks in use, `encoder_depth`),
     vocoder (architecture read from its weights), F0 extractor, and their compatibility check.
 
+    Every front end builds its converter here: the commands, torch.hub (`knnsvc.hub.knn_svc`,
+    also with random weights), the evaluation and the web demo (which keeps its loaded models and
+    passes them in).
+
+    Args:
+        wavlm: release name or checkpoint path (loaded up to `encoder_depth` blocks), or a WavLM
+            (or `WavLMEncoder`) already built, which must have at least that many blocks.
+        vocoder: release name or checkpoint path, or ``(kind, generator)`` already built.
+        vocoder_config: HiFi-GAN config for a vocoder given by name or path (see `load_vocoder`);
+            refused with a built vocoder.
+        config: matching settings (default `MatchConfig()`).
+        f0: pitch extractor name (`knnsvc.pitch.F0_EXTRACTORS`).
+        device: where the models run (built models are moved there).
+        block_seconds: F0 and vocoder block length (0 = whole recordings).
+        progress: show download progress bars.
+        workers: processes extracting F0 (None: the extractor's default); refused unless the
+            pitch module supports it.
+
     Raises:
-        CheckpointError: a checkpoint cannot be found, fetched or used, or the pair does not fit.
-        ValueError, ImportError: an unknown or uninstalled pitch extractor.
+        CheckpointError: a checkpoint cannot be found, fetched or used, a built encoder is too
+            shallow, or the pair does not fit.
+        ValueError, ImportError: an unknown or uninstalled pitch extractor, or `workers` that
+            cannot be honoured.
     """
     config = config or MatchConfig()
-    extractor = get_f0_extractor(f0, device)
-    encoder = load_wavlm(wavlm, device=device, progress=progress, num_layers=encoder_depth(config))
-    kind, generator = load_vocoder(vocoder, vocoder_config, device=device, progress=progress)
-    check_compatible(encoder, generator, wavlm, vocoder)
+    depth = encoder_depth(config)
+    extractor = _f0_extractor(f0, device, workers)
+    wavlm_label: object = wavlm if isinstance(wavlm, (str, os.PathLike)) else "(given model)"
+    vocoder_label: object = vocoder if isinstance(vocoder, (str, os.PathLike)) else "(given vocoder)"
+    if isinstance(wavlm, WavLMEncoder):
+        wavlm = wavlm.wavlm
+    if isinstance(wavlm, WavLM):
+        if wavlm.num_layers < depth:
+            raise CheckpointError(
+                f"the given WavLM keeps {wavlm.num_layers} blocks, but these settings use layer {depth}"
+            )
+        encoder = wavlm.to(device).eval()
+    else:
+        encoder = load_wavlm(wavlm, device=device, progress=progress, num_layers=depth)
+    if isinstance(vocoder, tuple):
+        if vocoder_config is not None:
+            raise ValueError("vocoder_config applies to a vocoder given by name or path, not to a built one")
+        kind, generator = VocoderKind(vocoder[0]), vocoder[1].to(device).eval()
+    else:
+        kind, generator = load_vocoder(vocoder, vocoder_config, device=device, progress=progress)
+    check_compatible(encoder, generator, wavlm_label, vocoder_label)
     return KnnSvc(WavLMEncoder(encoder, layer=WAVLM_LAYER), generator, kind, config=config,
                   block_seconds=block_seconds, f0=extractor)
+
+
+def _f0_extractor(name: str, device: str | torch.device, workers: int | None) -> F0Extractor:
+    """`get_f0_extractor`, with `workers` passed on where the pitch module takes it."""
+    if workers is None:
+        return get_f0_extractor(name, device)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
+    if "workers" in inspect.signature(get_f0_extractor).parameters:
+        return get_f0_extractor(name, device, workers=workers)  # type: ignore[call-arg]
+    if workers != 1:
+        raise ValueError(f"workers={workers}: this version extracts F0 in one process only")
+    return get_f0_extractor(name, device)

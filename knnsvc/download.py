@@ -178,9 +178,12 @@ def download_file(
                     offline_slept += delay
                 if gives_up:
                     _give_up(url, destination, partial_file, failure, attempts)
-                log.warning(
-                    "downloading %s: attempt %d of %d failed (%s); retrying in %g s",
-                    url, attempts, retries + 1, failure.reason, delay,
+                # the retries are details (DEBUG while the host is unreachable, INFO otherwise); the
+                # one line a user needs is the DownloadError, which counts the attempts made
+                log.log(
+                    logging.DEBUG if failure.policy is _Policy.OFFLINE else logging.INFO,
+                    "downloading %s: attempt %d failed (%s); retrying in %g s",
+                    url, attempts, failure.reason, delay,
                 )
                 time.sleep(delay)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import pickle
 import socket
 import threading
@@ -202,3 +203,96 @@ def test_describe_releases_lists_names_and_urls():
     text = checkpoints.describe_releases()
     for release in checkpoints.RELEASES.values():
         assert release.name in text and release.url in text
+
+
+# ------------------------------------------------------------------------ the one converter builder
+KNNVC_TINY32 = GOLDEN / "vocoder_knnvc_tiny32.pt"
+KNNVC_TINY32_CONFIG = GOLDEN / "vocoder_knnvc_tiny32_config.json"
+PAIRS = {
+    VocoderKind.HARMONIC: (VOCODERS[VocoderKind.HARMONIC], GOLDEN / "vocoder_tiny_config.json"),
+    VocoderKind.SINE: (VOCODERS[VocoderKind.SINE], GOLDEN / "vocoder_tiny_config.json"),
+    VocoderKind.KNNVC: (KNNVC_TINY32, KNNVC_TINY32_CONFIG),
+}
+
+
+def _vowel(seconds: float, f0_hz: float) -> torch.Tensor:
+    t = torch.arange(round(seconds * 16000), dtype=torch.float64) / 16000
+    phase = 2 * torch.pi * torch.cumsum(f0_hz * (1 + 0.02 * torch.sin(2 * torch.pi * 5 * t)), 0) / 16000
+    return sum(0.3 / k * torch.sin(k * phase) for k in range(1, 8)).float()
+
+
+@pytest.mark.parametrize("kind", list(PAIRS))
+def test_every_vocoder_kind_has_a_tiny_checkpoint_that_pairs_with_the_tiny_wavlm(kind):
+    """The offline route (tiny WavLM + a tiny vocoder of each kind) builds and converts."""
+    vocoder, config = PAIRS[kind]
+    converter = checkpoints.build_converter(WAVLM, vocoder, config, f0="harvest", device="cpu", progress=False)
+    assert converter.kind == kind
+    out = converter.convert(_vowel(1.0, 220.0), converter.build_pool([_vowel(2.0, 180.0)]))
+    assert out.shape == (16000,) and torch.isfinite(out).all() and out.abs().max() > 0
+
+
+def test_the_tiny_knnvc_vocoder_is_what_its_script_makes_and_the_64_dim_one_does_not_pair():
+    import runpy
+
+    made = runpy.run_path(str(GOLDEN / "make_vocoder_knnvc_tiny32.py"))
+    state = torch.load(KNNVC_TINY32, weights_only=True)["generator"]
+    expected = made["tiny32_state"]()
+    assert set(state) == set(expected) and all(torch.equal(state[k], expected[k]) for k in state)
+    assert json.loads(KNNVC_TINY32_CONFIG.read_text()) == made["tiny32_config"]()
+    with pytest.raises(CheckpointError, match="64-dim features but the WavLM .* produces 32-dim"):
+        checkpoints.build_converter(WAVLM, VOCODERS[VocoderKind.KNNVC], progress=False)
+
+
+def test_builder_takes_loaded_models_and_applies_the_depth_rule():
+    config = checkpoints.MatchConfig(match_layers=[8, 9])
+    assert checkpoints.encoder_depth(config) == 9
+    assert checkpoints.encoder_depth(checkpoints.MatchConfig()) == 6
+    by_name = checkpoints.build_converter(WAVLM, PAIRS[VocoderKind.HARMONIC][0], PAIRS[VocoderKind.HARMONIC][1],
+                                          config, progress=False)
+    assert by_name.encoder.wavlm.num_layers == 9
+    wavlm = checkpoints.load_wavlm(WAVLM, num_layers=9)
+    vocoder = checkpoints.load_vocoder(*PAIRS[VocoderKind.SINE])
+    built = checkpoints.build_converter(wavlm, vocoder, config=config, progress=False)
+    assert built.encoder.wavlm is wavlm and built.vocoder is vocoder[1] and built.kind == VocoderKind.SINE
+    with pytest.raises(CheckpointError, match="keeps 6 blocks, but these settings use layer 9"):
+        checkpoints.build_converter(checkpoints.load_wavlm(WAVLM, num_layers=6), vocoder, config=config)
+    with pytest.raises(ValueError, match="vocoder_config applies to a vocoder given by name or path"):
+        checkpoints.build_converter(wavlm, vocoder, GOLDEN / "vocoder_tiny_config.json")
+    knnvc64 = checkpoints.load_vocoder(VOCODERS[VocoderKind.KNNVC])
+    with pytest.raises(CheckpointError, match="use a matching pair"):
+        checkpoints.build_converter(wavlm, knnvc64, config=config)
+
+
+def test_builder_passes_workers_to_the_pitch_module_only_where_it_takes_them(monkeypatch):
+    import inspect
+
+    from knnsvc import pitch
+
+    vocoder, config = PAIRS[VocoderKind.HARMONIC]
+    with pytest.raises(ValueError, match="workers must be a whole number >= 1"):
+        checkpoints.build_converter(WAVLM, vocoder, config, workers=0)
+    if "workers" in inspect.signature(pitch.get_f0_extractor).parameters:
+        seen = []
+        real = pitch.get_f0_extractor
+
+        def spy(name, device="cpu", workers=None):
+            seen.append(workers)
+            return real(name, device, workers=workers)
+
+        monkeypatch.setattr(checkpoints, "get_f0_extractor", spy)
+        checkpoints.build_converter(WAVLM, vocoder, config, workers=2, progress=False)
+        assert seen == [2]
+    else:
+        with pytest.raises(ValueError, match="workers=2"):
+            checkpoints.build_converter(WAVLM, vocoder, config, workers=2, progress=False)
+
+
+@pytest.mark.parametrize("text, what", [("[1, 2]", "array"), ("3", "number"), ('"x"', "string"), ("null", "null")])
+def test_vocoder_config_that_is_json_but_not_an_object_is_one_line(tmp_path, text, what):
+    config = tmp_path / "config.json"
+    config.write_text(text)
+    with pytest.raises(CheckpointError) as info:
+        checkpoints.load_vocoder(VOCODERS[VocoderKind.HARMONIC], config)
+    message = str(info.value)
+    assert "\n" not in message and str(config) in message
+    assert f"expected a JSON object of HiFi-GAN settings, got a JSON {what}" in message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import http.server
+import logging
 import pickle
 import random
 import re
@@ -373,3 +374,39 @@ def test_progress_bar_on_stderr(server: _Server, tmp_path: Path, capsys: pytest.
 def test_not_http_url_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="not an http"):
         download_file("ftp://example.org/x.pt", tmp_path / "x.pt", progress=False)
+
+
+def test_offline_failure_is_one_line_with_the_attempts_it_made(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Offline: the retries are DEBUG detail; the log has one INFO line before and no warning, and the
+    error counts the attempts that were really made and names the URL and the destination."""
+    lookups: list[object] = []
+
+    def no_dns(*args: object, **kwargs: object) -> list:
+        lookups.append(args[0])
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    dest = tmp_path / "WavLM-Large.pt"
+    url = "https://github.invalid/WavLM-Large.pt"
+    with caplog.at_level(logging.INFO, logger="knnsvc"), pytest.raises(DownloadError) as info:
+        download_file(url, dest, progress=False)  # the default retries and backoff
+    message = str(info.value)
+    assert "\n" not in message and url in message and str(dest) in message
+    assert f"{len(lookups)} attempts" in message and len(lookups) > 1
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert lines == [(logging.INFO, f"downloading {url} to {dest}")]
+
+
+def test_retries_of_a_failing_server_are_info_lines_without_a_wrong_total(
+    server: _Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = server.serve(status(500))
+    with caplog.at_level(logging.INFO, logger="knnsvc"), pytest.raises(DownloadError, match="HTTP 500.*3 attempts"):
+        download_file(url, tmp_path / "f.bin", **FAST)
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert [r.levelno for r in retries] == [logging.INFO, logging.INFO]
+    counts = [re.search(r"attempt \d+(?: of \d+)?", r.getMessage()) for r in retries]
+    assert [m.group(0) for m in counts if m] == ["attempt 1", "attempt 2"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
