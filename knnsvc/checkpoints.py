@@ -385,7 +385,7 @@ def _f0_extractor(name: str, device: str | torch.device, workers: int | None) ->
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
     if "workers" in inspect.signature(get_f0_extractor).parameters:
-        return get_f0_extractor(name, device, workers=workers)  # type: ignore[call-arg]
+        return get_f0_extractor(name, device, workers=workers)
     if workers != 1:
         raise ValueError(f"workers={workers}: this version extracts F0 in one process only")
     return get_f0_extractor(name, device)

@@ -22,13 +22,11 @@ import torch
 from hifigan.config import HiFiGANConfig
 from hifigan.generator import Vocoder, VocoderKind, build_generator
 from knnsvc import checkpoints
-from knnsvc.checkpoints import DEFAULT_VOCODER, DEFAULT_WAVLM, RELEASES
-from knnsvc.config import WAVLM_LAYER
-from knnsvc.encoder import WavLMEncoder
+from knnsvc.checkpoints import RELEASES
+from knnsvc.config import DEFAULT_BLOCK_SECONDS, DEFAULT_F0, DEFAULT_VOCODER, DEFAULT_WAVLM, MatchConfig
 from knnsvc.knnvc import KnnVc
-from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, KnnSvc, MatchConfig
-from knnsvc.pitch import get_f0_extractor
-from knnsvc.runtime import resolve_device
+from knnsvc.pipeline import KnnSvc
+from knnsvc.runtime import first_line, resolve_device
 from wavlm import WavLM, WavLMConfig
 from wavlm.config import WAVLM_LARGE_CFG
 
@@ -144,10 +142,11 @@ def knn_svc(
     wavlm_config: Mapping[str, Any] | WavLMConfig | None = None,
     seed: int = 0,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
-    f0: str = "harvest",
+    f0: str = DEFAULT_F0,
     **match_options: Any,
 ) -> KnnSvc:
-    """kNN-SVC converter (``knn_svc`` entry).
+    """kNN-SVC converter (``knn_svc`` entry), built by `knnsvc.checkpoints.build_converter` like the
+    commands' converters.
 
     Args:
         pretrained: load the checkpoints; False: random weights (see the module docstring).
@@ -162,24 +161,31 @@ def knn_svc(
         wavlm_config: WavLM architecture for ``pretrained=False`` (default: WavLM-Large).
         seed: random initialisation seed for ``pretrained=False``.
         block_seconds: F0 and vocoder block length (0 = whole recordings; see `KnnSvc`).
-        f0: pitch extractor name (`knnsvc.pitch.F0_EXTRACTORS`).
-        **match_options: `knnsvc.pipeline.MatchConfig` fields (e.g. ``concat_weight=None,
+        f0: pitch extractor name (`knnsvc.pitch.F0_EXTRACTORS`; default `knnsvc.config.DEFAULT_F0`).
+        **match_options: `knnsvc.config.MatchConfig` fields (e.g. ``concat_weight=None,
             optimise_weights=False`` for "no post-opt", ``pitch_shift=-3.0``, ``precision``,
             ``index_rate``, ``protect``, ``rms_mix``).
 
     Returns:
         A `KnnSvc`: ``build_pool(wavs)`` then ``convert(wav_16k, pool)``. Only the WavLM blocks
         the converter uses are kept in memory.
+
+    Raises:
+        ValueError: a match option out of range (`MatchConfig`), a file path with ``pretrained=False``.
+        TypeError: an unknown match option.
+        CheckpointError: see `knnsvc.checkpoints.build_converter`.
     """
     device = resolve_device(device)
     config = MatchConfig(**match_options)
-    f0_extractor = get_f0_extractor(f0, device)
-    depth = max([WAVLM_LAYER, *(config.match_layers or [])])
-    encoder_model = wavlm_large(pretrained, progress, device, wavlm, wavlm_config, seed, num_layers=depth)
-    kind, generator = _vocoder(pretrained, vocoder, vocoder_config, device, progress, seed)
-    checkpoints.check_compatible(encoder_model, generator, wavlm, vocoder)
-    return KnnSvc(WavLMEncoder(encoder_model, layer=WAVLM_LAYER), generator, kind, config=config,
-                  block_seconds=block_seconds, f0=f0_extractor)
+    if pretrained:  # a JSON path goes through as is, for load_vocoder's one-line errors
+        loaded_config = vocoder_config if isinstance(vocoder_config, (str, os.PathLike)) else _hifigan_config(
+            vocoder_config)
+        return checkpoints.build_converter(wavlm, vocoder, loaded_config, config, f0, device, block_seconds,
+                                           progress)
+    encoder = wavlm_large(False, progress, device, wavlm, wavlm_config, seed,
+                          num_layers=checkpoints.encoder_depth(config))
+    generator = _vocoder(False, vocoder, vocoder_config, device, progress, seed)
+    return checkpoints.build_converter(encoder, generator, None, config, f0, device, block_seconds, progress)
 
 
 def _vocoder(
@@ -215,9 +221,13 @@ def _vocoder(
 def _hifigan_config(config: ConfigLike | None) -> HiFiGANConfig | None:
     if config is None or isinstance(config, HiFiGANConfig):
         return config
-    if isinstance(config, Mapping):
-        return HiFiGANConfig.from_dict(dict(config))
-    return HiFiGANConfig.from_json(config)
+    try:
+        if isinstance(config, Mapping):
+            return HiFiGANConfig.from_dict(dict(config))
+        return HiFiGANConfig.from_json(config)
+    except (OSError, ValueError, TypeError) as err:
+        where = os.fspath(config) if isinstance(config, (str, os.PathLike)) else "vocoder_config"
+        raise checkpoints.CheckpointError(f"{where}: not a usable HiFi-GAN config ({first_line(err)})") from None
 
 
 def _refuse_path(value: str | os.PathLike, what: str) -> None:

@@ -37,6 +37,8 @@ VAD_MARGIN_SECONDS = 0.05
 """Audio kept on each side of the detected activity."""
 VAD_MIN_BURST_FRAMES = 3
 """Active runs shorter than this (30 ms) are ignored as clicks."""
+WINDOW_SAMPLES = 400
+"""Samples of WavLM's first frame (its receptive field): a shorter waveform has no features."""
 VAD_CEILING_BELOW_PEAK_DB = 30.0
 """A frame within this many dB of the loudest frame always counts as active."""
 
@@ -136,13 +138,14 @@ class KnnVc(nn.Module):
             (T, D) features on ``self.device``, T = floor((L - 400) / 320) + 1.
         """
         if isinstance(path, torch.Tensor):
-            wav = path.float()
-            if wav.dim() == 2:
-                wav = wav.mean(dim=0)
-            if wav.dim() != 1:
-                raise ValueError(f"expected a waveform (L,) or (C, L), got shape {tuple(path.shape)}")
-        else:
+            wav = _mono_waveform(path, "path")
+        elif isinstance(path, (str, os.PathLike)):
             wav = load_audio(path)
+        else:
+            raise TypeError(f"path must be an audio file path or a waveform tensor, got {type(path).__name__}")
+        if wav.numel() < WINDOW_SAMPLES:
+            raise ValueError(f"path: the recording is too short ({wav.numel()} samples at {self.sr} Hz; "
+                             f"at least {WINDOW_SAMPLES} are needed for one frame)")
         if vad_trigger_level > 1e-3:
             wav = trim_silence(wav, vad_trigger_level)
         wav = wav.to(self.device)[None]  # (1, L)
@@ -165,6 +168,8 @@ class KnnVc(nn.Module):
         vad_trigger_level: float = 7,
     ) -> torch.Tensor:
         """Features of the target speaker's recordings, concatenated: (N, D) on the CPU."""
+        if isinstance(wavs, (str, os.PathLike, torch.Tensor)):
+            raise TypeError("wavs must be a list of audio file paths or waveform tensors, not a single one")
         feats = [self.get_features(wav, weights=weights, vad_trigger_level=vad_trigger_level) for wav in wavs]
         if not feats:
             raise ValueError("the matching set needs at least one recording")
@@ -200,6 +205,21 @@ class KnnVc(nn.Module):
         Returns:
             (L,) waveform on the CPU, L = 320 * T (T after stretching).
         """
+        _check_features(query_seq, "query_seq")
+        _check_features(matching_set, "matching_set")
+        if matching_set.shape[1] != query_seq.shape[1]:
+            raise ValueError(f"matching_set has {matching_set.shape[1]}-dim features but query_seq has "
+                             f"{query_seq.shape[1]}-dim ones")
+        if synth_set is not None:
+            _check_features(synth_set, "synth_set")
+            if synth_set.shape[0] != matching_set.shape[0]:
+                raise ValueError(f"synth_set must have one frame per matching_set frame "
+                                 f"({matching_set.shape[0]}), got {synth_set.shape[0]}")
+        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= matching_set.shape[0]:
+            raise ValueError(f"topk must be a whole number in 1..{matching_set.shape[0]} (the matching set's "
+                             f"frames), got {topk!r}")
+        if target_duration is not None and not (math.isfinite(target_duration) and target_duration > 0):
+            raise ValueError(f"target_duration must be a positive number of seconds, got {target_duration!r}")
         device = torch.device(device) if device is not None else self.device
         matching_set = matching_set.to(device)
         synth_set = matching_set if synth_set is None else synth_set.to(device)
@@ -214,6 +234,35 @@ class KnnVc(nn.Module):
         if tgt_loudness_db is not None and not math.isnan(tgt_loudness_db):
             wav = loudness_normalise(wav, tgt_loudness_db, self.sr)
         return wav
+
+
+def _mono_waveform(wav: torch.Tensor, name: str) -> torch.Tensor:
+    """(L,) float32 from a real (L,) or (C, L) tensor (channels averaged, as kNN-VC's loader does).
+
+    Raises:
+        TypeError: a complex or boolean tensor.
+        ValueError: another shape, no samples, or non-finite samples (named by `name`).
+    """
+    if wav.is_complex() or wav.dtype == torch.bool:
+        raise TypeError(f"{name} must be a real-valued waveform tensor, got dtype {wav.dtype}")
+    if wav.dim() not in (1, 2) or wav.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty waveform (L,) or (C, L), got shape {tuple(wav.shape)}")
+    wav = wav.float()
+    if wav.dim() == 2:
+        wav = wav.mean(dim=0)
+    if not bool(torch.isfinite(wav).all()):
+        raise ValueError(f"{name} holds NaN or infinite samples")
+    return wav
+
+
+def _check_features(feats: torch.Tensor, name: str) -> None:
+    """Refuse anything but a non-empty, finite (T, D) float tensor, naming the argument."""
+    if not isinstance(feats, torch.Tensor):
+        raise TypeError(f"{name} must be a (T, D) tensor, got {type(feats).__name__}")
+    if feats.dim() != 2 or feats.shape[0] == 0 or feats.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty (T, D) feature tensor, got shape {tuple(feats.shape)}")
+    if not feats.is_floating_point():
+        raise TypeError(f"{name} must hold floating-point features, got dtype {feats.dtype}")
 
 
 def _is_one_hot(weights: torch.Tensor, index: int) -> bool:

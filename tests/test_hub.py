@@ -62,7 +62,7 @@ def test_knn_svc_random_weights_offline_are_seeded(tiny_wavlm_cfg):
     first = hub.knn_svc(pretrained=False, wavlm_config=tiny_wavlm_cfg, vocoder_config=config, seed=3)
     second = hub.knn_svc(pretrained=False, wavlm_config=tiny_wavlm_cfg, vocoder_config=config, seed=3)
     assert first.kind == VocoderKind.HARMONIC
-    for a, b in zip(first.vocoder.state_dict().values(), second.vocoder.state_dict().values()):
+    for a, b in zip(first.vocoder.state_dict().values(), second.vocoder.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     sine = hub.knn_svc(pretrained=False, vocoder="sine", wavlm_config=tiny_wavlm_cfg, vocoder_config=config)
     assert sine.kind == VocoderKind.SINE
@@ -181,3 +181,89 @@ def test_trim_silence():
     click = wav.clone()
     click[100] = 1.0  # an isolated click is not activity
     assert trim_silence(click, 7.0).numel() == trimmed.numel()
+
+
+@pytest.mark.parametrize("topk", [0, -1, 41, 2.0, True])
+def test_knn_vc_match_refuses_a_top_k_it_cannot_use(knn_vc, topk):
+    """topk=0 used to return an all-NaN waveform; now every unusable top-k is one ValueError naming it."""
+    matching_set = torch.randn(40, 64)
+    with pytest.raises(ValueError, match=r"topk must be a whole number in 1\.\.40"):
+        knn_vc.match(torch.randn(3, 64), matching_set, topk=topk)
+
+
+@pytest.mark.parametrize("query, matching, synth, message", [
+    (torch.zeros(0, 64), torch.randn(40, 64), None, r"query_seq must be a non-empty \(T, D\)"),
+    (torch.randn(64), torch.randn(40, 64), None, r"query_seq must be a non-empty \(T, D\)"),
+    (torch.randn(3, 64), torch.zeros(0, 64), None, r"matching_set must be a non-empty \(T, D\)"),
+    (torch.randn(3, 64), torch.randn(40, 32), None, "matching_set has 32-dim features but query_seq has 64-dim"),
+    (torch.randn(3, 64), torch.randn(40, 64), torch.randn(39, 64), "synth_set must have one frame per"),
+])
+def test_knn_vc_match_refuses_features_it_cannot_use(knn_vc, query, matching, synth, message):
+    with pytest.raises(ValueError, match=message):
+        knn_vc.match(query, matching, synth_set=synth)
+
+
+@pytest.mark.parametrize("wav, error, message", [
+    (torch.zeros(0), ValueError, r"path must be a non-empty waveform"),
+    (torch.zeros(2, 0), ValueError, r"path must be a non-empty waveform"),
+    (torch.zeros(1, 2, 16000), ValueError, r"got shape \(1, 2, 16000\)"),
+    (torch.zeros(100), ValueError, "path: the recording is too short"),
+    (torch.full((16000,), float("nan")), ValueError, "path holds NaN or infinite samples"),
+    (torch.zeros(16000, dtype=torch.complex64), TypeError, "real-valued waveform"),
+    (16000, TypeError, "path must be an audio file path or a waveform tensor"),
+])
+def test_knn_vc_get_features_refuses_waveforms_it_cannot_use(knn_vc, wav, error, message):
+    with pytest.raises(error, match=message):
+        knn_vc.get_features(wav)
+
+
+def test_knn_vc_get_features_averages_channels_and_get_matching_set_wants_a_list(knn_vc):
+    stereo = torch.stack([vowel(1.0), vowel(1.0, 330.0)])
+    assert torch.allclose(knn_vc.get_features(stereo), knn_vc.get_features(stereo.mean(dim=0)))
+    with pytest.raises(TypeError, match="wavs must be a list"):
+        knn_vc.get_matching_set(vowel(1.0))
+
+
+def test_knn_svc_defaults_come_from_the_config_module():
+    import inspect
+
+    from knnsvc import config
+
+    parameters = inspect.signature(hub.knn_svc).parameters
+    assert parameters["f0"].default == config.DEFAULT_F0
+    assert parameters["wavlm"].default == config.DEFAULT_WAVLM
+    assert parameters["vocoder"].default == config.DEFAULT_VOCODER
+    assert parameters["block_seconds"].default == config.DEFAULT_BLOCK_SECONDS
+
+
+def test_knn_svc_is_built_by_the_one_converter_builder(tiny_wavlm_cfg, monkeypatch, tmp_path):
+    """Loaded or random, the hub's converter comes from checkpoints.build_converter (depth rule and the
+    compatibility check included)."""
+    from knnsvc import checkpoints
+
+    calls = []
+    real = checkpoints.build_converter
+    monkeypatch.setattr(checkpoints, "build_converter", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    loaded = hub.knn_svc(wavlm=WAVLM, vocoder=HARMONIC, vocoder_config=TINY_CONFIG, match_layers=[8])
+    assert loaded.encoder.wavlm.num_layers == 8
+    random = hub.knn_svc(pretrained=False, wavlm_config=tiny_wavlm_cfg,
+                         vocoder_config=json.loads(Path(TINY_CONFIG).read_text()), match_layers=[7])
+    assert random.encoder.wavlm.num_layers == 7
+    assert len(calls) == 2
+    with pytest.raises(CheckpointError, match="64-dim features but the WavLM .* produces 32-dim"):
+        hub.knn_svc(pretrained=False, vocoder="knnvc", wavlm_config=tiny_wavlm_cfg,
+                    vocoder_config=json.loads(Path(KNNVC_CONFIG).read_text()))
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    for pretrained in (True, False):
+        with pytest.raises(CheckpointError, match=f"{listed}: not a usable HiFi-GAN config .*got a JSON array"):
+            hub.knn_svc(pretrained=pretrained, wavlm=WAVLM if pretrained else "wavlm-large", vocoder=HARMONIC
+                        if pretrained else "harmonic", wavlm_config=tiny_wavlm_cfg, vocoder_config=listed)
+
+
+def test_knn_svc_offline_with_the_tiny_knnvc_vocoder(golden):
+    converter = hub.knn_svc(wavlm=WAVLM, vocoder=str(GOLDEN / "vocoder_knnvc_tiny32.pt"),
+                            vocoder_config=str(GOLDEN / "vocoder_knnvc_tiny32_config.json"))
+    assert converter.kind == VocoderKind.KNNVC
+    out = converter.convert(golden["src_wav"][:SR], converter.build_pool([golden["ref_wav"][: 2 * SR]]))
+    assert out.shape == (SR // 320 * 320,) and torch.isfinite(out).all()
