@@ -6,8 +6,13 @@ singer's pool is the concatenation of the files' pools. The cache is content-add
 (the audio bytes, the encoder weights and every analysis setting), so adding a recording to a
 folder encodes only that recording, and each entry is written as soon as its file is done, so a
 failure loses nothing already encoded. A cache entry that is unreadable, foreign or corrupt is
-reported in one WARNING line and rebuilt; a cache folder that cannot be written is reported
-once and the run goes on without caching.
+reported in one WARNING line and rebuilt; any failure to write an entry (a folder that cannot
+be written, a full disk, an error of the serializer) is reported once and the run goes on
+without caching; a partly written entry is never left behind (entries are written atomically).
+
+The wording of the checks a recording can fail ("too short", "no voiced frames", "silent", "longer
+than the limit") is one set of functions in `knnsvc.audio` (`too_short`, `no_voiced_frames`,
+`silent`, `too_long`), re-exported here for the callers that check recordings.
 """
 
 from __future__ import annotations
@@ -20,13 +25,25 @@ from pathlib import Path
 
 import torch
 
-from knnsvc.audio import AudioError, is_silent, load_audio
-from knnsvc.config import SAMPLE_RATE
+from knnsvc.audio import (
+    MAX_SECONDS,
+    AudioError,
+    is_silent,
+    load_audio,
+    no_voiced_frames,
+    silent,
+    too_long,
+    too_short,
+)
+from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
 from knnsvc.pipeline import KnnSvc, Progress
 from knnsvc.pool import POOL_FORMAT_VERSION, PoolFileError, ReferencePool
 from knnsvc.runtime import first_line
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ENTRY_PREFIX", "PoolCache", "build_reference_pool", "file_pool", "no_voiced_frames", "silent",
+           "too_long", "too_short", "usable_recording"]
 
 ENTRY_PREFIX = "file-"
 """Cache entries are ``<cache>/file-<key>.pt``."""
@@ -89,31 +106,45 @@ class PoolCache:
         return pool
 
     def store(self, audio: Path, pool: ReferencePool) -> None:
-        """Keep `pool` as the entry of `audio`; a failure to write turns writing off (one WARNING)."""
+        """Keep `pool` as the entry of `audio`.
+
+        Any failure to write it (OSError, a full disk, a RuntimeError or other error of the
+        serializer) is one WARNING, and writing is off for the rest of the run: the run goes on
+        uncached. Interrupts (KeyboardInterrupt, SystemExit) go through.
+        """
         if not self.writable:
             return
         try:
             pool.save(self.entry(audio), settings=self.settings)
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001 - a cache must never end the run
             log.warning("cannot write the pool cache in %s (%s): continuing without caching", self.folder,
-                        first_line(err))
+                        first_line(err) or type(err).__name__)
+            log.debug("writing the pool cache entry of %s failed", audio, exc_info=True)
             self.writable = False
 
 
-def usable_recording(path: Path, converter: KnnSvc, nonfinite: str = "error") -> torch.Tensor:
+def usable_recording(
+    path: Path, converter: KnnSvc, nonfinite: str = "error", max_seconds: float | None = MAX_SECONDS
+) -> torch.Tensor:
     """Load `path` as a reference or source recording, checking it can be used.
 
     Args:
-        nonfinite: "error" refuses NaN/inf samples, "repair" replaces them by 0 (see `load_audio`).
+        nonfinite: "error" refuses NaN/inf (or out-of-range) samples, "repair" replaces them by 0
+            (see `load_audio`).
+        max_seconds: refuse recordings longer than this (None: no limit; see `load_audio`).
+
+    Returns:
+        wav_16k: (L,) float32 mono at 16 kHz.
 
     Raises:
-        AudioError: unreadable, non-finite samples, silent, or too short for one frame.
+        AudioError: unreadable, a damaged header, longer than `max_seconds`, non-finite samples,
+            silent, or too short for one frame.
     """
-    wav_16k = load_audio(path, nonfinite=nonfinite)
+    wav_16k = load_audio(path, nonfinite=nonfinite, max_seconds=max_seconds)
     if is_silent(wav_16k):
-        raise AudioError(path, "the recording is silent")
+        raise AudioError(path, silent())
     if converter.encoder.num_frames(wav_16k.numel()) == 0:
-        raise AudioError(path, f"too short ({wav_16k.numel() / SAMPLE_RATE:.3f} s)")
+        raise AudioError(path, too_short(wav_16k.numel() / SAMPLE_RATE, needed=(HOP_LENGTH + 1) / SAMPLE_RATE))
     return wav_16k
 
 

@@ -26,39 +26,44 @@ objects are a reference to the class ``demucs.htdemucs.HTDemucs`` and ``fraction
 other pickled object makes the file refused.
 
 `write_remix` puts stems back together: accompaniment plus a converted vocal, streamed, at the
-song's rate and channel count, peak-limited. The multichannel reading and writing here
-(`song_blocks`, `StemWriter`) would belong in `knnsvc.audio`, whose loader and writer are mono.
+song's rate and channel count, peak-limited. All decoding, resampling and writing goes through
+`knnsvc.audio` (`AudioReader`, `Resampler`, `AudioWriter` with C channels), so a song's header is
+checked as any recording's: sample rate range, frame count against the file size, duration cap.
+
+Offline route: `save_tiny_separator` writes a seeded random HTDemucs of `TINY_HTDEMUCS_KWARGS`
+(about 25k parameters, 1 s windows) in the release's package format; ``tests/golden/
+htdemucs_tiny.th`` is one, so ``knnsvc-cover SONG REF --separator tests/golden/htdemucs_tiny.th``
+runs without a download (its "vocals" are noise-shaped: for trying the command, not for covers).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
 import pickle
 import re
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 from torch import nn
 
 from knnsvc.audio import (
-    BLOCK_SECONDS,
+    MAX_SECONDS,
     SILENCE_PEAK,
     AudioError,
+    AudioReader,
+    AudioWriter,
     LoudnessMeter,
-    _output_format,
-    _write_errors,
-    check_finite,
+    Resampler,
+    audio_blocks,
+    silent,
 )
 from knnsvc.checkpoints import cache_dir
 from knnsvc.download import DownloadError, download_file
@@ -93,6 +98,19 @@ HTDEMUCS_KWARGS: dict = {
 }
 """`HTDemucs` arguments of the released ``htdemucs`` that differ from the class defaults (the
 full-size architecture, for models with random weights: tests and benchmarks)."""
+
+TINY_HTDEMUCS_KWARGS: dict = {
+    "channels": 4,
+    "depth": 3,
+    "nfft": 512,
+    "t_layers": 1,
+    "t_heads": 1,
+    "dconv_comp": 4,
+    "bottom_channels": 0,
+    "segment": Fraction(1),
+}
+"""Overrides of `HTDEMUCS_KWARGS` for a tiny HTDemucs (about 25k parameters, 1 s windows): the
+code paths of the real one at milliseconds a window, for tests and the offline route."""
 
 OVERLAP = 0.25
 """Fraction of a window shared with the next one (Demucs's default)."""
@@ -202,6 +220,41 @@ def random_separation_model(seed: int = 0, **overrides: object) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return htdemucs(**{**HTDEMUCS_KWARGS, **overrides}).eval()
+
+
+def save_separation_model(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write an HTDemucs `model` as a Demucs package file that `load_separation_model` reads.
+
+    The package is the release's format: ``{"klass": HTDemucs, "args", "kwargs", "state"}`` with
+    the class pickled under the released name ``demucs.htdemucs.HTDemucs`` and float16 weights
+    (as Demucs exports them). Written atomically.
+
+    Args:
+        model: built by `HTDemucs(...)` (demucs-infer records its arguments in ``_init_args_kwargs``).
+    """
+    htdemucs = _htdemucs_class()
+    if type(model) is not htdemucs:
+        raise TypeError(f"expected an HTDemucs model, got {type(model).__name__}")
+    args, kwargs = cast(tuple, model._init_args_kwargs)
+    state = {name: value.half() if value.is_floating_point() else value for name, value in model.state_dict().items()}
+    package = {"klass": htdemucs, "args": args, "kwargs": kwargs, "state": state}
+    target = Path(path)
+    module = htdemucs.__module__
+    htdemucs.__module__ = "demucs.htdemucs"  # the name in the released file; demucs-infer aliases it to itself
+    try:
+        with atomic_path(target) as tmp:
+            torch.save(package, tmp)
+    finally:
+        htdemucs.__module__ = module
+    return target
+
+
+def save_tiny_separator(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a seeded random tiny HTDemucs (`TINY_HTDEMUCS_KWARGS`) as a package file (about 60 KB).
+
+    ``knnsvc-cover SONG REF --separator PATH`` then runs offline. Its separation is meaningless
+    (random weights): for trying the command and for tests."""
+    return save_separation_model(random_separation_model(seed, **TINY_HTDEMUCS_KWARGS), path)
 
 
 # ----------------------------------------------------------------------------------- the model, streamed
@@ -324,12 +377,19 @@ class _OverlapAdd:
 # ----------------------------------------------------------------------------------- songs
 @dataclass
 class SongInfo:
-    """What a song's header says, checked: a readable mono or stereo file with samples."""
+    """What a song's header says, checked: a readable mono or stereo file with samples.
+
+    `frames` is the header's count where it can be trusted (PCM: capped by the file size;
+    compressed: when it is within `max_seconds`), else the count found by decoding the file; the
+    exact length comes from `scan_song`. `max_seconds` is the duration cap every later read of the
+    song keeps to (None: no cap).
+    """
 
     path: Path
     sample_rate: int
     channels: int
     frames: int
+    max_seconds: float | None = MAX_SECONDS
 
     @property
     def seconds(self) -> float:
@@ -346,78 +406,54 @@ class SongLevels:
     peak: float
 
 
-def song_info(path: str | os.PathLike) -> SongInfo:
-    """The header of a song file (see `SongInfo`).
+def song_info(path: str | os.PathLike, max_seconds: float | None = MAX_SECONDS) -> SongInfo:
+    """The header of a song file, checked (see `SongInfo` and `knnsvc.audio.AudioReader`).
 
     Raises:
-        AudioError: missing, not audio, empty, or more than two channels.
+        AudioError: missing, not audio, a sample rate out of range, longer than `max_seconds`,
+            empty, or more than two channels.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(path, "file not found")
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioError(path, f"not a readable audio file ({first_line(err)})") from None
-    if info.channels not in (1, 2):
-        raise AudioError(path, f"has {info.channels} channels; only mono and stereo songs can be separated")
-    if info.frames <= 0:
-        raise AudioError(path, "contains no samples")
-    return SongInfo(path, int(info.samplerate), int(info.channels), int(info.frames))
-
-
-def song_blocks(path: str | os.PathLike, counts: list[int] | None = None) -> Generator[np.ndarray, None, None]:
-    """Decode a file `BLOCK_SECONDS` at a time: (n, C) float32 blocks, NaN/inf replaced by 0.
-
-    Args:
-        counts: if given, ``counts[0]`` is increased by the number of non-finite values replaced.
-    """
-    with sf.SoundFile(str(path)) as file:
-        frames = max(1, int(BLOCK_SECONDS * file.samplerate))
-        while True:
-            block = file.read(frames, dtype="float32", always_2d=True)  # (n, C)
-            if len(block) == 0:
-                return
-            finite = np.isfinite(block)
-            if not finite.all():
-                if counts is not None:
-                    counts[0] += block.size - int(np.count_nonzero(finite))
-                block[~finite] = 0.0
-            yield block
+    with AudioReader(path, max_seconds) as reader:
+        if reader.channels not in (1, 2):
+            raise AudioError(reader.path, f"has {reader.channels} channels; only mono and stereo songs can be "
+                                          "separated")
+        frames = reader.frames
+        if frames is None:  # compressed: the header's count is used only when it is plausible
+            limit = (max_seconds if max_seconds is not None else MAX_SECONDS) * reader.sample_rate
+            frames = reader.header_frames
+            if not 0 < frames <= limit:
+                frames = sum(len(block) for block in reader.blocks())
+        if frames <= 0:
+            raise AudioError(reader.path, "contains no samples")
+        return SongInfo(reader.path, reader.sample_rate, reader.channels, frames, max_seconds)
 
 
 def scan_song(info: SongInfo, nonfinite: str = "error") -> SongLevels:
     """One decoding pass: exact length, and mean, standard deviation and peak of the mono mix.
 
     Args:
-        nonfinite: "error" refuses a file holding NaN/inf samples, "repair" counts them as 0
-            (with a warning).
+        nonfinite: "error" refuses a file holding NaN/inf (or beyond float32) samples, "repair"
+            counts them as 0 (with a warning).
 
     Raises:
-        AudioError: unreadable, no samples, non-finite samples ("error"), or silent.
+        AudioError: unreadable, longer than `info.max_seconds`, no samples, non-finite samples
+            ("error"), or silent.
     """
     frames = 0
     total = squares = 0.0
     peak = 0.0
-    bad = [0]
-    try:
-        for block in song_blocks(info.path, bad):
+    with AudioReader(info.path, info.max_seconds) as reader:
+        for block in reader.blocks():
             mono = block.mean(axis=1, dtype=np.float64)
             frames += len(mono)
             total += float(mono.sum())
             squares += float(np.dot(mono, mono))
             peak = max(peak, float(np.abs(block).max()))
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(info.path, f"not a readable audio file ({first_line(err)})") from None
-    if frames == 0:
-        raise AudioError(info.path, "contains no samples")
-    if bad[0] and nonfinite == "error":
-        raise AudioError(info.path, f"contains {bad[0]} non-finite samples (NaN or inf); re-export it, or use "
-                                    "--repair-audio to replace them by 0")
-    if bad[0]:
-        log.warning("%s: replaced %d non-finite samples (NaN or inf) by 0", info.path, bad[0])
+        if frames == 0:
+            raise AudioError(info.path, "contains no samples")
+        reader.check_values(nonfinite, "use --repair-audio")
     if peak < SILENCE_PEAK:
-        raise AudioError(info.path, "the recording is silent")
+        raise AudioError(info.path, silent())
     mean = total / frames
     variance = max(squares - frames * mean * mean, 0.0) / max(frames - 1, 1)
     return SongLevels(frames, mean, max(math.sqrt(variance), 1e-8), peak)
@@ -450,14 +486,14 @@ def separate_song(
     total_seconds = math.ceil(frames / song_rate)
 
     def model_input() -> Iterator[torch.Tensor]:
-        to_model = _Resampler(song_rate, model_rate, separator.channels)
-        for block in song_blocks(info.path):
+        to_model = Resampler(song_rate, model_rate, separator.channels)
+        for block in audio_blocks(info.path, info.max_seconds):
             x = to_model(_channels(block, separator.channels))  # (n', C_model)
             yield torch.from_numpy(((x - mean) / std).T.copy())
         yield torch.from_numpy(((to_model.flush() - mean) / std).T.copy())
 
-    back = _Resampler(model_rate, song_rate, separator.channels)
-    song_again = song_blocks(info.path)
+    back = Resampler(model_rate, song_rate, separator.channels)
+    song_again = audio_blocks(info.path, info.max_seconds)  # a generator: closed below
     song = _FrameQueue(song_again, info.channels)
     written = 0
     separated = 0
@@ -502,25 +538,6 @@ def _channels(block: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(block[:, :1], channels, axis=1)
 
 
-class _Resampler:
-    """Streaming soxr (VHQ) conversion of (n, C) float32 blocks; the identity at equal rates."""
-
-    def __init__(self, rate_in: int, rate_out: int, channels: int) -> None:
-        self.channels = channels
-        self.stream = None
-        if rate_in != rate_out:
-            self.stream = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="VHQ")
-
-    def __call__(self, block: np.ndarray) -> np.ndarray:
-        block = np.ascontiguousarray(block, dtype=np.float32)
-        return block if self.stream is None else self.stream.resample_chunk(block)
-
-    def flush(self) -> np.ndarray:
-        """The samples still inside the resampler, (n, C) (none at equal rates)."""
-        empty = np.zeros((0, self.channels), dtype=np.float32)
-        return empty if self.stream is None else self.stream.resample_chunk(empty, last=True)
-
-
 class _FrameQueue:
     """Reads of exactly n frames from a sequence of (n, C) blocks; zeros once it is exhausted."""
 
@@ -544,71 +561,26 @@ class _FrameQueue:
         return joined[:count]
 
 
-class StemWriter:
-    """Write (L, C) float blocks to `path` atomically: the multichannel counterpart of
-    `knnsvc.audio.AudioWriter` (same formats, temporary file and one-line errors), without its
-    loudness stage. Samples beyond ±1 are clipped unless the subtype is a float one.
+class StemWriter(AudioWriter):
+    """`knnsvc.audio.AudioWriter` for (n, C) blocks, with the channel count as third argument:
+    ``StemWriter(path, sample_rate, channels, subtype)``. Samples beyond ±1 are clipped unless
+    the subtype is a float one.
 
     Raises (from the constructor, before anything is written):
-        AudioError: a suffix, subtype or sample rate the format cannot hold.
+        AudioError: a suffix, subtype, sample rate or channel count the format cannot hold.
     """
 
     def __init__(self, path: str | os.PathLike, sample_rate: int, channels: int, subtype: str | None = None) -> None:
-        self.path = Path(path)
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self.format, self.subtype = _output_format(self.path, subtype)
-        self.frames_written = 0
-        self._clip = self.subtype not in ("FLOAT", "DOUBLE")
-        self._stack: ExitStack | None = None
-        self._file: sf.SoundFile | None = None
-        with _write_errors(self.path, f"cannot write {self.format} {self.subtype} at {sample_rate} Hz"):
-            sf.SoundFile(io.BytesIO(), "w", sample_rate, channels, self.subtype, format=self.format).close()
-
-    def __enter__(self) -> StemWriter:
-        stack = ExitStack()
-        try:
-            with _write_errors(self.path):
-                tmp = stack.enter_context(atomic_path(self.path))
-                self._file = stack.enter_context(sf.SoundFile(str(tmp), "w", self.sample_rate, self.channels,
-                                                              self.subtype, format=self.format))
-        except BaseException as err:
-            stack.__exit__(type(err), err, err.__traceback__)
-            raise
-        self._stack = stack
-        return self
-
-    def write(self, block: np.ndarray) -> None:
-        """Append `block` (n, C)."""
-        if self._file is None:
-            raise RuntimeError(f"{self.path}: StemWriter.write outside its with block")
-        block = np.ascontiguousarray(block, dtype=np.float32)
-        if block.ndim != 2 or block.shape[1] != self.channels:
-            raise ValueError(f"{self.path}: expected blocks of shape (n, {self.channels}), got {block.shape}")
-        check_finite(block, f"{self.path}: block at frame {self.frames_written}")
-        if self._clip:
-            block = np.clip(block, -1.0, 1.0)
-        with _write_errors(self.path):
-            self._file.write(block)
-        self.frames_written += len(block)
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        stack, self._stack = self._stack, None
-        assert stack is not None  # set by __enter__
-        if exc_type is not None:
-            stack.__exit__(exc_type, exc, tb)
-            return
-        with _write_errors(self.path):
-            stack.close()
+        super().__init__(path, sample_rate, subtype, channels=channels)
 
 
 # ----------------------------------------------------------------------------------- stems back together
 def stem_loudness(path: str | os.PathLike) -> float:
     """Integrated loudness (BS.1770, LUFS) of a file's mono mix at its own rate, streamed; -inf if silent."""
-    with sf.SoundFile(str(path)) as file:
-        meter = LoudnessMeter(file.samplerate)
-    for block in song_blocks(path):
-        meter.add(block.mean(axis=1, dtype=np.float64))
+    with AudioReader(path, max_seconds=None) as reader:
+        meter = LoudnessMeter(reader.sample_rate)
+        for block in reader.blocks():
+            meter.add(block.mean(axis=1, dtype=np.float64))
     return meter.integrated_lufs()
 
 
@@ -631,16 +603,17 @@ def write_remix(
     Returns:
         The gain of the peak limiter (1.0 when the mix stays within ±1).
     """
-    info = sf.info(str(accompaniment))
-    writer = StemWriter(remix, int(info.samplerate), int(info.channels))  # refuses the format before any work
+    with AudioReader(accompaniment, max_seconds=None) as reader:
+        rate, channels, frames = reader.sample_rate, reader.channels, reader.header_frames
+    writer = AudioWriter(remix, rate, channels=channels)  # refuses the format before any work
     peak = max((float(np.abs(block).max()) for block in _remix_blocks(accompaniment, vocal)), default=0.0)
     gain = 1.0 / peak if peak > 1.0 else 1.0
-    total_seconds = math.ceil(info.frames / info.samplerate)
+    total_seconds = math.ceil(frames / rate)
     with writer:
         for block in _remix_blocks(accompaniment, vocal):
             writer.write(block * np.float32(gain) if gain != 1.0 else block)
             if progress is not None:
-                progress("remix", min(int(writer.frames_written / info.samplerate), total_seconds), total_seconds)
+                progress("remix", min(int(writer.frames_written / rate), total_seconds), total_seconds)
     if progress is not None:
         progress("remix", total_seconds, total_seconds)
     return gain
@@ -648,14 +621,14 @@ def write_remix(
 
 def _remix_blocks(accompaniment: Path, vocal: Path) -> Iterator[np.ndarray]:
     """Accompaniment blocks (n, C) plus the vocal, resampled to their rate, in every channel."""
-    rate = int(sf.info(str(accompaniment)).samplerate)
-    upsample = _Resampler(int(sf.info(str(vocal)).samplerate), rate, 1)
+    with AudioReader(accompaniment, max_seconds=None) as song, AudioReader(vocal, max_seconds=None) as voice_file:
+        upsample = Resampler(voice_file.sample_rate, song.sample_rate, 1)
 
-    def vocal_blocks() -> Iterator[np.ndarray]:
-        for block in song_blocks(vocal):
-            yield upsample(_channels(block, 1))
-        yield upsample.flush()
+        def vocal_blocks() -> Iterator[np.ndarray]:
+            for block in voice_file.blocks():
+                yield upsample(_channels(block, 1))
+            yield upsample.flush()
 
-    voice = _FrameQueue(vocal_blocks(), 1)
-    for block in song_blocks(accompaniment):
-        yield block + voice.take(len(block))  # (n, C) + (n, 1)
+        voice = _FrameQueue(vocal_blocks(), 1)
+        for block in song.blocks():
+            yield block + voice.take(len(block))  # (n, C) + (n, 1)

@@ -1,12 +1,16 @@
 import errno
 import logging
 import shutil
+import struct
+import tracemalloc
 
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from knnsvc import audio
 from knnsvc.audio import (
@@ -58,7 +62,9 @@ def test_bad_files_give_one_line_errors(tmp_path):
     not_audio.write_text("hello")
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, dtype=np.float32), 16_000)
-    for path, problem in [(tmp_path / "missing.wav", "file not found"), (not_audio, "not a readable audio file"), (empty, "no samples")]:
+    cases = [(tmp_path / "missing.wav", "file not found"), (not_audio, "not a readable audio file"),
+             (empty, "no samples")]
+    for path, problem in cases:
         with pytest.raises(AudioError) as err:
             load_audio(path)
         assert str(path) in str(err.value) and problem in str(err.value)
@@ -416,3 +422,262 @@ def test_too_short_audio_keeps_its_level_with_a_warning(caplog):
         assert loudness_normalise(wav, -16.0) is wav
     assert "too short to measure loudness" in caplog.text
     assert loudness_normalise(torch.zeros(16_000), -16.0).abs().max() == 0
+
+
+# --- headers checked before anything is allocated ------------------------------------------------
+
+def _wav_bytes(rate, channels, bits, tag, data_claim, body):
+    """A WAV file with the header fields as given (however absurd) and `body` as its data."""
+    align = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", tag, channels, rate & 0xFFFFFFFF, (rate * align) & 0xFFFFFFFF, align & 0xFFFF, bits)
+    riff = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", data_claim) + body
+    return b"RIFF" + struct.pack("<I", len(riff)) + riff
+
+
+def _extended(rate):
+    """`rate` as the 80-bit IEEE extended float of an AIFF header."""
+    if rate == 0:
+        return bytes(10)
+    exponent = rate.bit_length() - 1
+    return struct.pack(">HQ", 16383 + exponent, rate << (63 - exponent))
+
+
+def _aiff_bytes(rate, channels, bits, frames_claim, body):
+    comm = struct.pack(">hIh", channels, frames_claim, bits) + _extended(rate)
+    ssnd = struct.pack(">II", 0, 0) + body
+    form = b"AIFF" + b"COMM" + struct.pack(">I", len(comm)) + comm + b"SSND" + struct.pack(">I", len(ssnd)) + ssnd
+    return b"FORM" + struct.pack(">I", len(form)) + form
+
+
+def _peak_bytes(function, *args, **kwargs):
+    """(result or the exception raised, peak bytes traced by tracemalloc while `function` ran)."""
+    tracemalloc.start()
+    try:
+        try:
+            result = function(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - returned for the caller to check
+            result = err
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("rate", [2_147_483_647, 1, 999, 768_001])
+def test_a_header_rate_outside_the_supported_range_is_one_line_and_allocates_nothing(tmp_path, rate):
+    path = tmp_path / "forged.wav"
+    path.write_bytes(_wav_bytes(rate, 1, 16, 1, 96_000, bytes(96_000)))  # 96 KB
+    err, peak = _peak_bytes(load_audio, path)
+    assert isinstance(err, AudioError), err
+    assert str(err) == (f"{path}: the header gives a sample rate of {rate} Hz, outside the supported "
+                        "1000-768000 Hz (a damaged file?)")
+    assert peak < 2**20
+
+
+@pytest.mark.parametrize("rate", [audio.MIN_SAMPLE_RATE, audio.MAX_SAMPLE_RATE])
+def test_the_ends_of_the_supported_rate_range_load(tmp_path, rate):
+    path = tmp_path / "edge.wav"
+    sf.write(path, _tone(0.25, rate, 100.0), rate)
+    np.testing.assert_array_equal(load_audio(path).numpy(), _one_shot(path))
+
+
+def _lying_flac(tmp_path, frames_claim, seconds=0.7, rate=44_100):
+    """A FLAC file whose STREAMINFO claims `frames_claim` frames (36 bits; 0 = unknown, as streamed)."""
+    rng = np.random.default_rng(1)
+    data = (0.2 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
+    path = tmp_path / "lying.flac"
+    sf.write(path, data, rate, subtype="PCM_16")
+    truth = tmp_path / "truth.wav"
+    sf.write(truth, sf.read(path, dtype="float32")[0], rate, subtype="FLOAT")  # what the FLAC holds
+    raw = bytearray(path.read_bytes())
+    field = int.from_bytes(raw[18:26], "big")  # STREAMINFO: ... sample rate, channels, bits, 36-bit total
+    raw[18:26] = ((field & ~(2**36 - 1)) | frames_claim).to_bytes(8, "big")
+    path.write_bytes(bytes(raw))
+    return path, truth
+
+
+@pytest.mark.parametrize("frames_claim", [2**36 - 1, 0])
+def test_a_flac_header_is_not_trusted_the_file_is_decoded_to_its_real_end(tmp_path, monkeypatch, frames_claim):
+    path, truth = _lying_flac(tmp_path, frames_claim)
+    assert sf.info(path).frames > 2**35  # what the header makes libsndfile believe
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", 0.3)  # several blocks, the last one short
+    wav, peak = _peak_bytes(load_audio, path)
+    np.testing.assert_array_equal(wav.numpy(), _one_shot(truth))  # all of it, bit for bit
+    assert peak < 4 * 2**20  # not the 100 GiB the header asks for
+
+
+def test_a_header_claiming_many_channels_gets_blocks_the_file_can_fill(tmp_path):
+    path = tmp_path / "many.wav"
+    path.write_bytes(_wav_bytes(768_000, 1000, 32, 3, 4000, np.full(1000, 0.25, "<f4").tobytes()))
+    with audio.AudioReader(path) as reader:
+        assert reader.channels == 1000 and reader.frames == 1
+        assert reader.block_frames * reader.channels * 4 <= path.stat().st_size + 4000
+        assert [b.shape for b in reader.blocks()] == [(1, 1000)]
+    assert load_audio(path, sample_rate=768_000).tolist() == [0.25]
+
+
+def test_duration_cap_from_a_pcm_header_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "long.wav"
+    sf.write(path, np.zeros(3 * 8000, np.float32) + 0.1, 8000, subtype="PCM_16")
+    monkeypatch.setattr(audio.AudioReader, "blocks", lambda self: pytest.fail("decoded past the header"))
+    with pytest.raises(AudioError) as err:
+        load_audio(path, max_seconds=2.5)
+    assert str(err.value) == (f"{path}: 3.0 s long, longer than the limit of 2.5 s; raise it with "
+                              "--max-duration")
+
+
+def test_duration_cap_stops_decoding_a_compressed_file(tmp_path, monkeypatch):
+    path, truth = _lying_flac(tmp_path, 0, seconds=3.0)  # no length in the header, as a streamed FLAC
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", 0.25)
+    read = []
+    real_blocks = audio.AudioReader.blocks
+
+    def counted(self):
+        for block in real_blocks(self):
+            read.append(len(block))
+            yield block
+
+    monkeypatch.setattr(audio.AudioReader, "blocks", counted)
+    with pytest.raises(AudioError, match=r"lying\.flac: at least 1\.\d s long, longer than the limit of 1 s; "
+                                         "raise it with --max-duration$"):
+        load_audio(path, max_seconds=1.0)
+    assert 44_100 <= sum(read) < 44_100 + 0.25 * 44_100 + 1  # stopped within one block of the cap
+    read.clear()
+    assert load_audio(path, max_seconds=None).numel() == _one_shot(truth).size  # the cap lifted
+    assert load_audio(path).numel() == _one_shot(truth).size  # the default cap: 4 hours
+    assert audio.MAX_SECONDS == 4 * 3600
+    with pytest.raises(ValueError, match="max_seconds must be a positive number"):
+        load_audio(path, max_seconds=0)
+
+
+def test_float64_samples_beyond_float32_are_reported_as_out_of_range(tmp_path, caplog):
+    data = _tone(0.5, 16_000).astype(np.float64)
+    data[[10, 20]] = [1e300, -3e200]
+    path = tmp_path / "huge.wav"
+    sf.write(path, data, 16_000, subtype="DOUBLE")
+    with pytest.raises(AudioError) as err:
+        load_audio(path)
+    assert str(err.value) == (f"{path}: contains 2 samples out of range (|x| up to 1e+300) of 8000; re-export "
+                              "it, or load it with nonfinite='repair' to replace them by 0")
+    with caplog.at_level(logging.WARNING, logger="knnsvc.audio"):
+        wav = load_audio(path, nonfinite="repair")
+    assert [r.getMessage() for r in caplog.records] == [f"{path}: replaced 2 samples out of range (|x| up to "
+                                                         "1e+300) of 8000 by 0"]
+    expected = np.where(np.abs(data) > 1e38, 0.0, data).astype(np.float32)
+    np.testing.assert_array_equal(wav.numpy(), expected)
+
+
+_SUBTYPES = {  # WAV format tag, bits per sample
+    "PCM_U8": (1, 8), "PCM_16": (1, 16), "PCM_24": (1, 24), "PCM_32": (1, 32), "FLOAT": (3, 32),
+    "DOUBLE": (3, 64), "ALAW": (6, 8), "ULAW": (7, 8),
+}
+_RATES = st.one_of(st.sampled_from([1, 999, 1000, 8000, 16_000, 44_100, 768_000, 768_001]), st.integers(0, 2**32 - 1))
+_CHANNELS = st.one_of(st.integers(1, 4), st.integers(0, 1100))
+_CLAIMS = st.one_of(st.none(), st.integers(0, 2**32 - 1))  # None: the body's true length
+
+
+def _expected_or_none(path, sample_rate):
+    """What the file holds, decoded by soundfile in one piece and resampled in one call, or None when
+    it must be refused (unreadable, rate out of range, non-finite or out-of-range samples)."""
+    try:
+        info = sf.info(path)
+        if not audio.MIN_SAMPLE_RATE <= info.samplerate <= audio.MAX_SAMPLE_RATE:
+            return None
+        dtype = "float64" if info.subtype == "DOUBLE" else "float32"
+        data, rate = sf.read(path, dtype=dtype, always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+    if data.size == 0 or not np.isfinite(data).all() or np.abs(data).max() > np.finfo(np.float32).max:
+        return None
+    mono = data.astype(np.float32).mean(axis=1)
+    return mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate, quality="VHQ")
+
+
+def _check_header_property(path, body_size):
+    wav, peak = _peak_bytes(load_audio, path)
+    if isinstance(wav, Exception):
+        assert isinstance(wav, AudioError), repr(wav)  # one clear line, never MemoryError or another error
+        assert "\n" not in str(wav) and str(path) in str(wav)
+    expected = _expected_or_none(path, 16_000)
+    if expected is None:
+        assert isinstance(wav, AudioError)
+    elif not isinstance(wav, AudioError):
+        np.testing.assert_array_equal(wav.numpy(), expected)
+    # Memory: at most 16 output samples a frame (1 kHz -> 16 kHz) of float32 for the frames the body can
+    # hold, the blocks and the resampler's buffers; never what the header alone would ask for.
+    size = path.stat().st_size
+    assert peak <= 200 * size + 2 * 2**20, (peak, size)
+
+
+@given(rate=_RATES, channels=_CHANNELS, subtype=st.sampled_from(sorted(_SUBTYPES)), data_claim=_CLAIMS,
+       body=st.binary(max_size=3000))
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_wav_header_gives_its_audio_or_one_audio_error(tmp_path, rate, channels, subtype, data_claim, body):
+    tag, bits = _SUBTYPES[subtype]
+    path = tmp_path / "random.wav"
+    claim = len(body) if data_claim is None else data_claim
+    path.write_bytes(_wav_bytes(rate, channels, bits, tag, claim, body))
+    _check_header_property(path, len(body))
+
+
+@given(rate=_RATES, channels=_CHANNELS, bits=st.sampled_from([8, 16, 24, 32]), frames_claim=_CLAIMS,
+       body=st.binary(max_size=3000))
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_aiff_header_gives_its_audio_or_one_audio_error(tmp_path, rate, channels, bits, frames_claim, body):
+    path = tmp_path / "random.aiff"
+    claim = len(body) // max(1, channels * bits // 8) if frames_claim is None else frames_claim
+    path.write_bytes(_aiff_bytes(rate, channels, bits, claim, body))
+    _check_header_property(path, len(body))
+
+
+# --- one audio layer: C channels -----------------------------------------------------------------
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_streamed_resampler_equals_one_shot_for_c_channels(channels):
+    rng = np.random.default_rng(channels)
+    data = (0.3 * rng.standard_normal((44_100, channels))).astype(np.float32)
+    resampler = audio.Resampler(44_100, 16_000, channels)
+    out = np.concatenate([resampler(data[i:i + 7_001]) for i in range(0, len(data), 7_001)] + [resampler.flush()])
+    np.testing.assert_array_equal(out, soxr.resample(data, 44_100, 16_000, quality="VHQ"))
+    same = audio.Resampler(16_000, 16_000, channels)
+    assert same(data[:10]) is not None and np.array_equal(same(data[:10]), data[:10]) and len(same.flush()) == 0
+
+
+def test_reader_blocks_are_the_files_frames_in_order(tmp_path, monkeypatch):
+    data = (0.1 * np.arange(2 * 5_000).reshape(5_000, 2) / 5_000).astype(np.float32)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, data, 8_000, subtype="FLOAT")
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", 0.25)
+    with audio.AudioReader(path) as reader:
+        blocks = list(reader.blocks())
+    assert [len(b) for b in blocks] == [2_000, 2_000, 1_000] and reader.frames_read == 5_000
+    np.testing.assert_array_equal(np.concatenate(blocks), data)
+    assert blocks[0].base is not blocks[1].base  # fresh arrays: a caller may keep them
+
+
+def test_multichannel_writer_round_trips_and_leaves_nothing_on_error(tmp_path):
+    data = np.stack([_tone(0.5, 16_000), -2.0 * _tone(0.5, 16_000)], axis=1)  # beyond ±1: kept in FLOAT
+    out = tmp_path / "stems.wav"
+    with AudioWriter(out, 16_000, "FLOAT", channels=2) as writer:
+        writer.write(data[:3000])
+        writer.write(torch.from_numpy(data[3000:]))
+    assert writer.frames_written == len(data)
+    back, rate = sf.read(out, dtype="float32", always_2d=True)
+    assert rate == 16_000 and back.shape == data.shape
+    np.testing.assert_array_equal(back, data)
+    with pytest.raises(ValueError, match=r"other\.wav: expected blocks of shape \(n, 2\), got \(10,\)"):
+        with AudioWriter(tmp_path / "other.wav", channels=2) as writer:
+            writer.write(np.zeros(10, np.float32))
+    with pytest.raises(ValueError, match="loudness_lufs is for mono output only"):
+        AudioWriter(tmp_path / "x.wav", loudness_lufs=-16.0, channels=2)
+    with pytest.raises(AudioError, match="cannot write OGG OPUS at 16000 Hz, 300 channels"):
+        AudioWriter(tmp_path / "x.opus", channels=300)
+    assert [p.name for p in tmp_path.iterdir()] == ["stems.wav"]
+
+
+def test_recording_check_wording():
+    assert audio.too_short(0.4, 0.64, frames=20) == "too short: 0.40 s (20 frames); at least 0.64 s"
+    assert audio.too_short(0.01) == "too short: 0.01 s"
+    assert audio.no_voiced_frames() == "no voiced frames"
+    assert audio.no_voiced_frames("its pitch is undefined") == "no voiced frames, so its pitch is undefined"
+    assert audio.silent() == "the recording is silent (peak below -80 dBFS)"
+    assert audio.too_long(5.0, 4.0) == "5.0 s long, longer than the limit of 4 s; raise it with --max-duration"
