@@ -24,10 +24,10 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from knnsvc.config import DEFAULT_BLOCK_SECONDS, DEFAULT_F0, DEFAULT_VOCODER, DEFAULT_WAVLM, MatchConfig
 from knnsvc.eval.experiment import EvaluationSettings, run_evaluation
 from knnsvc.eval.intelligibility import WhisperSettings
 from knnsvc.eval.suite import SuiteSettings
-from knnsvc.pipeline import MatchConfig
 
 ABLATIONS_DIR = Path(__file__).resolve().parent / "ablations"
 
@@ -41,7 +41,7 @@ class VocoderChoices:
     knnvc: str | None = "knnvc-prematched"
     sine: str | None = None
     """No f0-sine checkpoint is published: pass vocoders.sine=PATH."""
-    harmonic: str | None = "knnsvc-singing"
+    harmonic: str | None = DEFAULT_VOCODER
     """knnsvc-speech for LibriSpeech conditions."""
 
 
@@ -83,10 +83,12 @@ class EvaluateConfig:
     out_dir: str
     cache_dir: str = "${out_dir}/cache"
     vocoders: VocoderChoices = field(default_factory=VocoderChoices)
-    wavlm: str = "wavlm-large"
+    wavlm: str = DEFAULT_WAVLM
     vocoder: str | None = "${vocoders.harmonic}"
     vocoder_config: str | None = None
     device: str = EvaluationSettings.device
+    f0: str = DEFAULT_F0
+    block_seconds: float = DEFAULT_BLOCK_SECONDS
     system: str = EvaluationSettings.system
     condition: str | None = None
     expect_vocoder_kind: str | None = None
@@ -125,6 +127,8 @@ def settings_from_config(cfg: DictConfig, out_dir: Path) -> EvaluationSettings:
         vocoder=app.vocoder,
         vocoder_config=app.vocoder_config,
         device=app.device,
+        f0=app.f0,
+        block_seconds=app.block_seconds,
         system=app.system,
         condition=app.condition,
         expect_vocoder_kind=app.expect_vocoder_kind,

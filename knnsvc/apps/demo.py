@@ -43,7 +43,7 @@ from knnsvc.audio import AUDIO_SUFFIXES, AudioError, AudioWriter
 from knnsvc.checkpoints import RELEASES, CheckpointError
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.encoder import WavLMEncoder
-from knnsvc.eval.plots import plot_f0_contours, plot_provenance
+from knnsvc.plots import plot_f0_contours, plot_provenance
 from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, PROTECT_OFF, KnnSvc, MatchConfig, Progress
 from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, PitchShift, get_f0_extractor, parse_pitch_shift
 from knnsvc.pool import ReferencePool

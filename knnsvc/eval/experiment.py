@@ -27,17 +27,19 @@ from typing import Any
 
 import torch
 
-from knnsvc.audio import AudioError, load_audio, save_audio
-from knnsvc.config import SAMPLE_RATE, WAVLM_LAYER
-from knnsvc.eval import plots
+from knnsvc import plots
+from knnsvc.audio import AudioError, load_audio
+from knnsvc.checkpoints import build_converter
+from knnsvc.config import DEFAULT_BLOCK_SECONDS, DEFAULT_F0, MatchConfig
+from knnsvc.conversion import Options, convert_file
 from knnsvc.eval.dataset import ConversionJob, Problems, plan_all_pairs, read_pair_list, scan_speakers
 from knnsvc.eval.report import table1_markdown, write_csv, write_json
 from knnsvc.eval.speaker import Trial
 from knnsvc.eval.speed import peak_cuda_gb, peak_rss_gb, reset_peak_rss
 from knnsvc.eval.suite import EvalItem, SuiteSettings, run_suite
-from knnsvc.pipeline import KnnSvc, MatchConfig
+from knnsvc.pipeline import KnnSvc
 from knnsvc.pool import ReferencePool
-from knnsvc.references import PoolCache, build_reference_pool, usable_recording
+from knnsvc.references import PoolCache, build_reference_pool
 from knnsvc.runtime import first_line
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class EvaluationSettings:
             speaker is converted to itself).
         out_dir: where the reports go; cache_dir: conversions and pools (shared across a sweep).
         wavlm / vocoder: release names or checkpoint files; vocoder_config: optional JSON.
+        f0: pitch extractor; block_seconds: F0 and vocoder block length (the commands' defaults).
         system / condition: the Table 1 column and row labels of this run.
         expect_vocoder_kind: refuse a vocoder of another architecture (knnvc, sine, harmonic).
         match: matching settings; reference_seconds: reference duration limit (None = all).
@@ -69,6 +72,8 @@ class EvaluationSettings:
     vocoder: str
     vocoder_config: str | None = None
     device: str = "cpu"
+    f0: str = DEFAULT_F0
+    block_seconds: float = DEFAULT_BLOCK_SECONDS
     system: str = "kNN-SVC"
     condition: str | None = None
     expect_vocoder_kind: str | None = None
@@ -118,6 +123,7 @@ def conversion_key(settings: EvaluationSettings) -> str:
         "vocoder": content_fingerprint(vocoder_path),
         "vocoder_config": config_text,
         "match": dataclasses.asdict(settings.match),
+        "f0": settings.f0,
         "reference_seconds": settings.reference_seconds,
     }
     return hashlib.blake2b(json.dumps(payload, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
@@ -140,22 +146,24 @@ class Converter:
 
     @property
     def model(self) -> KnnSvc:
-        if self._model is None:
-            from knnsvc.checkpoints import load_vocoder, load_wavlm
-            from knnsvc.encoder import WavLMEncoder
+        """The converter, built on first use by `knnsvc.checkpoints.build_converter` (as the commands
+        build theirs: the depth rule and the encoder/vocoder compatibility check included).
 
+        Raises:
+            CheckpointError: a checkpoint cannot be used, or the pair does not fit.
+            ValueError: the vocoder is not of `expect_vocoder_kind`, or an unknown pitch extractor.
+        """
+        if self._model is None:
             s = self.settings
-            device = torch.device(s.device)
-            depth = max([WAVLM_LAYER, *(s.match.match_layers or [])])
-            wavlm = load_wavlm(s.wavlm, device=device, progress=False, num_layers=depth)
-            kind, vocoder = load_vocoder(s.vocoder, s.vocoder_config, device=device, progress=False)
-            if s.expect_vocoder_kind and kind.value != s.expect_vocoder_kind:
+            model = build_converter(s.wavlm, s.vocoder, s.vocoder_config, s.match, f0=s.f0, device=s.device,
+                                    block_seconds=s.block_seconds, progress=False)
+            if s.expect_vocoder_kind and model.kind.value != s.expect_vocoder_kind:
                 raise ValueError(
-                    f"{s.vocoder}: is a {kind.value} vocoder, but system '{s.system}' needs a "
+                    f"{s.vocoder}: is a {model.kind.value} vocoder, but system '{s.system}' needs a "
                     f"{s.expect_vocoder_kind} vocoder"
                 )
-            self._model = KnnSvc(WavLMEncoder(wavlm, layer=WAVLM_LAYER), vocoder, kind, config=s.match)
-            log.info("loaded %s + %s (%s vocoder) on %s", s.wavlm, s.vocoder, kind.value, device)
+            self._model = model
+            log.info("loaded %s + %s (%s vocoder) on %s", s.wavlm, s.vocoder, model.kind.value, s.device)
         return self._model
 
     def pool(self, speaker: str, files: Sequence[Path]) -> ReferencePool | None:
@@ -183,15 +191,12 @@ class Converter:
         if pool is None:
             raise ValueError(f"no usable reference recording of target speaker '{job.target_speaker}'")
         model = self.model
-        wav_16k = usable_recording(job.source, model)
         reset_peak_rss()
         if torch.device(self.settings.device).type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         model.timings = {}
-        source = model.analyse(wav_16k)
-        result = model.match(source, pool)
-        out = model.vocode(result)
-        save_audio(wav_path, out)
+        converted = convert_file(model, pool, job.source, wav_path, Options())
+        result = converted.result
         torch.save(
             {
                 "version": CACHE_FORMAT_VERSION,
@@ -202,7 +207,7 @@ class Converter:
                 "shift_ratio": float(result.shift_ratio),
                 "semitones": float(result.semitones),
                 "stage_seconds": dict(model.timings),
-                "audio_seconds": wav_16k.numel() / SAMPLE_RATE,
+                "audio_seconds": converted.seconds,
                 "peak_rss_gb": peak_rss_gb(),
                 "peak_cuda_gb": peak_cuda_gb(self.settings.device),
                 "pool_starts": torch.tensor(pool.starts, dtype=torch.long),
@@ -287,6 +292,8 @@ def settings_summary(settings: EvaluationSettings) -> dict[str, Any]:
         "vocoder": settings.vocoder,
         "vocoder_config": settings.vocoder_config,
         "device": settings.device,
+        "f0": settings.f0,
+        "block_seconds": settings.block_seconds,
         "reference_seconds": settings.reference_seconds,
         "pairs": str(settings.pairs) if settings.pairs else None,
         "max_sources_per_speaker": settings.max_sources_per_speaker,

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from knnsvc.eval import METRIC_KEYS
-from knnsvc.eval.plots import plot_metric_curves
 from knnsvc.eval.report import settings_table_markdown, table1_markdown, write_csv
+from knnsvc.plots import plot_metric_curves
 
 log = logging.getLogger(__name__)
 

@@ -212,6 +212,45 @@ def test_missing_checkpoint_stops_the_run_with_one_clear_error(dataset, tmp_path
         run_evaluation(settings(dataset, tmp_path, vocoder=str(tmp_path / "nope.pt")))
 
 
+def test_a_pair_that_does_not_fit_stops_the_run_before_any_conversion(dataset, tmp_path):
+    """The evaluation builds its converter with the commands' builder, so the encoder/vocoder
+    compatibility check applies: the 64-dim kNN-VC vocoder with the 32-dim tiny WavLM is one error."""
+    from knnsvc.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match="64-dim features but the WavLM .* produces 32-dim"):
+        run_evaluation(settings(dataset, tmp_path, vocoder=str(GOLDEN / "vocoder_knnvc_tiny.pt"),
+                                vocoder_config=None, suite=SuiteSettings(metrics=())))
+    assert not list((tmp_path / "cache").glob("conv-*/**/*.wav"))
+
+
+def test_evaluation_converts_through_the_one_builder_and_the_one_file_conversion(dataset, tmp_path, monkeypatch):
+    from knnsvc import conversion
+    from knnsvc.eval import experiment
+
+    built, converted = [], []
+    real_build, real_convert = experiment.build_converter, conversion.convert_file
+
+    def build(*args, **kwargs):
+        built.append(kwargs)
+        return real_build(*args, **kwargs)
+
+    def convert(converter, pool, source, output, options, progress=None):
+        converted.append((source, output))
+        return real_convert(converter, pool, source, output, options, progress)
+
+    monkeypatch.setattr(experiment, "build_converter", build)
+    monkeypatch.setattr(experiment, "convert_file", convert)
+    out = tmp_path / "run"
+    run_evaluation(settings(dataset, out, vocoder=str(GOLDEN / "vocoder_knnvc_tiny32.pt"),
+                            vocoder_config=str(GOLDEN / "vocoder_knnvc_tiny32_config.json"), f0="dio",
+                            block_seconds=0.0, max_sources_per_speaker=1, suite=SuiteSettings(metrics=())))
+    assert [(k["f0"], k["block_seconds"]) for k in built] == [("dio", 0.0)]
+    assert len(converted) == 2 and all(output.is_file() for _, output in converted)
+    assert {source.name for source, _ in converted} == {"tenor_0.wav"}
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["settings"]["f0"] == "dio" and summary["n_conversions"] == 2
+
+
 @pytest.mark.slow
 def test_score_cli_on_external_audio(dataset, tmp_path):
     converted = tmp_path / "converted"

@@ -13,11 +13,11 @@ import torch
 
 from knnsvc.eval.intelligibility import edit_distance, error_rates, find_transcript, normalise_text, number_to_words
 from knnsvc.eval.pitch_accuracy import expected_f0, f0_scores, pitch_accuracy
-from knnsvc.eval.plots import frame_provenance, plot_f0_contours, plot_metric_curves, plot_provenance, plot_spectrograms
 from knnsvc.eval.report import SYSTEM_COLUMNS, table1_markdown, write_csv, write_json
 from knnsvc.eval.speaker import Trial, equal_error_rate, make_trials, per_speaker_eer
 from knnsvc.eval.speed import peak_rss_gb, real_time_factor, reset_peak_rss
 from knnsvc.pitch import harvest_f0
+from knnsvc.plots import frame_provenance, plot_f0_contours, plot_metric_curves, plot_provenance, plot_spectrograms
 from knnsvc.runtime import StageTimer
 
 SR = 16000

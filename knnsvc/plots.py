@@ -1,5 +1,8 @@
 """Figures (matplotlib, PNG): F0 contours, spectrograms, provenance strip, metric-vs-setting curves.
 
+Drawn for the evaluation's reports (`knnsvc.eval`) and for the web demo (`knnsvc.apps.demo`), which
+therefore does not depend on the evaluation package.
+
 Every function writes one PNG and returns its path; matplotlib's non-interactive Agg backend is
 used so plotting works without a display.
 """
