@@ -10,8 +10,13 @@ way everywhere.
 
 from __future__ import annotations
 
+import inspect
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from knnsvc.audio import AudioError, AudioWriter, check_disk_space, output_bytes
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
@@ -28,6 +33,39 @@ class Options:
     loudness: float | None = None
     f0_file: Path | None = None
     repair_audio: bool = False
+    max_seconds: float | None = None  # cap on the decoded duration (None: `knnsvc.audio`'s default)
+
+
+class F0FileError(ValueError):
+    """An F0 curve file cannot be used; the message begins with the CSV's name (and line)."""
+
+
+def accepts(function: Callable, keyword: str) -> bool:
+    """Whether `function` takes the keyword argument `keyword` (for options newer than a callee)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+    return keyword in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def read_f0_file(path: Path, num_frames: int) -> torch.Tensor:
+    """The (T,) F0 curve in `path` on the frame grid (see `knnsvc.pitch.load_f0_curve`).
+
+    Raises:
+        F0FileError: one line naming the CSV (and its line, where the problem is in a row).
+    """
+    try:
+        return load_f0_curve(path, num_frames)
+    except UnicodeDecodeError as err:
+        raise F0FileError(f"{os.fspath(path)}: not a UTF-8 text file (byte {err.start})") from None
+    except OSError as err:
+        raise F0FileError(f"{os.fspath(path)}: cannot read the F0 curve ({err.strerror or err})") from None
+    except ValueError as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else "not an F0 curve"
+        if not message.startswith(os.fspath(path)):
+            message = f"{os.fspath(path)}: {message}"
+        raise F0FileError(message) from None
 
 
 @dataclass
@@ -57,8 +95,11 @@ def convert_file(converter: KnnSvc, pool: ReferencePool, source: Path, output: P
 
     Raises:
         AudioError, ValueError: the source cannot be used, or the output cannot be written.
+        F0FileError: `options.f0_file` cannot be used (the message names the CSV, not the source).
     """
-    wav_16k = usable_recording(source, converter, nonfinite="repair" if options.repair_audio else "error")
+    limits = {} if options.max_seconds is None or not accepts(usable_recording, "max_seconds") else {
+        "max_seconds": options.max_seconds}
+    wav_16k = usable_recording(source, converter, nonfinite="repair" if options.repair_audio else "error", **limits)
     n_samples = converter.encoder.num_frames(wav_16k.numel()) * HOP_LENGTH
     check_disk_space(output, output_bytes(n_samples, output, loudness=options.loudness is not None))
 
@@ -66,7 +107,7 @@ def convert_file(converter: KnnSvc, pool: ReferencePool, source: Path, output: P
     del wav_16k
     try:
         if options.f0_file is not None:
-            features.f0_hz = load_f0_curve(options.f0_file, features.num_frames)
+            features.f0_hz = read_f0_file(options.f0_file, features.num_frames)
         if needs_voicing(converter) and not bool((features.f0_hz > 0).any()):
             raise AudioError(source, "no voiced frames, so the automatic pitch shift to the reference is "
                                      "undefined (use --pitch-shift 0 or none)")

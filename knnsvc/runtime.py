@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
+DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
+"""The device names every command and API accepts."""
+
+_DEVICE_NAME = re.compile(r"(cpu|cuda)(?::(\d+))?\Z")
+
 
 def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
     """``auto``/None -> CUDA if available, else the CPU; a bare ``cuda`` means cuda:`local_rank`.
 
+    Only the CPU and CUDA devices are supported (``cpu``, ``cuda``, ``cuda:N``; "cpu:0" too).
+
     Raises:
-        ValueError: a CUDA device was asked for but CUDA is not available.
+        ValueError: one line: any other name (mps, meta, xpu, gpu, ...), a CUDA device asked for
+            where CUDA is not available, or a CUDA index this machine does not have.
     """
     if name is None or name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name} requested, but CUDA is not available on this machine (use cpu)")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
+    text = str(name).strip()
+    match = _DEVICE_NAME.match(text)
+    if match is None:
+        raise ValueError(f"unsupported device {text!r} (use {DEVICE_NAMES})")
+    kind, index = match.group(1), match.group(2)
+    if kind == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {text} requested, but CUDA is not available on this machine (use cpu)")
+    number = local_rank if index is None else int(index)
+    if number >= torch.cuda.device_count():
+        raise ValueError(f"device {text} requested, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", number)
 
 
 def first_line(err: object) -> str:

@@ -8,12 +8,15 @@ each other.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import logging
 import math
 import os
 import signal
+import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +25,43 @@ from types import FrameType
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from knnsvc import checkpoints
+from knnsvc import __version__, audio, checkpoints
 from knnsvc.audio import OUTPUT_SUFFIXES, AudioError, find_audio
-from knnsvc.config import DEFAULT_BLOCK_SECONDS, DEFAULT_F0, HOP_LENGTH, PROTECT_OFF, SAMPLE_RATE, MatchConfig
-from knnsvc.conversion import needs_voicing
+from knnsvc.config import (
+    DEFAULT_BLOCK_SECONDS,
+    DEFAULT_F0,
+    HOP_LENGTH,
+    MAX_BLOCK_SECONDS,
+    MIN_BLOCK_SECONDS,
+    PROTECT_OFF,
+    SAMPLE_RATE,
+    MatchConfig,
+)
+from knnsvc.conversion import F0FileError, Options, accepts, needs_voicing
+from knnsvc.files import NAME_MAX_BYTES, remove_stale_temporaries
 from knnsvc.pipeline import KnnSvc, Progress
-from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, pitch_shift_argument
+from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, get_f0_extractor, pitch_shift_argument
 from knnsvc.pool import ReferencePool
-from knnsvc.references import PoolCache, build_reference_pool
-from knnsvc.runtime import resolve_device
+from knnsvc.references import PoolCache, build_reference_pool, usable_recording
+from knnsvc.runtime import DEVICE_NAMES, first_line, resolve_device
 
 log = logging.getLogger("knnsvc.apps")
 
 
+OK_STATUS = 0
+"""Exit status of a run that made every output (or found it already there)."""
+FAILED_STATUS = 1
+"""Exit status of a run where an input, an output or a model could not be used (one line each)."""
+USAGE_STATUS = 2
+"""Exit status of a command line that cannot be run (argparse's), decided before any model loads."""
 INTERRUPTED_STATUS = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM."""
+
+MAX_DURATION_LIMIT_S = 864_000.0
+"""The largest --max-duration accepted (ten days of audio)."""
+
+MAX_WORKERS = 256
+"""The largest --workers accepted."""
 
 
 @dataclass
@@ -81,20 +106,79 @@ def layers_type(text: str) -> list[int]:
 
 
 
-def add_conversion_arguments(parser: argparse.ArgumentParser, pitch_shift: object = None) -> None:
-    """The model, matching, control and output options every conversion command shares.
+def integer_type(low: int | None = None, high: int | None = None, what: str = "a whole number"):
+    """An argparse type: an int within [low, high] (either bound may be open)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"in [{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+            raise argparse.ArgumentTypeError(f"expected {what} {bounds}, got {text!r}")
+        return value
+
+    return parse
+
+
+def block_seconds_type(text: str) -> float:
+    """An argparse type for --block-seconds: 0 (whole recordings) or a length within
+    [`MIN_BLOCK_SECONDS`, `MAX_BLOCK_SECONDS`]."""
+    value = number_type(0.0, what="a block length in seconds")(text)
+    if value != 0.0 and not MIN_BLOCK_SECONDS <= value <= MAX_BLOCK_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected 0 (whole recordings) or a block length in [{MIN_BLOCK_SECONDS:g}, {MAX_BLOCK_SECONDS:g}] "
+            f"seconds, got {text!r}")
+    return value
+
+
+def device_type(text: str):
+    """An argparse type for --device: auto, cpu, cuda or cuda:N, resolved (`knnsvc.runtime.resolve_device`);
+    any other name, or CUDA where there is none, is a usage error of one line."""
+    try:
+        return resolve_device(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(first_line(err)) from None
+
+
+def path_type(text: str) -> Path:
+    """An argparse type for a path: an empty one (e.g. an unset shell variable) is a usage error, never
+    the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?); name a file or folder")
+    return Path(text)
+
+
+def name_or_path_type(text: str) -> str:
+    """An argparse type for a checkpoint: a release name or a file path, never empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a release name or a file path")
+    return text
+
+
+def add_version_argument(parser: argparse.ArgumentParser) -> None:
+    """``--version``: print ``knnsvc <version>`` and exit 0 (every command has it)."""
+    parser.add_argument("--version", action="version", version=f"knnsvc {__version__}")
+
+
+def add_conversion_arguments(parser: argparse.ArgumentParser, pitch_shift: object = None,
+                             streaming: bool = False) -> None:
+    """The model, matching, control, input and output options every conversion command shares.
 
     Args:
         pitch_shift: the command's default pitch shift (None: `MatchConfig`'s, "auto").
+        streaming: the command converts in streaming blocks of its own, so ``--block-seconds`` does not
+            apply: its default is None and `check_conversion_arguments` refuses any value.
     """
     defaults = MatchConfig()
     if pitch_shift is None:
         pitch_shift = defaults.pitch_shift
-    parser.add_argument("--wavlm", default=checkpoints.DEFAULT_WAVLM,
+    parser.add_argument("--wavlm", type=name_or_path_type, default=checkpoints.DEFAULT_WAVLM,
                         help="WavLM checkpoint: release name or file path (default: %(default)s)")
-    parser.add_argument("--vocoder", default=checkpoints.DEFAULT_VOCODER,
+    parser.add_argument("--vocoder", type=name_or_path_type, default=checkpoints.DEFAULT_VOCODER,
                         help="vocoder checkpoint: release name or file path (default: %(default)s)")
-    parser.add_argument("--vocoder-config", type=Path, metavar="JSON",
+    parser.add_argument("--vocoder-config", type=path_type, metavar="JSON",
                         help="HiFi-GAN config (official config_v1_wavlm.json format) for a non-standard vocoder; "
                              "default: read the widths from the checkpoint")
     smoothing = parser.add_mutually_exclusive_group()
@@ -114,7 +198,7 @@ def add_conversion_arguments(parser: argparse.ArgumentParser, pitch_shift: objec
                              "(default: %(default)s)")
     parser.add_argument("--f0", choices=F0_EXTRACTORS, default=DEFAULT_F0,
                         help="pitch extractor (default: %(default)s, which the released vocoders were trained on)")
-    parser.add_argument("--f0-file", type=Path, metavar="CSV",
+    parser.add_argument("--f0-file", type=path_type, metavar="CSV",
                         help="use this F0 curve (time_s,f0_hz per line) for the source instead of extracting it "
                              "(one source file only)")
     parser.add_argument("--index-rate", type=number_type(0.0, 1.0), default=defaults.index_rate, metavar="R",
@@ -135,18 +219,67 @@ def add_conversion_arguments(parser: argparse.ArgumentParser, pitch_shift: objec
     parser.add_argument("--respect-file-boundaries", action="store_true",
                         help="successor frames and smoothness neighbours stay inside each reference file "
                              "(the reference treats the reference files as one recording)")
-    parser.add_argument("--block-seconds", type=number_type(0.0, what="a block length in seconds"),
-                        default=DEFAULT_BLOCK_SECONDS, metavar="S",
-                        help="F0 extraction and vocoding work in blocks of S seconds, so memory is bounded for any "
-                             "length; the result is the same (0 = whole recordings at once) (default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--pool-cache", type=Path, metavar="DIR",
+    if streaming:
+        parser.add_argument("--block-seconds", type=block_seconds_type, default=None, metavar="S",
+                            help="not applicable: streaming works in blocks of --block-ms (refused)")
+    else:
+        parser.add_argument("--block-seconds", type=block_seconds_type, default=DEFAULT_BLOCK_SECONDS, metavar="S",
+                            help="F0 extraction and vocoding work in blocks of S seconds, so memory is bounded for "
+                                 f"any length; the result is the same (0 = whole recordings at once, else "
+                                 f"{MIN_BLOCK_SECONDS:g}-{MAX_BLOCK_SECONDS:g}) (default: %(default)s)")
+    parser.add_argument("--device", type=device_type, default="auto",
+                        help=f"{DEVICE_NAMES} (default: auto = cuda if available, else cpu)")
+    parser.add_argument("--workers", type=integer_type(1, MAX_WORKERS, "a number of worker processes"), default=None,
+                        metavar="N", help="processes extracting F0 in parallel (default: the extractor's own)")
+    parser.add_argument("--max-duration", type=number_type(1.0, MAX_DURATION_LIMIT_S, "a duration in seconds"),
+                        default=None, metavar="SECONDS",
+                        help="refuse any input recording longer than this once decoded (default: "
+                             f"{_default_max_seconds()})")
+    parser.add_argument("--pool-cache", type=path_type, metavar="DIR",
                         help="cache each reference recording's encoded pool here (keyed by its audio bytes, the "
                              "encoder weights and the analysis settings), so a singer is encoded once")
     parser.add_argument("--loudness", type=number_type(-70.0, 0.0, what="a loudness in LUFS"), metavar="LUFS",
                         help="normalise each output to this integrated loudness (default: off, as the reference)")
     parser.add_argument("--repair-audio", action="store_true",
                         help="replace NaN/inf samples in inputs by 0 (with a warning) instead of refusing the file")
+
+
+def _default_max_seconds() -> str:
+    limit = getattr(audio, "MAX_SECONDS", None)
+    return f"{limit:g} s" if isinstance(limit, (int, float)) else "no limit"
+
+
+def check_conversion_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The usage checks of `add_conversion_arguments` that need more than one option or a look at a
+    small file, before any model loads: sets ``args.match_config`` (see `match_config`); a
+    ``--vocoder-config`` must hold a JSON object; ``--block-seconds`` is refused where it does not apply.
+    Each problem is `parser.error` (one line, exit status 2)."""
+    args.match_config = match_config(args, parser)
+    if args.vocoder_config is not None and args.vocoder_config.is_file():
+        try:
+            with open(args.vocoder_config, encoding="utf-8") as handle:
+                config = json.load(handle)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            parser.error(f"--vocoder-config {args.vocoder_config}: not a readable JSON file ({first_line(err)})")
+        if not isinstance(config, dict):
+            parser.error(f"--vocoder-config {args.vocoder_config}: expected a JSON object of HiFi-GAN settings, "
+                         f"got a JSON {type(config).__name__}")
+    elif args.vocoder_config is not None:
+        problem = input_problem(args.vocoder_config, "file")
+        if problem:
+            parser.error(f"--vocoder-config {problem}")
+    if args.workers is not None and not (accepts(checkpoints.build_converter, "workers")
+                                         and accepts(get_f0_extractor, "workers")):
+        parser.error("--workers: this version extracts F0 in one process only")
+    if args.max_duration is not None and not (accepts(usable_recording, "max_seconds")
+                                              and accepts(audio.load_audio, "max_seconds")):
+        parser.error("--max-duration: this version's audio reader has no duration cap")
+
+
+def conversion_options(args: argparse.Namespace) -> Options:
+    """The per-file `knnsvc.conversion.Options` the parsed options describe."""
+    return Options(loudness=args.loudness, f0_file=args.f0_file, repair_audio=args.repair_audio,
+                   max_seconds=args.max_duration)
 
 
 def match_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> MatchConfig:
@@ -172,14 +305,10 @@ def match_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> M
 
 def run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser,
               run: Callable[[argparse.Namespace, Batch], int], done_word: str) -> int:
-    """What the batch commands (convert, cover) share around their `run`: the match settings and the
-    device from the arguments (bad ones are usage errors), logging through the bars, and Ctrl-C or
-    SIGTERM ending in one line that counts what is done (exit status 130)."""
-    args.match_config = match_config(args, parser)
-    try:
-        args.device = resolve_device(args.device)
-    except (RuntimeError, ValueError) as err:
-        parser.error(f"--device: {err}")
+    """What the batch commands (convert, cover) share around their `run`: the usage checks
+    (`check_conversion_arguments`, exit 2 before any model loads), logging through the bars, and
+    Ctrl-C or SIGTERM ending in one line that counts what is done (exit status 130)."""
+    check_conversion_arguments(args, parser)
     with cli_logging(args.quiet):
         batch = Batch()
         try:
@@ -260,12 +389,34 @@ class StageBars:
 
 
 
+# ----------------------------------------------------------------------------------- inputs and outputs
+def input_problem(path: Path, kind: str = "file or folder") -> str | None:
+    """Why `path` cannot be read as an input of `kind` ("file", "folder" or "file or folder"), as one
+    line naming it, or None. Nothing is opened: a FIFO, device or socket is refused, never read."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"{path}: no such file or folder"
+    except OSError as err:
+        return f"{path}: cannot be read ({err.strerror or first_line(err)})"
+    if stat.S_ISDIR(mode):
+        return f"{path}: is a folder; a file is needed" if kind == "file" else None
+    if not stat.S_ISREG(mode):
+        return f"{path}: is not a regular file or folder (a FIFO, device or socket); it is not read"
+    if kind == "folder":
+        return f"{path}: is a file; a folder is needed"
+    return None
+
+
 def reference_files(reference: Path) -> list[Path]:
     """The recordings a REF argument names (one file, or the audio under a folder).
 
     Raises:
-        ValueError: a folder without audio.
+        ValueError: one line: missing, not a file or folder (FIFO, device), or a folder without audio.
     """
+    problem = input_problem(reference)
+    if problem:
+        raise ValueError(problem)
     if reference.is_file():
         return [reference]
     files = find_audio(reference)
@@ -273,6 +424,94 @@ def reference_files(reference: Path) -> list[Path]:
         raise ValueError(f"{reference}: no audio files ({', '.join(OUTPUT_SUFFIXES)}) in this folder")
     return files
 
+
+class Inputs:
+    """The files a run reads (sources, references, curves, checkpoints), to tell whether a path would
+    replace one of them: the same path after symbolic links, or the same file (a hard link)."""
+
+    def __init__(self, paths: Iterable[Path | str | None] = ()) -> None:
+        self.paths: set[Path] = set()
+        self.files: set[tuple[int, int]] = set()
+        self.add(*paths)
+
+    def add(self, *paths: Path | str | None) -> None:
+        """Add the existing regular files among `paths` (names and None are ignored)."""
+        for path in paths:
+            if path is None:
+                continue
+            path = Path(path)
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                self.paths.add(path.resolve())
+                self.files.add((info.st_dev, info.st_ino))
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, Path):
+            return False
+        if path.resolve() in self.paths:
+            return True
+        try:
+            info = path.stat()
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) in self.files
+
+
+def conversion_inputs(args: argparse.Namespace, sources: Iterable[Path], references: Iterable[Path]) -> Inputs:
+    """Every file a conversion command reads: sources, references and the files its options name."""
+    inputs = Inputs([*sources, *references])
+    inputs.add(args.f0_file, args.vocoder_config, args.wavlm, args.vocoder, getattr(args, "separator", None))
+    return inputs
+
+
+def output_problem(path: Path, inputs: Inputs) -> str | None:
+    """Why `path` can never be an output, as one line naming it, or None: a name longer than the file
+    system allows (255 bytes), an existing folder or other non-regular file, or an input of the run.
+    (An existing regular file is no problem here: the caller skips it, or replaces it with --overwrite.)"""
+    for part in path.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
+            return f"{path}: the name {part[:40]!r}... is longer than {NAME_MAX_BYTES} bytes"
+    if path in inputs:
+        return f"output {path} would replace an input file; choose another -o"
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISDIR(mode):
+        return f"output {path} is an existing folder; choose another -o"
+    if not stat.S_ISREG(mode):
+        return f"output {path} exists and is not a regular file (a FIFO, device or socket); choose another -o"
+    return None
+
+
+def clean_stale_temporaries(outputs: Iterable[Path]) -> None:
+    """Remove the temporaries an interrupted run left for the `outputs` this run plans (and nothing
+    else: see `knnsvc.files.remove_stale_temporaries`), logging each one."""
+    for stale in remove_stale_temporaries(outputs):
+        log.info("removed %s, left by an interrupted run", stale)
+
+
+def missing_extra(module: str, install: str) -> str | None:
+    """One line naming the package to install if `module` cannot be imported, else None (checked
+    without importing it, before any model loads or downloads)."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"this needs the {module} package: pip install {install}"
+
+
+def failure_line(path: Path, err: BaseException) -> str:
+    """The one line reporting that the file `path` failed with `err`: the error's own line when it
+    names its file (an `AudioError`, an F0 curve's CSV and line, a message starting with `path`),
+    else ``<path>: <first line>``."""
+    message = first_line(err)
+    if isinstance(err, (AudioError, F0FileError)) or message.startswith(str(path)):
+        return message
+    return f"{path}: {message}"
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -291,10 +530,17 @@ def folder_problem(folder: Path) -> str | None:
 
 # ----------------------------------------------------------------------------------- reference
 def reference_pool(
-    converter: KnnSvc, reference: Path, files: list[Path], cache: Path | None, progress: Progress
+    converter: KnnSvc, reference: Path, files: list[Path], cache: Path | None, progress: Progress,
+    max_seconds: float | None = None,
 ) -> tuple[ReferencePool, int]:
     """A command's pool: a bad single reference file stops the run; in a folder it is left out
     (reported); the pool must be long enough and voiced where the pitch shift needs it.
+
+    Args:
+        max_seconds: refuse recordings longer than this once decoded (None: the audio layer's default).
+
+    Returns:
+        The pool and the number of recordings left out of it.
 
     Raises:
         ValueError, AudioError: no usable reference (one line naming the file or folder).
@@ -306,7 +552,9 @@ def reference_pool(
         log.error("%s (left out of the reference)", err)
 
     pool_cache = PoolCache(cache, converter.pool_settings()) if cache is not None else None
-    pool, left_out = build_reference_pool(converter, files, pool_cache, on_bad_file, progress)
+    limits = {} if max_seconds is None or not accepts(build_reference_pool, "max_seconds") else {
+        "max_seconds": max_seconds}
+    pool, left_out = build_reference_pool(converter, files, pool_cache, on_bad_file, progress, **limits)
     if pool is None:
         raise ValueError(f"{reference}: no usable reference recording in this folder")
     _check_pool(pool, reference, converter)
@@ -328,6 +576,11 @@ def _check_pool(pool: ReferencePool, reference: Path, converter: KnnSvc) -> None
 
 
 def load_converter(args: argparse.Namespace) -> KnnSvc:
-    """The converter the parsed conversion options name (see `knnsvc.checkpoints.build_converter`)."""
+    """The converter the parsed conversion options name (see `knnsvc.checkpoints.build_converter`);
+    ``--workers`` reaches it where the builder takes ``workers``."""
+    block_seconds = args.block_seconds if args.block_seconds is not None else DEFAULT_BLOCK_SECONDS
+    extra = {}
+    if getattr(args, "workers", None) is not None:
+        extra["workers"] = args.workers
     return checkpoints.build_converter(args.wavlm, args.vocoder, args.vocoder_config, args.match_config, args.f0,
-                                       args.device, args.block_seconds, progress=not args.quiet)
+                                       args.device, block_seconds, progress=not args.quiet, **extra)

@@ -33,21 +33,29 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from knnsvc import __version__, checkpoints
+from knnsvc import checkpoints
 from knnsvc.apps.common import (
     Batch,
+    Inputs,
     StageBars,
     add_conversion_arguments,
+    add_version_argument,
+    clean_stale_temporaries,
+    conversion_inputs,
+    conversion_options,
+    failure_line,
     folder_problem,
+    input_problem,
     load_converter,
+    output_problem,
+    path_type,
     reference_files,
     reference_pool,
     run_batch,
 )
 from knnsvc.audio import OUTPUT_SUFFIXES, AudioError, find_audio
 from knnsvc.checkpoints import CheckpointError
-from knnsvc.conversion import Options, convert_file
-from knnsvc.files import remove_stale_temporaries
+from knnsvc.conversion import convert_file
 from knnsvc.runtime import first_line
 
 log = logging.getLogger("knnsvc.convert")
@@ -81,15 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
             "Checkpoint names: " + ", ".join(checkpoints.RELEASES) + " (see --list-checkpoints)."
         ),
     )
-    parser.add_argument("source", metavar="SRC", nargs="?", type=Path, help="audio file or folder to convert")
-    parser.add_argument("reference", metavar="REF", nargs="?", type=Path,
+    parser.add_argument("source", metavar="SRC", nargs="?", type=path_type, help="audio file or folder to convert")
+    parser.add_argument("reference", metavar="REF", nargs="?", type=path_type,
                         help="audio file or folder of the target singer's recordings (searched recursively)")
-    parser.add_argument("-o", "--output", type=Path, help="output file (one source) or folder")
+    parser.add_argument("-o", "--output", type=path_type, help="output file (one source) or folder")
     add_conversion_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--list-checkpoints", action="store_true", help="print the known checkpoints and exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only, no progress bars")
-    parser.add_argument("--version", action="version", version=f"knnsvc {__version__}")
+    add_version_argument(parser)
     return parser
 
 # ----------------------------------------------------------------------------------- entry point
@@ -107,16 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, batch: Batch) -> int:
     """The conversion of one CLI invocation (see the module docstring)."""
-    if args.f0_file is not None and not args.source.is_file():
-        log.error("--f0-file needs one source file, but %s is a folder", args.source)
-        return 1
     try:
         jobs = plan_jobs(args.source, args.reference, args.output)
         references = reference_files(args.reference)
     except ValueError as err:
         log.error("%s", err)
         return 1
-    plan = _screen_jobs(jobs, references, args.overwrite)
+    if args.f0_file is not None:
+        problem = input_problem(args.f0_file, "file")
+        if problem or not args.source.is_file():
+            log.error("%s", problem or f"--f0-file needs one source file, but {args.source} is a folder")
+            return 1
+    plan = _screen_jobs(jobs, conversion_inputs(args, [job.source for job in jobs], references), args.overwrite)
     batch.total, batch.skipped, batch.failed = len(jobs), plan.skipped, plan.failed
     plan = _drop_unwritable_folders(plan, batch)
     if not plan.todo:
@@ -132,7 +142,8 @@ def run(args: argparse.Namespace, batch: Batch) -> int:
 
     bars = StageBars(disabled=args.quiet)
     try:
-        pool, left_out = reference_pool(converter, args.reference, references, args.pool_cache, bars)
+        pool, left_out = reference_pool(converter, args.reference, references, args.pool_cache, bars,
+                                        args.max_duration)
     except (ValueError, AudioError) as err:
         log.error("%s", first_line(err))
         return 1
@@ -140,7 +151,7 @@ def run(args: argparse.Namespace, batch: Batch) -> int:
         bars.close()
     batch.failed += left_out
 
-    options = Options(loudness=args.loudness, f0_file=args.f0_file, repair_audio=args.repair_audio)
+    options = conversion_options(args)
     files = tqdm(plan.todo, desc="files", unit="file", disable=args.quiet or len(plan.todo) < 2 or None,
                  dynamic_ncols=True, position=0)
     for job in files:
@@ -150,11 +161,7 @@ def run(args: argparse.Namespace, batch: Batch) -> int:
             report = converted.describe(converter.kind.uses_pitch)
         except (ValueError, RuntimeError, OSError) as err:
             batch.failed += 1
-            message = first_line(err)
-            if isinstance(err, AudioError) or message.startswith(str(job.source)):
-                log.error("%s", message)
-            else:
-                log.error("%s: %s", job.source, message)
+            log.error("%s", failure_line(job.source, err))
             log.debug("conversion of %s failed", job.source, exc_info=True)
         else:
             batch.converted += 1
@@ -175,12 +182,13 @@ def plan_jobs(source: Path, reference: Path, output: Path | None) -> list[Job]:
     """Map each source file to its output path (see the module docstring).
 
     Raises:
-        ValueError: SRC or REF missing, SRC folder without audio, or -o naming a file for a folder.
+        ValueError: SRC or REF missing or neither a file nor a folder (FIFO, device), SRC folder
+            without audio, -o naming a file for a folder, or -o naming the source folder itself.
     """
-    if not source.exists():
-        raise ValueError(f"{source}: no such file or folder")
-    if not reference.exists():
-        raise ValueError(f"{reference}: no such file or folder")
+    for path in (source, reference):
+        problem = input_problem(path)
+        if problem:
+            raise ValueError(problem)
     ref_stem = reference.stem if reference.is_file() else reference.resolve().name
     if source.is_file():
         default_name = f"{source.stem}_to_{ref_stem}.wav"
@@ -192,8 +200,11 @@ def plan_jobs(source: Path, reference: Path, output: Path | None) -> list[Job]:
             target = output
         return [Job(source, target)]
     folder = output if output is not None else Path.cwd() / f"{source.resolve().name}_to_{ref_stem}"
-    if folder.is_file():
+    if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder}: is a file, but a folder is needed for a folder of sources")
+    if folder.resolve() == source.resolve():
+        raise ValueError(f"{folder}: -o is the source folder itself, whose files the outputs would replace; "
+                         "choose another -o")
     files = find_audio(source, exclude=[folder])
     if not files:
         raise ValueError(f"{source}: no audio files ({', '.join(OUTPUT_SUFFIXES)}) in this folder")
@@ -201,16 +212,16 @@ def plan_jobs(source: Path, reference: Path, output: Path | None) -> list[Job]:
 
 
 
-def _screen_jobs(jobs: list[Job], references: list[Path], overwrite: bool) -> Plan:
-    """Skip outputs that exist (already converted); refuse those that would replace an input or
-    collide with each other."""
-    inputs = {p.resolve() for p in references} | {j.source.resolve() for j in jobs}
+def _screen_jobs(jobs: list[Job], inputs: Inputs, overwrite: bool) -> Plan:
+    """Skip outputs that exist (already converted); refuse those that can never be outputs (an input,
+    a folder, a name too long: `output_problem`) or that collide with each other."""
     plan = Plan([])
     seen: dict[Path, Path] = {}
     for job in jobs:
         target = job.output.resolve()
-        if target in inputs:
-            log.error("%s: output %s would replace an input file; choose another -o", job.source, job.output)
+        problem = output_problem(job.output, inputs)
+        if problem:
+            log.error("%s: %s", job.source, problem)
         elif target in seen:
             log.error("%s: output %s is also the output of %s; rename one of them", job.source, job.output,
                       seen[target])
@@ -228,21 +239,19 @@ def _screen_jobs(jobs: list[Job], references: list[Path], overwrite: bool) -> Pl
 
 def _drop_unwritable_folders(plan: Plan, batch: Batch) -> Plan:
     """Check, before any model loads, that every output folder can be written; clean up the
-    temporary files an earlier, killed run may have left there."""
+    temporary files an earlier, killed run may have left for the outputs planned now."""
     verdicts: dict[Path, str | None] = {}
     kept = []
     for job in plan.todo:
         folder = job.output.parent
         if folder not in verdicts:
             verdicts[folder] = folder_problem(folder)
-            if verdicts[folder] is None and folder.is_dir():
-                for stale in remove_stale_temporaries(folder):
-                    log.info("removed %s, left by an interrupted run", stale)
         if verdicts[folder] is None:
             kept.append(job)
         else:
             log.error("%s: cannot write %s (%s)", job.source, job.output, verdicts[folder])
             batch.failed += 1
+    clean_stale_temporaries(job.output for job in kept)
     return Plan(kept, plan.skipped, plan.failed)
 
 

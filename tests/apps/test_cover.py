@@ -15,10 +15,8 @@ from torch import nn
 
 pytest.importorskip("demucs_infer")
 
-from tests.conftest import sung_vowel
 from demucs_infer.apply import apply_model
 from demucs_infer.htdemucs import HTDemucs
-from tests.apps.test_convert import error_lines, tiny_args
 
 from knnsvc import separation
 from knnsvc.apps import cover
@@ -31,6 +29,8 @@ from knnsvc.separation import (
     random_separation_model,
     stem_loudness,
 )
+from tests.apps.test_convert import error_lines, tiny_args
+from tests.conftest import sung_vowel
 
 TINY_SEPARATOR = {"channels": 4, "depth": 3, "nfft": 512, "t_layers": 1, "t_heads": 1, "dconv_comp": 4,
                   "bottom_channels": 0, "segment": Fraction(1)}
@@ -42,6 +42,8 @@ the same order; only float32 rounding may differ, where the convolutions see a w
 slice of a longer buffer (observed: 3e-8 on stems peaking at 0.19, i.e. 1.6e-7 of the peak)."""
 
 OUTPUT_NAMES = ("vocals.wav", "accompaniment.wav", "vocals_converted.wav", "remix.wav")
+COMPLETE = sorted([*OUTPUT_NAMES, cover.SONG_RECORD])
+"""A finished song folder: the outputs and the record of the song they belong to."""
 
 
 def save_package(model: nn.Module, path: Path) -> Path:
@@ -195,7 +197,7 @@ def test_cover_writes_remix_and_stems_at_the_songs_rate_and_layout(tiny_separato
     out = tmp_path / "out"
     assert run_cover(tmp_path / "song.wav", ref, "-o", str(out), "--separator", str(tiny_separator),
                      "--pitch-shift", "0") == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)
+    assert sorted(p.name for p in out.iterdir()) == COMPLETE
     for name in ("vocals.wav", "accompaniment.wav", "remix.wav"):
         info = sf.info(out / name)
         assert (info.samplerate, info.channels, info.frames) == (rate, channels, len(song)), name
@@ -217,7 +219,7 @@ def test_auto_octave_cover_follows_the_vocal_stems_loudness(stub, ref, tmp_path,
     monkeypatch.chdir(tmp_path)  # quiet enough that its gain to the stem's loudness needs no peak limiting
     assert run_cover(Path("song.wav"), ref) == 0
     out = tmp_path / "song_cover_ref"  # the default output folder
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)
+    assert sorted(p.name for p in out.iterdir()) == COMPLETE
     stem, converted = stem_loudness(out / "vocals.wav"), stem_loudness(out / "vocals_converted.wav")
     assert -50 < stem < -30
     assert abs(converted - stem) <= 0.5
@@ -230,6 +232,7 @@ def test_skips_complete_folders_continues_partial_ones_and_overwrites_on_request
     args = ["-o", str(out), "--pitch-shift", "0"]
     assert run_cover(tmp_path / "song.wav", ref, *args) == 0
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert set(stamps) == set(COMPLETE)
     capsys.readouterr()
 
     assert run_cover(tmp_path / "song.wav", ref, *args) == 0  # complete: skipped
@@ -245,7 +248,48 @@ def test_skips_complete_folders_continues_partial_ones_and_overwrites_on_request
     (out / "remix.flac").unlink()
     assert run_cover(tmp_path / "song.wav", ref, *args, "--overwrite") == 0
     assert all((out / name).stat().st_mtime_ns != stamps[name] for name in OUTPUT_NAMES)
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_NAMES)  # no temporary leftovers
+    assert sorted(p.name for p in out.iterdir()) == COMPLETE  # no temporary leftovers
+
+
+def test_a_partial_folder_is_continued_only_for_the_song_it_belongs_to(stub, ref, tmp_path, capsys):
+    stub(1.0)
+    make_song(tmp_path / "song.wav", seconds=1.0, seed=0)
+    make_song(tmp_path / "other" / "song.wav", seconds=1.0, seed=5)  # same name and size, other audio
+    out = tmp_path / "out"
+    args = ["-o", str(out), "--pitch-shift", "0"]
+    assert run_cover(tmp_path / "song.wav", ref, *args) == 0
+    (out / "remix.wav").unlink()  # interrupted before the remix
+    stems = {name: (out / name).read_bytes() for name in OUTPUT_NAMES[:3]}
+    capsys.readouterr()
+
+    assert run_cover(tmp_path / "other" / "song.wav", ref, *args) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    assert "of another song" in line and "--overwrite" in line and str(out) in line
+    assert not (out / "remix.wav").exists()
+    assert all((out / name).read_bytes() == data for name, data in stems.items())
+
+    (out / cover.SONG_RECORD).unlink()  # no record: cannot tell whose stems these are
+    assert run_cover(tmp_path / "song.wav", ref, *args) == 1
+    assert "without a record" in error_lines(capsys.readouterr().err)[0]
+
+    assert run_cover(tmp_path / "other" / "song.wav", ref, *args, "--overwrite") == 0  # redone for this song
+    assert sorted(p.name for p in out.iterdir()) == COMPLETE
+    assert (out / "vocals.wav").read_bytes() != stems["vocals.wav"]
+    assert cover.song_mismatch(out, tmp_path / "other" / "song.wav") is None
+    assert "of another song" in cover.song_mismatch(out, tmp_path / "song.wav")
+
+
+def test_song_identity_reads_only_the_head_and_tail(tmp_path):
+    big = tmp_path / "big.bin"
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 3 * cover.IDENTITY_BYTES, dtype=np.uint8).tobytes())
+    big.write_bytes(bytes(data))
+    before = cover.song_identity(big)
+    data[cover.IDENTITY_BYTES + 5] ^= 1  # the middle: not hashed
+    big.write_bytes(bytes(data))
+    assert cover.song_identity(big)["head_tail_sha256"] == before["head_tail_sha256"]
+    data[-1] ^= 1  # the last MiB
+    big.write_bytes(bytes(data))
+    assert cover.song_identity(big)["head_tail_sha256"] != before["head_tail_sha256"]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -279,7 +323,7 @@ def test_folder_of_songs_goes_on_after_bad_ones(stub, ref, tmp_path, capsys):
     problems = {name: [line for line in lines if f"{name}.wav:" in line] for name in ("notaudio", "silent", "surround")}
     assert all(len(found) == 1 for found in problems.values()), lines
     assert "silent" in problems["silent"][0] and "3 channels" in problems["surround"][0]
-    assert sorted(p.name for p in (out / "a").iterdir()) == sorted(OUTPUT_NAMES)
+    assert sorted(p.name for p in (out / "a").iterdir()) == COMPLETE
     assert sf.info(out / "sub" / "b" / "remix.wav").samplerate == 48000
 
 
