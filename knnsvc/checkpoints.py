@@ -324,6 +324,8 @@ def build_converter(
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
     progress: bool = True,
     workers: int | None = None,
+    *,
+    names: tuple[object, object] | None = None,
 ) -> KnnSvc:
     """The one place a converter is built: encoder (only the blocks in use, `encoder_depth`),
     vocoder (architecture read from its weights), F0 extractor, and their compatibility check.
@@ -345,6 +347,8 @@ def build_converter(
         progress: show download progress bars.
         workers: processes extracting F0 (None: the extractor's default); refused unless the
             pitch module supports it.
+        names: (WavLM, vocoder) as messages should name them (default: the names or paths given,
+            or "(given model)" / "(given vocoder)" for built ones).
 
     Raises:
         CheckpointError: a checkpoint cannot be found, fetched or used, a built encoder is too
@@ -357,6 +361,8 @@ def build_converter(
     extractor = _f0_extractor(f0, device, workers)
     wavlm_label: object = wavlm if isinstance(wavlm, (str, os.PathLike)) else "(given model)"
     vocoder_label: object = vocoder if isinstance(vocoder, (str, os.PathLike)) else "(given vocoder)"
+    if names is not None:
+        wavlm_label, vocoder_label = names
     if isinstance(wavlm, WavLMEncoder):
         wavlm = wavlm.wavlm
     if isinstance(wavlm, WavLM):

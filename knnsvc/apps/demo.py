@@ -1,21 +1,25 @@
 """`knnsvc-demo`: a web page (Gradio) for trying kNN-SVC on a recording and a target singer.
 
     knnsvc-demo [--port 7860] [--host 127.0.0.1] [--wavlm NAME|PATH] [--vocoder NAME|PATH]
-                [--vocoder-config JSON] [--device auto|cpu|cuda|cuda:N] [--pool-cache DIR]
+                [--vocoder-config JSON] [--device auto|cpu|cuda|cuda:N] [--max-duration 600]
+                [--pool-cache DIR]
 
 The page takes a source (an uploaded file or a microphone recording) and one or more recordings of
 the target singer, the vocoder (a release name, or the checkpoint given with --vocoder) and the
 controls of `knnsvc-convert`: pitch shift (auto, auto-semitone, auto-octave, a number of semitones,
 none), pitch extractor, post-opt m (or off), top-k, index rate, protect, rms mix, block length.
-Convert shows the result in an audio player (16-bit WAV, 16 kHz, downloadable), the F0 contours
+Convert shows the result in an audio player (FLAC, 16 kHz, downloadable), the F0 contours
 (source, shifted, and the output's own), the provenance of every output frame (which reference
 file and time it came from), and one line with the applied shift and the time taken. The same
 conversion is the API endpoint ``/convert`` (callable with `gradio_client`).
 
 `DemoEngine` does the work and knows nothing of Gradio: models are loaded once per (checkpoint,
-device) and kept; each uploaded reference's pool is cached by its content (`PoolCache`, in
---pool-cache or a temporary folder that is removed at exit); a problem with the input is a
-one-line `ValueError`, which the page shows as a message (never a traceback).
+device) and kept, each request's converter is built from them by `knnsvc.checkpoints.build_converter`
+and converts with `knnsvc.conversion.convert_file` (as the commands do); an upload longer than
+``--max-duration`` (default 10 minutes) is refused before any work; each uploaded reference's pool
+is cached by its content (`PoolCache`, in --pool-cache or a temporary folder that is removed at
+exit); a problem with the input is a one-line `ValueError`, which the page shows as a message
+(never a traceback). A missing extra (gradio, matplotlib) is reported before any model loads.
 """
 
 from __future__ import annotations
@@ -37,18 +41,43 @@ from typing import TYPE_CHECKING
 import torch
 
 from hifigan.generator import Vocoder, VocoderKind
-from knnsvc import __version__, checkpoints
-from knnsvc.apps.common import cli_logging, stop_on_sigterm
-from knnsvc.audio import AUDIO_SUFFIXES, AudioError, AudioWriter
+from knnsvc import checkpoints
+from knnsvc.apps.common import (
+    FAILED_STATUS,
+    MAX_DURATION_LIMIT_S,
+    add_version_argument,
+    cli_logging,
+    device_type,
+    missing_extra,
+    name_or_path_type,
+    number_type,
+    path_type,
+    stop_on_sigterm,
+)
+from knnsvc.audio import AUDIO_SUFFIXES, AudioError, AudioReader, load_audio
 from knnsvc.checkpoints import RELEASES, CheckpointError
-from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
+from knnsvc.config import (
+    DEFAULT_BLOCK_SECONDS,
+    DEFAULT_F0,
+    DEFAULT_VOCODER,
+    DEFAULT_WAVLM,
+    HOP_LENGTH,
+    MAX_BLOCK_SECONDS,
+    MAX_SHIFT_SEMITONES,
+    MIN_BLOCK_SECONDS,
+    PROTECT_OFF,
+    SAMPLE_RATE,
+    WAVLM_LAYER,
+    MatchConfig,
+)
+from knnsvc.conversion import Options, convert_file, needs_voicing
 from knnsvc.encoder import WavLMEncoder
+from knnsvc.pipeline import KnnSvc, Progress
+from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, PitchShift, parse_pitch_shift
 from knnsvc.plots import plot_f0_contours, plot_provenance
-from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, PROTECT_OFF, KnnSvc, MatchConfig, Progress
-from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, PitchShift, get_f0_extractor, parse_pitch_shift
 from knnsvc.pool import ReferencePool
-from knnsvc.references import PoolCache, build_reference_pool, usable_recording
-from knnsvc.runtime import first_line, resolve_device
+from knnsvc.references import PoolCache, build_reference_pool
+from knnsvc.runtime import DEVICE_NAMES, first_line
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -61,15 +90,23 @@ PAGE_TITLE = "kNN-SVC web demo"
 PITCH_MODES = (*AUTO_SHIFTS, "semitones", "none")
 """Choices of the pitch-shift control; "semitones" takes the slider's value."""
 
-SEMITONE_RANGE = 24
-"""The semitone slider spans ±this (two octaves)."""
+SEMITONE_RANGE = MAX_SHIFT_SEMITONES
+"""The semitone slider spans ±this (four octaves), the range `knnsvc-convert --pitch-shift` accepts."""
+
+DEFAULT_MAX_SECONDS = 600.0
+"""Longest upload (source or reference) the page converts unless ``--max-duration`` says otherwise."""
+
+OUTPUT_SUFFIX = ".flac"
+"""The converted audio is written by `knnsvc.conversion.convert_file` as 24-bit FLAC (lossless, plays in
+every current browser, half the size of a WAV)."""
 
 KEEP_RESULTS = 16
 """Result folders (WAV and plots) kept in the work folder; older ones are removed (the page has
 copies of what it shows)."""
 
-DEMO_INSTALL = 'pip install -e ".[demo]"'
-"""Installs what the demo needs beyond the converter."""
+DEMO_EXTRA = '-e ".[demo]"'
+DEMO_INSTALL = f"pip install {DEMO_EXTRA}"
+"""Installs what the demo needs beyond the converter (gradio, matplotlib)."""
 
 _DEFAULTS = MatchConfig()
 
@@ -88,14 +125,14 @@ class Controls:
             refused with `post_opt`).
         topk: frames averaged per output frame (a whole number, as a slider gives it).
         index_rate, protect, rms_mix: RVC's controls (see `MatchConfig`).
-        block_seconds: F0 and vocoder block length (0 = whole recordings).
+        block_seconds: F0 and vocoder block length (0 = whole recordings, else within the CLI's range).
         output_f0: also extract the output's F0 for the plot (runs the pitch extractor again).
     """
 
     vocoder: str
     pitch_mode: str = str(_DEFAULTS.pitch_shift)
     semitones: float = 0.0
-    f0: str = F0_EXTRACTORS[0]
+    f0: str = DEFAULT_F0
     post_opt: bool = True
     concat_weight: float | None = _DEFAULTS.concat_weight
     topk: float = _DEFAULTS.topk
@@ -118,6 +155,21 @@ class Controls:
         if self.pitch_mode in AUTO_SHIFTS:
             return self.pitch_mode
         raise ValueError(f"pitch shift mode must be one of {', '.join(PITCH_MODES)}, got {self.pitch_mode!r}")
+
+    def checked_block_seconds(self) -> float:
+        """`block_seconds` as a float: 0, or within [`MIN_BLOCK_SECONDS`, `MAX_BLOCK_SECONDS`] as in the CLI.
+
+        Raises:
+            ValueError: anything else (named as on the page).
+        """
+        try:
+            value = float(self.block_seconds)
+        except (TypeError, ValueError):
+            raise ValueError(f"block seconds must be a number, got {self.block_seconds!r}") from None
+        if value != 0.0 and not MIN_BLOCK_SECONDS <= value <= MAX_BLOCK_SECONDS:
+            raise ValueError(f"block seconds must be 0 (whole recordings) or in [{MIN_BLOCK_SECONDS:g}, "
+                             f"{MAX_BLOCK_SECONDS:g}], got {self.block_seconds!r}")
+        return value
 
     def match_config(self) -> MatchConfig:
         """The matching settings (ValueError for values out of range, named as on the page)."""
@@ -145,7 +197,7 @@ class DemoResult:
     """What one conversion gives the page.
 
     Attributes:
-        wav_path: the converted audio, 16-bit PCM WAV at 16 kHz, 320 samples per source frame.
+        wav_path: the converted audio, 24-bit FLAC at 16 kHz, 320 samples per source frame.
         f0_plot: PNG of the source, shifted and output F0 contours.
         provenance_plot: PNG of the reference file and time each output frame came from.
         summary: one line: the applied shift, the durations and the time taken.
@@ -170,6 +222,10 @@ class _Vocoder:
 class DemoEngine:
     """The demo's conversions, without Gradio: models and reference pools loaded once and kept.
 
+    The converter of each request is built by `knnsvc.checkpoints.build_converter` from the kept
+    models (the commands' builder: depth rule and compatibility check), and each conversion is
+    `knnsvc.conversion.convert_file` (the commands' conversion of a file).
+
     Args:
         wavlm: WavLM checkpoint (release name or path).
         vocoder: the default vocoder (release name or path).
@@ -178,6 +234,7 @@ class DemoEngine:
         device: where the models run.
         work_dir: folder for results (the most recent `KEEP_RESULTS` are kept).
         pool_cache: folder of the per-file reference pool cache (default: ``work_dir/pools``).
+        max_seconds: longest upload accepted, source or reference (None: no limit of the demo's own).
     """
 
     def __init__(
@@ -188,6 +245,7 @@ class DemoEngine:
         device: torch.device,
         work_dir: Path,
         pool_cache: Path | None = None,
+        max_seconds: float | None = DEFAULT_MAX_SECONDS,
     ) -> None:
         self.wavlm = wavlm
         self.vocoder = vocoder
@@ -195,6 +253,7 @@ class DemoEngine:
         self.device = device
         self.work_dir = Path(work_dir)
         self.pool_cache = Path(pool_cache).expanduser() if pool_cache is not None else self.work_dir / "pools"
+        self.max_seconds = max_seconds
         self._encoders: dict[tuple[str, str], WavLMEncoder] = {}
         self._vocoders: dict[tuple[str, str | None, str], _Vocoder] = {}
         self._pool_caches: dict[str, PoolCache] = {}
@@ -211,7 +270,7 @@ class DemoEngine:
         return choices
 
     def encoder(self) -> WavLMEncoder:
-        """The WavLM encoder (to layer 6), loaded on first use.
+        """The WavLM encoder (to the depth the page's settings use), loaded on first use.
 
         Raises:
             CheckpointError: the checkpoint cannot be found, fetched or used.
@@ -220,7 +279,8 @@ class DemoEngine:
         with self._lock:
             if key not in self._encoders:
                 start = time.perf_counter()
-                wavlm = checkpoints.load_wavlm(self.wavlm, device=self.device, num_layers=WAVLM_LAYER)
+                depth = checkpoints.encoder_depth(MatchConfig())
+                wavlm = checkpoints.load_wavlm(self.wavlm, device=self.device, num_layers=depth)
                 self._encoders[key] = WavLMEncoder(wavlm, layer=WAVLM_LAYER)
                 log.info("loaded WavLM %s on %s in %.1f s", self.wavlm, self.device, time.perf_counter() - start)
             return self._encoders[key]
@@ -230,17 +290,14 @@ class DemoEngine:
         applies to the --vocoder checkpoint only.
 
         Raises:
-            CheckpointError: the checkpoint cannot be found, fetched or used, or does not fit the
-                encoder.
+            CheckpointError: the checkpoint cannot be found, fetched or used.
         """
         config = self.vocoder_config if vocoder == self.vocoder else None
         key = (vocoder, None if config is None else str(config), str(self.device))
-        encoder = self.encoder()
         with self._lock:
             if key not in self._vocoders:
                 start = time.perf_counter()
                 kind, generator = checkpoints.load_vocoder(vocoder, config, device=self.device)
-                checkpoints.check_compatible(encoder.wavlm, generator, self.wavlm, vocoder)
                 self._vocoders[key] = _Vocoder(kind, generator)
                 log.info("loaded vocoder %s (%s) on %s in %.1f s", vocoder, kind.value, self.device,
                          time.perf_counter() - start)
@@ -248,20 +305,37 @@ class DemoEngine:
         return loaded.kind, loaded.generator
 
     def converter(self, controls: Controls) -> KnnSvc:
-        """A converter with the loaded models and the settings of `controls`.
+        """A converter with the loaded models and the settings of `controls`, built by
+        `knnsvc.checkpoints.build_converter`.
 
         Raises:
-            CheckpointError: see `load_vocoder`.
+            CheckpointError: a checkpoint cannot be used, or the vocoder does not fit the encoder.
             ValueError: a control out of range or an unknown pitch extractor.
             ImportError: the pitch extractor's package is not installed.
         """
         config = controls.match_config()
-        f0 = get_f0_extractor(controls.f0, self.device)
-        kind, generator = self.load_vocoder(controls.vocoder)
-        return KnnSvc(self.encoder(), generator, kind, config=config, block_seconds=float(controls.block_seconds),
-                      f0=f0)
+        block_seconds = controls.checked_block_seconds()
+        built = self.load_vocoder(controls.vocoder)
+        return checkpoints.build_converter(self.encoder(), built, None, config, controls.f0, self.device,
+                                           block_seconds, names=(self.wavlm, controls.vocoder))
 
     # ----------------------------------------------------------------------------- conversion
+    def check_upload(self, path: Path) -> None:
+        """Refuse an upload longer than `max_seconds` before any work: at once from a header that can be
+        trusted (PCM), else by decoding it, which stops as soon as the limit is passed (a tiny upload
+        claiming a huge duration is refused in milliseconds).
+
+        Raises:
+            ValueError: one line naming the file by its name.
+        """
+        try:
+            with AudioReader(path, self.max_seconds) as reader:
+                if reader.frames is None and self.max_seconds is not None:
+                    for _ in reader.blocks():
+                        pass
+        except AudioError as err:
+            raise ValueError(f"{Path(err.path).name}: {err.problem}") from None
+
     def convert(
         self,
         source: Path | None,
@@ -269,59 +343,55 @@ class DemoEngine:
         controls: Controls,
         progress: Progress | None = None,
     ) -> DemoResult:
-        """Convert `source` to the voice of `references`, and plot what happened.
+        """Convert `source` to the voice of `references` (`knnsvc.conversion.convert_file`), and plot
+        what happened.
 
         Raises:
-            ValueError: a missing, unreadable, silent or too short input, a source or reference
-                without voiced frames for an automatic shift, a control out of range, or a
-                checkpoint that cannot be used (one line, naming the file by its name).
+            ValueError: a missing, unreadable, silent, too long or too short input, a source or
+                reference without voiced frames for an automatic shift, a control out of range, or
+                a checkpoint that cannot be used (one line, naming the file by its name).
             ImportError: the pitch extractor's package is not installed.
         """
         if source is None:
             raise ValueError("no source: upload or record what should be sung")
         if not references:
             raise ValueError("no reference: upload one or more recordings of the target singer")
+        source = Path(source)
+        for path in (source, *map(Path, references)):
+            self.check_upload(path)
         converter = self.converter(controls)
         start = time.perf_counter()
+        folder = self._result_folder()
         try:
-            wav_16k = usable_recording(Path(source), converter)
             pool = self.reference_pool(converter, [Path(p) for p in references], progress)
-        except AudioError as err:
-            raise ValueError(f"{err.path.name}: {err.problem}") from None
-        automatic = isinstance(converter.config.pitch_shift, str) and converter.kind.uses_pitch
-        if automatic and not bool((pool.f0_hz > 0).any()):
-            raise ValueError("the reference has no voiced frame, so the automatic pitch shift is undefined: "
-                             "choose a number of semitones or none")
-        features = converter.analyse(wav_16k, progress)
-        try:
-            if automatic and not bool((features.f0_hz > 0).any()):
-                raise ValueError(f"{Path(source).name}: no voiced frame, so the automatic pitch shift is undefined: "
+            if needs_voicing(converter) and not bool((pool.f0_hz > 0).any()):
+                raise ValueError("the reference has no voiced frame, so the automatic pitch shift is undefined: "
                                  "choose a number of semitones or none")
-            result = converter.match(features, pool, progress)
-            folder = self._result_folder()
-            wav_path = folder / f"{Path(source).stem}_converted.wav"
-            blocks = []
-            with AudioWriter(wav_path, subtype="PCM_16") as writer:
-                for block in converter.vocode_blocks(result, progress):
-                    writer.write(block)
-                    blocks.append(block)
-        finally:
-            features.close()
+            converted = convert_file(converter, pool, source, folder / f"{source.stem}_converted{OUTPUT_SUFFIX}",
+                                     Options(max_seconds=self.max_seconds), progress)
+        except AudioError as err:
+            problem = err.problem
+            if "no voiced frames" in problem:
+                problem = "no voiced frame, so the automatic pitch shift is undefined: choose a number of " \
+                          "semitones or none"
+            raise ValueError(f"{Path(err.path).name}: {problem}") from None
         seconds = time.perf_counter() - start
-        wav_out = torch.cat(blocks) if blocks else torch.zeros(0)
+        result = converted.result
 
         contours = {"source": result.source_f0_hz}
         if converter.kind.uses_pitch:
             contours["shifted"] = result.f0_hz
         if controls.output_f0:
+            wav_out = load_audio(converted.output)
             contours["converted"] = converter.f0(wav_out, converter.block_seconds or None)[: result.num_frames]
         semitones = result.semitones  # 0 for a vocoder that takes no pitch
         f0_plot = plot_f0_contours(folder / "f0.png", contours, title=f"F0, shift {semitones:+.2f} semitones")
         provenance_plot = plot_provenance(folder / "provenance.png", result.indices_wavlm, result.weights_wavlm,
                                           pool.starts, pool.names)
-        summary = self._summary(converter, semitones, result.shift_ratio, wav_out.numel(), pool, seconds)
+        n_samples = round(converted.seconds * SAMPLE_RATE)
+        summary = self._summary(converter, semitones, result.shift_ratio, n_samples, pool, seconds)
         log.info("%s", summary)
-        return DemoResult(wav_path, f0_plot, provenance_plot, summary, result.num_frames, semitones)
+        return DemoResult(converted.output, f0_plot, provenance_plot, summary, result.num_frames, semitones)
 
     def reference_pool(
         self, converter: KnnSvc, files: Sequence[Path], progress: Progress | None = None
@@ -453,7 +523,8 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
                                     info=f"{PROTECT_OFF:g} = off", elem_id="protect")
                 rms_mix = gr.Slider(0.0, 1.0, value=defaults.rms_mix, step=0.05, label="rms mix",
                                     info="0 = off", elem_id="rms-mix")
-                block_seconds = gr.Number(value=defaults.block_seconds, minimum=0, label="block seconds",
+                block_seconds = gr.Number(value=defaults.block_seconds, minimum=0, maximum=MAX_BLOCK_SECONDS,
+                                          label="block seconds",
                                           info="0 = whole recordings", elem_id="block-seconds")
                 output_f0 = gr.Checkbox(value=defaults.output_f0, label="plot the output's F0 "
                                         "(runs the pitch extractor on it)", elem_id="output-f0")
@@ -503,7 +574,7 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line; checkpoint and device options are named as in `knnsvc-convert`."""
+    """The command line; checkpoint, device and duration options are parsed as in `knnsvc-convert`."""
     parser = argparse.ArgumentParser(
         prog="knnsvc-demo",
         description="Web page for kNN-SVC: upload or record a source, upload a target singer, convert.",
@@ -512,40 +583,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=_port, default=7860, help="port to serve on (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve on; 0.0.0.0 for every interface (default: %(default)s)")
-    parser.add_argument("--wavlm", default=checkpoints.DEFAULT_WAVLM,
+    parser.add_argument("--wavlm", type=name_or_path_type, default=DEFAULT_WAVLM,
                         help="WavLM checkpoint: release name or file path (default: %(default)s)")
-    parser.add_argument("--vocoder", default=checkpoints.DEFAULT_VOCODER,
+    parser.add_argument("--vocoder", type=name_or_path_type, default=DEFAULT_VOCODER,
                         help="default vocoder: release name or file path; the page offers it and the releases "
                              "(default: %(default)s)")
-    parser.add_argument("--vocoder-config", type=Path, metavar="JSON",
+    parser.add_argument("--vocoder-config", type=path_type, metavar="JSON",
                         help="HiFi-GAN config (official config_v1_wavlm.json format) for the --vocoder checkpoint")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--pool-cache", type=Path, metavar="DIR",
+    parser.add_argument("--device", type=device_type, default="auto",
+                        help=f"{DEVICE_NAMES} (default: auto = cuda if available, else cpu)")
+    parser.add_argument("--max-duration", type=number_type(1.0, MAX_DURATION_LIMIT_S, "a duration in seconds"),
+                        default=DEFAULT_MAX_SECONDS, metavar="SECONDS",
+                        help="refuse any upload (source or reference) longer than this (default: %(default)g s)")
+    parser.add_argument("--pool-cache", type=path_type, metavar="DIR",
                         help="keep each reference recording's encoded pool here, across runs (default: a "
                              "temporary folder removed at exit)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    parser.add_argument("--version", action="version", version=f"knnsvc {__version__}")
+    add_version_argument(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve the page until interrupted; returns the exit status (0, 1 when it cannot start, 2 usage)."""
+    """Serve the page until interrupted; returns the exit status (0; 1 when it cannot start: a missing
+    extra, a checkpoint that cannot be used, a taken port; 2 usage errors, before anything loads)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-    except (RuntimeError, ValueError) as err:
-        parser.error(f"--device: {err}")
-    with cli_logging(args.quiet), tempfile.TemporaryDirectory(prefix="knnsvc-demo-") as work_dir:
-        engine = DemoEngine(args.wavlm, args.vocoder, args.vocoder_config, device, Path(work_dir), args.pool_cache)
-        try:
-            engine.load_vocoder(args.vocoder)  # the default models, so that a bad checkpoint stops here
-            app = build_app(engine)
-        except (CheckpointError, ImportError) as err:
-            log.error("%s", first_line(err))
-            return 1
-        with stop_on_sigterm():
-            return _serve(app, args.host, args.port, [work_dir])
+    if args.vocoder_config is not None and not args.vocoder_config.is_file():
+        parser.error(f"--vocoder-config {args.vocoder_config}: file not found")
+    with cli_logging(args.quiet):
+        for module in ("gradio", "matplotlib"):  # before any model loads or downloads
+            problem = missing_extra(module, DEMO_EXTRA)
+            if problem:
+                log.error("the web demo: %s", problem)
+                return FAILED_STATUS
+        with tempfile.TemporaryDirectory(prefix="knnsvc-demo-") as work_dir:
+            engine = DemoEngine(args.wavlm, args.vocoder, args.vocoder_config, args.device, Path(work_dir),
+                                args.pool_cache, args.max_duration)
+            try:
+                app = build_app(engine)
+                engine.converter(Controls(vocoder=args.vocoder))  # the default models: a bad checkpoint stops here
+            except (CheckpointError, ImportError, ValueError) as err:
+                log.error("%s", first_line(err))
+                return FAILED_STATUS
+            with stop_on_sigterm():
+                return _serve(app, args.host, args.port, [work_dir])
 
 
 def _serve(app: gr.Blocks, host: str, port: int, allowed_paths: list[str]) -> int:

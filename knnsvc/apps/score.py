@@ -1,6 +1,7 @@
 """Score audio converted by any system on the kNN-SVC protocol; prints one JSON object.
 
-    python -m knnsvc.eval.score CONVERTED_DIR_OR_FILE --target TARGET_DIR_OR_FILE [--source SRC]
+    knnsvc-score CONVERTED_DIR_OR_FILE --target TARGET_DIR_OR_FILE [--source SRC] [--metrics NAMES]
+    (also ``python -m knnsvc.eval.score``)
 
 The JSON has the keys ``sim, eer, wer, cer, f0_rmse_cents, vuv_error, f0_corr, dnsmos, rtf,
 peak_rss_gb`` (null where not computable: ``rtf`` and ``peak_rss_gb`` always for external audio;
@@ -16,6 +17,8 @@ How files are paired:
   source recording whose name is its parent folder (evaluate layout) or the longest source name it
   starts with (``<source>_to_<reference>...``, the reference CLI's naming).
 Problems with single files are logged to stderr, one line each; the rest is still scored.
+Exit status as the other commands: 0 scored, 1 nothing could be scored (one line says why; no JSON),
+2 usage error (unknown metric, ``--csv`` a folder, a device this machine lacks, ...), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -27,6 +30,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from knnsvc.apps.common import (
+    FAILED_STATUS,
+    INTERRUPTED_STATUS,
+    OK_STATUS,
+    add_version_argument,
+    cli_logging,
+    device_type,
+    folder_problem,
+    integer_type,
+    path_type,
+    stop_on_sigterm,
+)
 from knnsvc.audio import find_audio
 from knnsvc.eval import METRIC_KEYS
 from knnsvc.eval.dataset import Problems, scan_speakers
@@ -34,8 +49,9 @@ from knnsvc.eval.intelligibility import WhisperSettings
 from knnsvc.eval.report import to_plain, write_csv
 from knnsvc.eval.suite import METRICS, EvalItem, SuiteSettings, run_suite
 from knnsvc.pitch import pitch_shift_argument
+from knnsvc.runtime import DEVICE_NAMES
 
-log = logging.getLogger("knnsvc.eval.score")
+log = logging.getLogger("knnsvc.apps.score")
 
 
 def _targets(target: Path, problems: Problems) -> dict[str, list[Path]]:
@@ -125,43 +141,103 @@ def plan_items(
     return items, targets
 
 
+NEEDS_SOURCE = ("intelligibility", "pitch")
+"""Metric families that compare with the source recording (they need ``--source``)."""
+NOT_FOR_EXTERNAL_AUDIO = ("speed",)
+"""Metric families measured while converting, so unknown for audio converted elsewhere."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``knnsvc-score``."""
     parser = argparse.ArgumentParser(
-        prog="python -m knnsvc.eval.score",
-        description="Score converted audio (from any system) on the kNN-SVC evaluation protocol.",
+        prog="knnsvc-score",
+        description="Score converted audio (from any system) on the kNN-SVC evaluation protocol; prints one JSON "
+                    "object. Exit status: 0 scored, 1 nothing could be scored, 2 usage error, 130 interrupted.",
     )
-    parser.add_argument("converted", type=Path, help="converted audio file or folder")
-    parser.add_argument("--target", type=Path, required=True,
+    scorable = [name for name in METRICS if name not in NOT_FOR_EXTERNAL_AUDIO]
+    parser.add_argument("converted", type=path_type, help="converted audio file or folder")
+    parser.add_argument("--target", type=path_type, required=True,
                         help="real recordings of the target: a file, a speaker folder or a folder of speaker folders")
-    parser.add_argument("--source", type=Path, default=None,
+    parser.add_argument("--source", type=path_type, default=None,
                         help="source recording(s): enables WER/CER (vs their transcript or ASR) and F0 metrics")
-    parser.add_argument("--metrics", default=",".join(METRICS),
-                        help=f"comma-separated metric families (default: all of {','.join(METRICS)})")
+    parser.add_argument("--metrics", default=None, metavar="NAMES",
+                        help=f"comma-separated metric families, of {','.join(scorable)} (default: all of them; "
+                             f"{' and '.join(NEEDS_SOURCE)} only with --source)")
     parser.add_argument("--embedder", default="resemblyzer",
                         help="speaker embedder: resemblyzer or speechbrain:<local model folder>")
     parser.add_argument("--asr-model", default="tiny.en",
                         help="faster-whisper model name or local CTranslate2 folder (paper: small)")
     parser.add_argument("--language", default="en", help="ASR language code, or 'auto' to detect")
-    parser.add_argument("--beam-size", type=int, default=5, help="ASR beam width (paper: 20)")
+    parser.add_argument("--beam-size", type=integer_type(1, 100, "a beam width"), default=5,
+                        help="ASR beam width (paper: 20)")
     parser.add_argument("--pitch-shift", type=pitch_shift_argument, default="auto",
                         help="expected F0 = source F0 moved onto the target's median (auto), by N semitones, or none")
-    parser.add_argument("--device", default="cpu", help="device for the embedder and the ASR")
-    parser.add_argument("--csv", type=Path, default=None, help="also write the per-utterance rows to this CSV")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only log errors")
+    parser.add_argument("--device", type=device_type, default="cpu",
+                        help=f"device for the embedder and the ASR: {DEVICE_NAMES} (default: %(default)s)")
+    parser.add_argument("--csv", type=path_type, default=None, metavar="FILE",
+                        help="also write the per-utterance rows to this CSV file")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    add_version_argument(parser)
     return parser
 
 
+def chosen_metrics(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The metric families to compute; an unknown name, or a family that cannot run on these
+    arguments when it was asked for by name, is a usage error (exit status 2)."""
+    if args.metrics is None:  # the default: everything that applies
+        return [m for m in METRICS if m not in NOT_FOR_EXTERNAL_AUDIO and (args.source or m not in NEEDS_SOURCE)]
+    names = list(dict.fromkeys(m.strip() for m in args.metrics.split(",") if m.strip()))
+    unknown = [m for m in names if m not in METRICS]
+    known = ", ".join(m for m in METRICS if m not in NOT_FOR_EXTERNAL_AUDIO)
+    if unknown or not names:
+        parser.error(f"--metrics: unknown metric family {', '.join(map(repr, unknown)) or repr(args.metrics)} "
+                     f"(known: {known})")
+    external = [m for m in names if m in NOT_FOR_EXTERNAL_AUDIO]
+    if external:
+        parser.error(f"--metrics: {', '.join(external)} is measured while converting, not on audio converted "
+                     f"elsewhere (known here: {known})")
+    sourced = [m for m in names if m in NEEDS_SOURCE]
+    if sourced and args.source is None:
+        parser.error(f"--metrics: {', '.join(sourced)} compare with the source recordings: give --source")
+    return names
+
+
+def check_csv(path: Path | None, parser: argparse.ArgumentParser) -> None:
+    """``--csv`` must name a file that can be created (a usage error otherwise)."""
+    if path is None:
+        return
+    if path.is_dir():
+        parser.error(f"--csv {path}: is a folder; name the CSV file to write")
+    if path.exists() and not path.is_file():
+        parser.error(f"--csv {path}: not a regular file")
+    problem = folder_problem(path.parent)
+    if problem:
+        parser.error(f"--csv {path}: {problem}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns 0 on success, 1 if nothing could be scored."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO,
-                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    """Run the command; returns 0 when something was scored, 1 when nothing could be, 2 for usage errors
+    (argparse exits with it), 130 when interrupted."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    metrics = chosen_metrics(args, parser)
+    check_csv(args.csv, parser)
+    with cli_logging(args.quiet):
+        try:
+            with stop_on_sigterm():
+                return _score(args, metrics)
+        except KeyboardInterrupt:
+            log.error("interrupted; nothing written")
+            return INTERRUPTED_STATUS
+
+
+def _score(args: argparse.Namespace, metrics: list[str]) -> int:
     problems = Problems()
     items, targets = plan_items(args.converted, args.target, args.source, problems)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    if args.source is None:
-        metrics = [m for m in metrics if m not in ("intelligibility", "pitch")]
-    metrics = [m for m in metrics if m != "speed"]  # nothing is known about another system's run
+    if not items:
+        log.error("nothing scored: no converted file could be paired with a target speaker (%d problem%s above)",
+                  len(problems), "" if len(problems) == 1 else "s")
+        return FAILED_STATUS
     settings = SuiteSettings(
         metrics=tuple(metrics),
         embedder=args.embedder,
@@ -172,18 +248,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             best_of=args.beam_size,
         ),
         pitch_shift=args.pitch_shift,
-        device=args.device,
+        device=str(args.device),
     )
-    result = run_suite(items, targets, settings, problems=problems) if items else None
+    result = run_suite(items, targets, settings, problems=problems)
     summary = dict.fromkeys(METRIC_KEYS)
-    if result is not None:
-        summary.update(result.summary)
-        if args.csv is not None:
-            write_csv(args.csv, result.rows)
+    summary.update(result.summary)
+    if all(summary[key] is None for key in METRIC_KEYS):
+        log.error("nothing scored: no metric of %s could be computed for the %d file%s (see the problems above)",
+                  ",".join(metrics), len(items), "" if len(items) == 1 else "s")
+        return FAILED_STATUS
+    if args.csv is not None:
+        write_csv(args.csv, result.rows)
     summary["n_items"] = len(items)
     summary["problems"] = len(problems)
     print(json.dumps(to_plain(summary), ensure_ascii=False))
-    return 0 if items else 1
+    return OK_STATUS
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tests.conftest import sung_vowel
 
 from knnsvc import checkpoints
 from knnsvc.apps import demo
-from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
 from knnsvc.apps.demo import Controls, DemoEngine
+from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
 from knnsvc.pipeline import KnnSvc
+from tests.conftest import sung_vowel
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 WAVLM = str(GOLDEN / "wavlm_tiny.pt")
@@ -101,7 +101,7 @@ def test_vocoder_choices_offer_the_releases_and_the_command_line_checkpoint(engi
 
 @pytest.mark.slow
 def test_engine_converts_and_reuses_models_and_pools(engine, audio, tmp_path, monkeypatch):
-    engine.load_vocoder(HARMONIC)  # as main() does at start
+    engine.converter(Controls(vocoder=HARMONIC))  # as main() does at start
     monkeypatch.setattr(checkpoints, "load_wavlm", lambda *a, **k: pytest.fail("the encoder was loaded twice"))
     monkeypatch.setattr(checkpoints, "load_vocoder", lambda *a, **k: pytest.fail("the vocoder was loaded twice"))
     encoded: list[str] = []
@@ -118,7 +118,7 @@ def test_engine_converts_and_reuses_models_and_pools(engine, audio, tmp_path, mo
 
     result = engine.convert(audio["source"], [singer], Controls(vocoder=HARMONIC))
     wav, rate = sf.read(result.wav_path, dtype="float32")
-    assert rate == SAMPLE_RATE and sf.info(str(result.wav_path)).subtype == "PCM_16"
+    assert rate == SAMPLE_RATE and result.wav_path.suffix == ".flac" and sf.info(str(result.wav_path)).format == "FLAC"
     assert wav.shape == (expected_samples(audio["source"]),) == (HOP_LENGTH * result.num_frames,)
     assert result.f0_plot.read_bytes()[:8] == result.provenance_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"pitch shift {result.semitones:+.2f} semitones" in result.summary and " converted in " in result.summary
@@ -175,6 +175,104 @@ def test_command_line_refuses_bad_options_checkpoints_and_ports(tmp_path, caplog
         assert demo.main(["--port", str(port), "--wavlm", WAVLM, "--vocoder", HARMONIC, "--vocoder-config",
                           str(TINY_CONFIG), "--device", "cpu"]) == 1
     assert f"cannot serve on 127.0.0.1:{port}" in caplog.text
+
+
+def test_semitone_range_is_the_command_line_range():
+    from knnsvc.config import MAX_SHIFT_SEMITONES
+
+    assert Controls(vocoder=HARMONIC, pitch_mode="semitones", semitones=-48).pitch_shift() == -48.0
+    assert Controls(vocoder=HARMONIC, pitch_mode="semitones", semitones=MAX_SHIFT_SEMITONES).pitch_shift() == 48.0
+    with pytest.raises(ValueError, match="within ±48"):
+        Controls(vocoder=HARMONIC, pitch_mode="semitones", semitones=48.5).pitch_shift()
+    pytest.importorskip("gradio")
+    app = demo.build_app(DemoEngine(WAVLM, HARMONIC, TINY_CONFIG, torch.device("cpu"), Path("unused")))
+    sliders = [block for block in app.blocks.values() if getattr(block, "elem_id", None) == "semitones"]
+    assert [(s.minimum, s.maximum) for s in sliders] == [(-MAX_SHIFT_SEMITONES, MAX_SHIFT_SEMITONES)]
+
+
+@pytest.mark.parametrize("block_seconds", [0.5, 1e306, -1, float("nan")])
+def test_block_seconds_outside_the_command_line_range_is_refused(engine, audio, block_seconds):
+    with pytest.raises(ValueError, match="block seconds must be 0 .*or in \\[1, 3600\\]") as err:
+        engine.convert(audio["source"], [audio["reference"]], Controls(vocoder=HARMONIC, block_seconds=block_seconds))
+    assert "\n" not in str(err.value)
+
+
+def test_uploads_longer_than_the_cap_are_refused_quickly_before_any_model_loads(audio, tmp_path):
+    """--max-duration: a long PCM upload is refused from its header, a long FLAC as soon as decoding
+    passes the cap, and a 2 KB WAV whose header claims 1 Hz (1000 s of "audio") at once: one line each,
+    before any model is loaded (the engine's checkpoints do not even exist)."""
+    engine = DemoEngine(str(tmp_path / "no_wavlm.pt"), str(tmp_path / "no_vocoder.pt"), None, torch.device("cpu"),
+                        tmp_path / "work", max_seconds=2.0)
+    long_wav = tmp_path / "long.wav"
+    sf.write(long_wav, sung_vowel(3.0, 220.0, seed=4).numpy(), SAMPLE_RATE)
+    long_flac = tmp_path / "long.flac"
+    sf.write(long_flac, sung_vowel(3.0, 220.0, seed=4).numpy(), SAMPLE_RATE)
+    forged = tmp_path / "forged.wav"
+    sf.write(forged, np.zeros(1000, dtype=np.int16), 8000, subtype="PCM_16")
+    header = bytearray(forged.read_bytes())
+    header[24:28] = (1).to_bytes(4, "little")  # sample rate 1 Hz
+    header[28:32] = (2).to_bytes(4, "little")  # byte rate to match
+    forged.write_bytes(bytes(header))
+    cases = [(long_wav, [audio["reference"]], "long.wav: 3.0 s long, longer than the limit of 2 s"),
+             (audio["source"], [long_flac], "long.flac: at least"),
+             (forged, [audio["reference"]], "forged.wav: the header gives a sample rate of 1 Hz")]
+    for source, references, message in cases:
+        start = time.monotonic()
+        with pytest.raises(ValueError) as err:
+            engine.convert(source, references, Controls(vocoder=HARMONIC))
+        assert time.monotonic() - start < 2.0
+        assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not (tmp_path / "work" / "results").exists() or not any((tmp_path / "work" / "results").iterdir())
+
+
+def test_engine_builds_with_the_one_builder_and_converts_with_the_one_file_conversion(audio, tmp_path, monkeypatch):
+    calls: list[str] = []
+    real_build, real_convert = checkpoints.build_converter, demo.convert_file
+    monkeypatch.setattr(checkpoints, "build_converter", lambda *a, **k: calls.append("build") or real_build(*a, **k))
+    monkeypatch.setattr(demo, "convert_file", lambda *a, **k: calls.append("convert") or real_convert(*a, **k))
+    engine = DemoEngine(WAVLM, HARMONIC, TINY_CONFIG, torch.device("cpu"), tmp_path / "work")
+    result = engine.convert(audio["source"], [audio["reference"]],
+                            Controls(vocoder=str(GOLDEN / "vocoder_sine_tiny.pt"), pitch_mode="none",
+                                     output_f0=False))
+    assert calls == ["build", "convert"] and result.wav_path.is_file()
+    with pytest.raises(ValueError, match="vocoder_knnvc_tiny.pt: the vocoder takes 64-dim features but the WavLM "
+                                         ".*wavlm_tiny.pt produces 32-dim"):
+        engine.convert(audio["source"], [audio["reference"]],
+                       Controls(vocoder=str(GOLDEN / "vocoder_knnvc_tiny.pt"), pitch_mode="none"))
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "xpu", "gpu"])
+def test_unsupported_device_is_a_one_line_usage_error_before_anything_loads(device, capsys, monkeypatch):
+    monkeypatch.setattr(checkpoints, "load_wavlm", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--device", device])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == (f"knnsvc-demo: error: argument --device: unsupported device "
+                                           f"'{device}' (use auto, cpu, cuda or cuda:N)")
+
+
+def test_missing_gradio_is_reported_before_any_model_loads_or_downloads(monkeypatch, caplog):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gradio" else real_find_spec(name, *a))
+    for name in ("load_wavlm", "load_vocoder", "download_file", "build_converter"):
+        monkeypatch.setattr(checkpoints, name, lambda *a, **k: pytest.fail("a model was loaded or downloaded"))
+    assert demo.main(["--device", "cpu"]) == 1  # the default checkpoints: 1.26 GB to download otherwise
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ['the web demo: this needs the gradio package: pip install -e ".[demo]"']
+
+
+def test_the_demo_imports_no_other_application_and_not_the_evaluation():
+    code = ("import sys, knnsvc.apps.demo; print(sorted(m for m in sys.modules "
+            "if m.startswith(('knnsvc.eval', 'knnsvc.apps.')) "
+            "and m not in ('knnsvc.apps.common', 'knnsvc.apps.demo')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 # ----------------------------------------------------------------------------------- server
@@ -355,7 +453,7 @@ def test_page_converts_in_a_real_browser(server, audio, browser, tmp_path):
     wait.until(lambda driver: driver.find_elements(By.CSS_SELECTOR, "#references a[href*='file=']"))
     browser.find_element(By.ID, "convert").click()
     player = wait.until(lambda driver: driver.execute_script(RESULT_AUDIO_JS))
-    assert player["src"].startswith(server) and player["src"].endswith(".wav")
+    assert player["src"].startswith(server) and player["src"].endswith(".flac")
     assert player["duration"] == pytest.approx(expected_samples(audio["source"]) / SAMPLE_RATE, abs=1e-3)
     summary = wait.until(lambda driver: driver.find_element(By.CSS_SELECTOR, "#summary textarea").get_attribute(
         "value"))
