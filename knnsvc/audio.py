@@ -344,16 +344,24 @@ def audio_blocks(path: str | os.PathLike, max_seconds: float | None = None) -> G
         yield from reader.blocks()
 
 
+_RAW_READ = all(hasattr(sf, name) for name in ("_snd", "_ffi"))
+"""Whether soundfile exposes its libsndfile binding (`_snd`, `_ffi`: every release since 0.9)."""
+
+
 def _read_into(file: sf.SoundFile, out: np.ndarray) -> int:
     """Decode up to len(out) frames into `out` (n, C) (float32 or float64); the number decoded.
 
     This is libsndfile's ``sf_readf_float``/``sf_readf_double`` through soundfile's own binding,
     which is what `SoundFile.read` calls, without the seek `SoundFile.read` makes after each read:
     in a compressed file whose header overstates its length (or gives none: a streamed FLAC), that
-    seek fails past the last real frame, and the end of the file would be lost.
+    seek fails past the last real frame, and the end of the file would be lost. A soundfile
+    without that binding (`_RAW_READ` false) falls back to `SoundFile.read`: every honest file
+    still decodes, one with such a header ends in an AudioError.
     """
-    ctype = "double" if out.dtype == np.float64 else "float"
     assert out.flags.c_contiguous and out.ndim == 2 and out.shape[1] == file.channels
+    if not _RAW_READ:
+        return len(file.read(out=out))
+    ctype = "double" if out.dtype == np.float64 else "float"
     read = getattr(sf._snd, f"sf_readf_{ctype}")
     count = int(read(file._file, sf._ffi.cast(f"{ctype} *", out.ctypes.data), len(out)))
     code = int(sf._snd.sf_error(file._file))

@@ -681,3 +681,11 @@ def test_recording_check_wording():
     assert audio.no_voiced_frames("its pitch is undefined") == "no voiced frames, so its pitch is undefined"
     assert audio.silent() == "the recording is silent (peak below -80 dBFS)"
     assert audio.too_long(5.0, 4.0) == "5.0 s long, longer than the limit of 4 s; raise it with --max-duration"
+
+
+def test_without_soundfiles_binding_honest_files_still_decode(tmp_path, monkeypatch):
+    path = tmp_path / "stereo.flac"
+    sf.write(path, np.stack([_tone(1.3, 44_100), _tone(1.3, 44_100, 220.0)], axis=1), 44_100)
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", 0.5)
+    monkeypatch.setattr(audio, "_RAW_READ", False)
+    np.testing.assert_array_equal(load_audio(path).numpy(), _one_shot(path))
