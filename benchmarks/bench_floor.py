@@ -31,7 +31,6 @@ steps of `push`) at each latency setting: blocks of 160 (the default: 280 ms lat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -45,11 +44,11 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gpu import (  # noqa: E402
-    json_safe,
     singing,
     step_summary,
     stream_steps,
     tiny_converter,
+    write_json,
 )
 from common import DEFAULT_CACHE, full_size_checkpoints  # noqa: E402
 
@@ -257,8 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     report["streaming"] = streaming_rows(converter, pool, source[: round(sizes.stream_s * SAMPLE_RATE)])
     print_tables(report)
-    if args.json:
-        args.json.write_text(json.dumps(json_safe(report), indent=1))
+    write_json(args.json, report)
     return report
 
 

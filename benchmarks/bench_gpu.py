@@ -23,7 +23,8 @@ singing as audio. It measures, in this order:
    (CUDA graphs); a variant that fails says "not available" and why.
 
 A global budget (`--budget-s`, default 420) skips every part predicted to end beyond it, with a
-line saying so, so the whole script stays under 8 minutes. `--tiny` runs the golden tiny
+line saying so, so the whole script stays under 8 minutes; `--json` is rewritten after each part,
+so a run stopped from outside (``timeout 470 python ...``) keeps what it measured. `--tiny` runs the golden tiny
 checkpoints on seconds of audio (what the tests run, on the CPU).
 """
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -197,6 +199,15 @@ def vocoder_swapped(converter: KnnSvc, vocoder: Any) -> Iterator[None]:
         yield
     finally:
         converter.vocoder = original
+
+
+def write_json(path: Path | None, report: dict[str, Any]) -> None:
+    """Write the report (so far) as standard JSON, atomically: a killed run leaves the last whole file."""
+    if path is None:
+        return
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(json_safe(report), indent=1))
+    os.replace(partial, path)
 
 
 def cpu_name() -> str:
@@ -415,7 +426,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for precision in (None, dtype):  # first calls: CUDA context, kernel choice, autocast caches
         convert(converter, warmup, pool, precision)["source"].close()
 
+    write_json(args.json, report)
     report["offline"] = offline_part(converter, pool, args.cache, sizes.sources_s, dtype, budget)
+    write_json(args.json, report)
     stream_wav = singing(args.cache, "source", sizes.sources_s[0])[: round(sizes.stream_s * SAMPLE_RATE)]
     variants = ["torch.compile", "cuda-graphs"] if compile_on else []
     report["streaming"] = streaming_part(converter, pool, stream_wav, warmup, variants, args.compile_backend, budget)
@@ -425,8 +438,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["skipped"] = budget.skipped
     report["total_s"] = budget.elapsed
     print(f"total {report['total_s']:.0f} s" + (f"; {len(budget.skipped)} part(s) skipped" if budget.skipped else ""))
-    if args.json:
-        args.json.write_text(json.dumps(json_safe(report), indent=1))
+    write_json(args.json, report)
     return report
 
 

@@ -41,6 +41,7 @@ def test_bench_gpu_tiny_on_cpu_writes_every_field(tmp_path: Path) -> None:
     done = run_script("bench_gpu.py", "--tiny", "--device", "cpu", "--threads", "1", "--cache", str(tmp_path),
                       "--json", str(out))
     report = json.loads(out.read_text())
+    assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".partial")] == []
     assert {"device", "torch", "models", "reduced_dtype", "reduced_precision_via", "load_s", "pool_build_s",
             "offline", "streaming", "skipped", "total_s"} <= report.keys()
     assert "torch.autocast" in report["reduced_precision_via"] and "torch.autocast" in done.stdout
