@@ -2,6 +2,7 @@
 
     python benchmarks/bench_pitch.py [CLIP.wav ...] [--extractors harvest,dio,fcpe,swiftf0]
                                      [--repeats 3] [--threads N] [--block-seconds 30]
+    python benchmarks/bench_pitch.py --workers 1,2 [--scaling-seconds 600] [--extractors harvest]
 
 For each extractor:
 
@@ -15,7 +16,12 @@ For each extractor:
   recall, both over the frames 0.1 s or more from the ends.
 
 Without clips only the synthetic part runs. Extractors whose package is missing are left out.
-Prints Markdown tables.
+
+With `--workers 1,2` only the scaling run happens instead: the F0 of one synthetic recording of
+`--scaling-seconds` (default: 10 minutes) in blocks of `--block-seconds`, with each number of
+worker processes (1 = in the calling thread): the time to start the workers, the analysis time
+(median of `--repeats`, workers already started), its ratio to 1 worker's (target for 2 workers:
+<= 0.6) and whether the output is identical to 1 worker's. Prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -95,6 +101,44 @@ def seconds_per_second(
     return statistics.median(runs)
 
 
+def scaling_recording(seconds: float) -> torch.Tensor:
+    """`seconds` of sung notes (a 12 s phrase of six pitches, repeated, with fresh noise throughout)."""
+    phrase = torch.cat([sung_vowel(2.0, f0_hz, seed=k) for k, f0_hz in enumerate((110.0, 165.0, 220.0, 330.0, 440.0,
+                                                                                    660.0))])
+    wav = phrase.repeat(int(np.ceil(seconds / 12.0)))[: int(seconds * 16_000)]
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal(wav.shape[0]).astype(np.float32))
+    return wav + 0.002 * noise
+
+
+def worker_scaling(names: list[str], counts: list[int], seconds: float, block_seconds: float, repeats: int) -> None:
+    """Print the time of one recording's F0 with each number of workers, and whether outputs agree."""
+    wav = scaling_recording(seconds)
+    warm_up = sung_vowel(float(max(counts)), 220.0)  # max(counts) blocks of 0.5 s (+ margins): every worker starts
+    print(f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} core(s) usable; "
+          f"{seconds:g} s recording in {block_seconds:g} s blocks; median of {repeats} run(s)\n")
+    print("| extractor | workers | warm-up, starts the workers (s) | F0 (s) | x of 1 worker | identical to 1 worker |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        baseline: tuple[float, torch.Tensor] | None = None
+        for workers in counts:
+            extractor = get_f0_extractor(name, workers=workers)
+            start = time.perf_counter()
+            extractor(warm_up, 0.5)
+            started = time.perf_counter() - start
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                f0 = extractor(wav, block_seconds)
+                runs.append(time.perf_counter() - start)
+            seconds_taken = statistics.median(runs)
+            if baseline is None:
+                baseline = (seconds_taken, f0)
+            ratio = seconds_taken / baseline[0]
+            print(f"| {name} | {workers} | {started:.2f} | {seconds_taken:.2f} | {ratio:.2f} | "
+                  f"{'yes' if torch.equal(f0, baseline[1]) else 'NO'} |")
+    print("\nTarget: 2 workers <= 0.6x the time of 1 (issue #16), outputs identical.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clips", nargs="*", type=Path, help="real recordings (any format; analysed at 16 kHz)")
@@ -102,9 +146,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per extractor (the median is shown)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--block-seconds", type=float, default=30.0, help="block length of the blocked timing")
+    parser.add_argument("--workers", help="comma-separated worker counts: run only the scaling run (e.g. 1,2)")
+    parser.add_argument("--scaling-seconds", type=float, default=600.0, help="length of the scaling run's recording")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)  # after importing conftest, which sets one thread for the tests
+    if args.workers:
+        names = args.extractors.split(",") if args.extractors != ",".join(F0_EXTRACTORS) else ["harvest"]
+        worker_scaling(names, [int(n) for n in args.workers.split(",")], args.scaling_seconds, args.block_seconds,
+                       args.repeats)
+        return
 
     clips = [load_audio(path) for path in args.clips]
     harvest = [harvest_f0(clip).numpy() for clip in clips]

@@ -4,11 +4,15 @@ Extractors are selected by name (:data:`F0_EXTRACTORS`, :func:`get_f0_extractor`
 is the default: the released vocoders were trained on it. Dio, FCPE and SwiftF0 are faster; the
 neural two need the optional packages of the ``pitch`` extra. Every extractor returns
 (L // 320 + 1,) float32 Hz at frame centres n * 20 ms, 0 for unvoiced frames, and works on long
-audio in blocks with margins.
+audio in blocks with margins. Harvest and Dio analyse the blocks in worker processes, one per
+core by default, bit for bit what one thread computes; a call can be stopped from another thread
+(:class:`F0Stopped`). F0 curve files (``time_s,f0_hz`` CSV) are read and written here too.
 """
 
 from __future__ import annotations
 
+import atexit
+import codecs
 import contextlib
 import functools
 import importlib
@@ -17,11 +21,16 @@ import io
 import logging
 import math
 import os
+import signal
+import subprocess
 import sys
+import threading
 import types
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +81,19 @@ SWIFTF0_CONFIDENCE = 0.5
 """SwiftF0 frames with a confidence below this are unvoiced (its calibrated voicing threshold)."""
 
 
+F0_WORKER_POLL_SECONDS = 0.1
+"""How often a call that waits on worker processes looks at its `stop` event."""
+
+
+class F0Stopped(RuntimeError):
+    """The F0 extraction was stopped by its `stop` event before it finished (no F0 is returned)."""
+
+
+def _raise_if_stopped(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise F0Stopped("F0 extraction stopped")
+
+
 def harvest_f0(wav_16k: torch.Tensor, block_seconds: float | None = None) -> torch.Tensor:
     """WORLD Harvest F0 at the WavLM frame rate (spec §5), optionally in blocks.
 
@@ -96,9 +118,18 @@ def harvest_f0(wav_16k: torch.Tensor, block_seconds: float | None = None) -> tor
 
     Returns:
         f0_hz: (L // 320 + 1,) float32; frame n is centred at n * 20 ms; 0 marks unvoiced frames.
+
+    Raises:
+        ValueError: `wav_16k` is empty or not 1-D.
     """
-    samples = wav_16k.detach().cpu().double().numpy()
-    return torch.from_numpy(_analyse_in_blocks(samples, block_seconds, _harvest, match_mean=True))
+    return torch.from_numpy(_analyse_in_blocks(_checked_samples(wav_16k), block_seconds, _harvest, match_mean=True))
+
+
+def _checked_samples(wav_16k: torch.Tensor) -> np.ndarray:
+    """(L,) float64 samples of a non-empty mono waveform; ValueError otherwise."""
+    if wav_16k.dim() != 1 or wav_16k.numel() == 0:
+        raise ValueError(f"F0 needs a non-empty mono waveform of shape (L,), got shape {tuple(wav_16k.shape)}")
+    return wav_16k.detach().cpu().double().numpy()
 
 
 def _block_plan(n_samples: int, block_seconds: float | None, align: int) -> list[tuple[int, int, int, int]]:
@@ -122,8 +153,9 @@ def _analyse_in_blocks(
     analyse: Callable[[np.ndarray], np.ndarray],
     match_mean: bool,
     align: int = HOP_LENGTH,
+    stop: threading.Event | None = None,
 ) -> np.ndarray:
-    """`analyse` over the whole recording, or over the blocks of :func:`_block_plan`.
+    """`analyse` over the whole recording, or over the blocks of :func:`_block_plan`, in this thread.
 
     Args:
         samples: (L,) float64 waveform at 16 kHz.
@@ -133,17 +165,36 @@ def _analyse_in_blocks(
             :func:`harvest_f0`).
         align: segments start at multiples of this many samples (a multiple of 320), so that an
             extractor with another hop sees its frames where the whole-recording analysis does.
+        stop: checked before each block; once set, :class:`F0Stopped` is raised.
 
     Returns:
         (L // 320 + 1,) float32 F0 in Hz.
     """
-    n_samples = samples.shape[0]
-    plan = _block_plan(n_samples, block_seconds, align)
+    plan = _block_plan(samples.shape[0], block_seconds, align)
     if len(plan) == 1:
+        _raise_if_stopped(stop)
         return analyse(samples)
+    f0_hz = np.empty(samples.shape[0] // HOP_LENGTH + 1, dtype=np.float32)
+    for segment, first_frame, keep in _segments(samples, plan, match_mean):
+        _raise_if_stopped(stop)
+        frames = analyse(segment)
+        f0_hz[keep] = frames[keep.start - first_frame : keep.stop - first_frame]
+    return f0_hz
 
-    mean = float(samples.mean())
-    f0_hz = np.empty(n_samples // HOP_LENGTH + 1, dtype=np.float32)
+
+def _segments(
+    samples: np.ndarray, plan: list[tuple[int, int, int, int]], match_mean: bool
+) -> Iterator[tuple[np.ndarray, int, slice]]:
+    """What each block of `plan` analyses, made when asked for (one block's samples at a time).
+
+    Yields:
+        segment: (S,) float64 samples the block analyses (with a DC tail when `match_mean`).
+        first_frame: frame of the recording at the segment's first sample (negative for a tail in front).
+        keep: the frames of the recording that the block provides.
+    """
+    n_samples = samples.shape[0]
+    n_frames = n_samples // HOP_LENGTH + 1
+    mean = float(samples.mean()) if match_mean else 0.0
     for start, stop, lo, hi in plan:
         first_frame = lo // HOP_LENGTH
         if match_mean:
@@ -155,10 +206,7 @@ def _analyse_in_blocks(
             first_frame = (lo - (0 if tail_at_end else tail.shape[0])) // HOP_LENGTH
         else:
             segment = samples[lo:hi]
-        frames = analyse(segment)
-        keep = slice(start // HOP_LENGTH, stop // HOP_LENGTH if stop < n_samples else f0_hz.shape[0])
-        f0_hz[keep] = frames[keep.start - first_frame : keep.stop - first_frame]
-    return f0_hz
+        yield segment, first_frame, slice(start // HOP_LENGTH, stop // HOP_LENGTH if stop < n_samples else n_frames)
 
 
 def _dc_tail(segment: np.ndarray, mean: float) -> np.ndarray:
@@ -206,6 +254,218 @@ def _dio(samples: np.ndarray) -> np.ndarray:
     return f0.astype(np.float32)
 
 
+# ------------------------------------------------------------------------- worker processes (WORLD)
+_WORLD_METHODS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"harvest": _harvest, "dio": _dio}
+"""The per-block analyses that worker processes run, by extractor name."""
+
+_WORKER_BOOT = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); sys.path.insert(0, sys.argv[1]); "
+    "from knnsvc.pitch import _serve_blocks; _serve_blocks(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))"
+)
+"""A worker's program: it ignores Ctrl-C (its parent ends it) and imports this very package."""
+
+
+def default_f0_workers() -> int:
+    """The cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` elsewhere)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _serve_blocks(method: str, read_fd: int, write_fd: int) -> None:
+    """A worker process's loop: (S,) float64 segments in, ("ok", (S // 320 + 1,) float32 F0) out.
+
+    It says "ready" once its imports are done, and returns when its parent closes the pipe (or
+    exits). An exception in the analysis goes back as ("error", "<type>: <message>").
+    """
+    analyse = _WORLD_METHODS[method]
+    _pyworld()
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    try:
+        outbox.send("ready")
+        while True:
+            segment = inbox.recv()
+            try:
+                reply: tuple[str, Any] = ("ok", analyse(segment))
+            except Exception as error:  # noqa: BLE001  (reported to the parent, which raises it)
+                reply = ("error", f"{type(error).__name__}: {error}")
+            outbox.send(reply)
+    except (EOFError, OSError):
+        return  # the parent closed the pipe or is gone
+
+
+@dataclass
+class _Worker:
+    """One worker process and the parent's ends of its two pipes."""
+
+    process: subprocess.Popen
+    inbox: Connection  # results from the worker
+    outbox: Connection  # segments to the worker
+    ready: bool = False
+    job: tuple[int, int, slice] | None = None  # block index, its first frame, the frames it keeps
+
+    @classmethod
+    def start(cls, method: str) -> _Worker:
+        to_worker, from_worker = os.pipe(), os.pipe()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_BOOT, str(Path(__file__).resolve().parents[1]), method,
+                 str(to_worker[0]), str(from_worker[1])],
+                pass_fds=(to_worker[0], from_worker[1]),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C at the terminal reaches the parent only
+            )
+        except BaseException:
+            for fd in (*to_worker, *from_worker):
+                os.close(fd)
+            raise
+        os.close(to_worker[0])
+        os.close(from_worker[1])
+        return cls(process, Connection(from_worker[0], writable=False), Connection(to_worker[1], readable=False))
+
+    def end(self) -> None:
+        """Kill the process (if it still runs), reap it and close the pipes."""
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        self.process.wait()
+        self.inbox.close()
+        self.outbox.close()
+
+    def death(self, n_blocks: int) -> RuntimeError:
+        """The error for a worker whose pipe closed: how it ended and what it was doing."""
+        try:
+            code = self.process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        if code < 0:
+            how = f"signal {-code}"
+            with contextlib.suppress(ValueError):
+                how += f", {signal.Signals(-code).name}"
+        else:
+            how = f"exit status {code}"
+        if self.job is not None:
+            doing = f"while analysing block {self.job[0] + 1} of {n_blocks}"
+        else:
+            doing = "while idle" if self.ready else "while starting"
+        return RuntimeError(f"F0 worker died ({how}) {doing}")
+
+
+class _BlockPool:
+    """Worker processes that run one WORLD analysis on blocks of recordings.
+
+    Started lazily (as many as a call has blocks, up to `size`), kept for later calls, killed at
+    exit. One recording at a time: a second caller waits for the first (and honours its own
+    `stop` while it waits). When a call is stopped, interrupted or fails, every worker is killed
+    (in-flight blocks are abandoned) and the next call starts fresh ones.
+    """
+
+    def __init__(self, method: str, size: int) -> None:
+        self.method = method
+        self.size = size
+        self._workers: list[_Worker] = []
+        self._turn = threading.Lock()
+
+    def analyse(self, samples: np.ndarray, block_seconds: float | None, stop: threading.Event | None) -> np.ndarray:
+        """Like :func:`_analyse_in_blocks` with the WORLD settings, the blocks analysed by the workers.
+
+        Args:
+            samples: (L,) float64 waveform at 16 kHz.
+            block_seconds: block length; None or 0 for one analysis of everything (in one worker).
+            stop: once set, the call kills the workers and raises :class:`F0Stopped`.
+
+        Returns:
+            (L // 320 + 1,) float32 F0 in Hz, identical to the serial analysis.
+        """
+        while not self._turn.acquire(timeout=F0_WORKER_POLL_SECONDS):
+            _raise_if_stopped(stop)
+        try:
+            return self._analyse(samples, _block_plan(samples.shape[0], block_seconds, HOP_LENGTH), stop)
+        except BaseException:
+            self.close()  # stopped, interrupted or failed: no worker keeps working on this recording
+            raise
+        finally:
+            self._turn.release()
+
+    def _analyse(
+        self, samples: np.ndarray, plan: list[tuple[int, int, int, int]], stop: threading.Event | None
+    ) -> np.ndarray:
+        n_blocks = len(plan)
+        f0_hz = np.empty(samples.shape[0] // HOP_LENGTH + 1, dtype=np.float32)
+        whole: np.ndarray | None = None
+        if n_blocks == 1:  # the whole recording, as the serial path analyses it (no tail)
+            jobs: Iterator[tuple[int, tuple[np.ndarray, int, slice]]] = iter([(0, (samples, 0, slice(0, None)))])
+        else:
+            jobs = enumerate(_segments(samples, plan, match_mean=True))
+        job = next(jobs, None)
+        for worker in [worker for worker in self._workers if worker.process.poll() is not None]:
+            logger.warning("F0 worker %d had ended (exit status %s); starting another", worker.process.pid,
+                           worker.process.returncode)
+            worker.end()
+            self._workers.remove(worker)
+        while len(self._workers) < min(self.size, n_blocks):
+            self._workers.append(_Worker.start(self.method))
+        done = 0
+        while done < n_blocks:
+            _raise_if_stopped(stop)
+            for worker in self._workers:
+                if job is not None and worker.ready and worker.job is None:
+                    index, (segment, first_frame, keep) = job
+                    worker.job = (index, first_frame, keep)
+                    try:
+                        worker.outbox.send(segment)
+                    except OSError:
+                        raise worker.death(n_blocks) from None
+                    job = next(jobs, None)
+            for inbox in wait([worker.inbox for worker in self._workers], timeout=F0_WORKER_POLL_SECONDS):
+                worker = next(worker for worker in self._workers if worker.inbox is inbox)
+                try:
+                    message = worker.inbox.recv()
+                except (EOFError, OSError):
+                    raise worker.death(n_blocks) from None
+                if message == "ready":
+                    worker.ready = True
+                    continue
+                assert worker.job is not None
+                (index, first_frame, keep), worker.job = worker.job, None
+                status, frames = message
+                if status != "ok":
+                    raise RuntimeError(f"F0 analysis of block {index + 1} of {n_blocks} failed: {frames}")
+                if n_blocks == 1:
+                    whole = frames
+                else:
+                    f0_hz[keep] = frames[keep.start - first_frame : keep.stop - first_frame]
+                done += 1
+        return f0_hz if whole is None else whole
+
+    def pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        return [worker.process.pid for worker in self._workers]
+
+    def close(self) -> None:
+        """Kill every worker; the next call starts new ones."""
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.end()
+
+
+_POOLS: dict[tuple[str, int], _BlockPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _block_pool(method: str, size: int) -> _BlockPool:
+    """The process-wide pool of `size` workers for `method` (no process is started here)."""
+    with _POOLS_LOCK:
+        return _POOLS.setdefault((method, size), _BlockPool(method, size))
+
+
+@atexit.register
+def _close_pools() -> None:
+    for pool in list(_POOLS.values()):
+        pool.close()
+
+
 # ------------------------------------------------------------------------------ neural extractors
 class _Fcpe:
     """FCPE (torchfcpe's bundled model) with whole-recording statistics in every block.
@@ -226,15 +486,18 @@ class _Fcpe:
         self.model = model  # torchfcpe's InferCFNaiveMelPE (untyped); .model is its CFNaiveMelPE
         self.device: torch.device = model.tensor_device_marker.device
 
-    def __call__(self, samples: np.ndarray, block_seconds: float | None) -> np.ndarray:
-        """(L,) float64 -> (L // 320 + 1,) float32 F0 in Hz."""
+    def __call__(
+        self, samples: np.ndarray, block_seconds: float | None, stop: threading.Event | None = None
+    ) -> np.ndarray:
+        """(L,) float64 -> (L // 320 + 1,) float32 F0 in Hz; `stop` is looked at before each block."""
         samples = samples / max(1.0, float(np.abs(samples).max(initial=0.0)))
         norm = self.model.model.input_stack[1]
         groups = torch.zeros(2, norm.num_groups, dtype=torch.float64, device=self.device)
         count = 0
-        for start, stop, lo, hi in _block_plan(samples.shape[0], block_seconds, HOP_LENGTH):
+        for start, end, lo, hi in _block_plan(samples.shape[0], block_seconds, HOP_LENGTH):
+            _raise_if_stopped(stop)
             hidden = self._first_conv(samples[lo:hi])  # (1, C, S // 160 + 1)
-            last = (stop - lo) // FCPE_HOP if stop < samples.shape[0] else hidden.shape[-1]
+            last = (end - lo) // FCPE_HOP if end < samples.shape[0] else hidden.shape[-1]
             kept = hidden[0, :, (start - lo) // FCPE_HOP : last].double().reshape(norm.num_groups, -1)
             groups += torch.stack([kept.sum(1), kept.square().sum(1)])
             count += kept.shape[1]
@@ -243,7 +506,7 @@ class _Fcpe:
         stats = (mean.float().repeat_interleave(norm.num_channels // norm.num_groups)[:, None],
                  std.float().repeat_interleave(norm.num_channels // norm.num_groups)[:, None])
         segment = functools.partial(self._segment, stats)
-        return _analyse_in_blocks(samples, block_seconds, segment, match_mean=False)
+        return _analyse_in_blocks(samples, block_seconds, segment, match_mean=False, stop=stop)
 
     @torch.inference_mode()
     def _first_conv(self, segment: np.ndarray) -> torch.Tensor:
@@ -428,7 +691,7 @@ def _swiftf0_detector() -> Any:
 
 @dataclass(frozen=True)
 class F0Extractor:
-    """A named F0 extractor: ``extractor(wav_16k, block_seconds=None) -> f0_hz``.
+    """A named F0 extractor: ``extractor(wav_16k, block_seconds=None, *, stop=None) -> f0_hz``.
 
     Every extractor returns (L // 320 + 1,) float32 Hz at frame centres n * 20 ms (Harvest's
     grid), 0 = unvoiced, within Harvest's voiced range (below 80 Hz or above 1047 Hz is
@@ -444,39 +707,90 @@ class F0Extractor:
     - swiftf0: identical up to ONNX Runtime's rounding: its receptive field (0.18 s each way) lies
       inside the margin and blocks start on its 16 ms grid (multiples of 80 ms).
 
+    harvest and dio with more than one worker analyse the blocks (or the whole recording, as one
+    block) in worker processes, bit for bit what the serial path computes; see
+    :func:`get_f0_extractor`.
+
     Attributes:
         name: one of :data:`F0_EXTRACTORS`.
         cache_id: changes whenever the output can change (name, package version, settings,
             and the device type where the arithmetic depends on it); key caches of F0 with it.
-        analyse: (L,) float64 samples, block_seconds -> (L // 320 + 1,) float32 F0.
+            It does not depend on the number of workers (the output does not).
+        analyse: the in-process analysis: (L,) float64 samples, block_seconds, stop=None ->
+            (L // 320 + 1,) float32 F0.
+        workers: processes that analyse blocks (1: in the calling thread).
     """
 
     name: str
     cache_id: str
-    analyse: Callable[[np.ndarray, float | None], np.ndarray] = field(repr=False)
+    analyse: Callable[..., np.ndarray] = field(repr=False)
+    workers: int = 1
+    pool: _BlockPool | None = field(default=None, repr=False, compare=False)
 
-    def __call__(self, wav_16k: torch.Tensor, block_seconds: float | None = None) -> torch.Tensor:
-        """F0 of a (L,) 16 kHz waveform -> (L // 320 + 1,) float32 Hz, 0 = unvoiced."""
-        return torch.from_numpy(self.analyse(wav_16k.detach().cpu().double().numpy(), block_seconds))
+    def __call__(
+        self, wav_16k: torch.Tensor, block_seconds: float | None = None, *, stop: threading.Event | None = None
+    ) -> torch.Tensor:
+        """F0 of a (L,) 16 kHz waveform -> (L // 320 + 1,) float32 Hz, 0 = unvoiced.
+
+        Args:
+            wav_16k: (L,) waveform at 16 kHz.
+            block_seconds: analyse in blocks of this length; None or 0: the whole recording at once.
+            stop: an event another thread may set to abandon the analysis. With worker processes
+                the call kills them (in-flight blocks too) and returns within about
+                `F0_WORKER_POLL_SECONDS`; in-process it is looked at between blocks.
+
+        Raises:
+            ValueError: `wav_16k` is empty or not 1-D.
+            F0Stopped: `stop` was set before the analysis finished.
+            RuntimeError: a worker process died (e.g. killed by the OS); the message says how and
+                on which block. The extractor stays usable: the next call starts new workers.
+        """
+        samples = _checked_samples(wav_16k)
+        if self.pool is not None:
+            return torch.from_numpy(self.pool.analyse(samples, block_seconds, stop))
+        return torch.from_numpy(self.analyse(samples, block_seconds, stop=stop))
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes running now (none before the first call, or in-process)."""
+        return [] if self.pool is None else self.pool.pids()
 
 
-def get_f0_extractor(name: str, device: str | torch.device = "cpu") -> F0Extractor:
+def get_f0_extractor(name: str, device: str | torch.device = "cpu", workers: int | None = None) -> F0Extractor:
     """The F0 extractor called `name` (any case), its model loaded once per device and kept.
 
     harvest and dio (pyworld) and swiftf0 (ONNX Runtime) run on the CPU whatever `device` says;
     fcpe runs its model on `device`.
 
+    harvest and dio analyse the blocks of a recording in `workers` processes (pyworld releases the
+    GIL, but only a process can be stopped in the middle of a block). The workers are started at
+    the first call that needs them, reused by later calls and by every extractor of the same name
+    and worker count, and killed at exit; each holds one block's samples at a time (~150 MB of
+    its own memory: it imports this package). fcpe and swiftf0 always run in the calling thread
+    (they are fast, and fcpe's model lives on `device`); `workers` does not apply to them.
+
+    Args:
+        name: one of :data:`F0_EXTRACTORS`, any case.
+        device: where fcpe runs.
+        workers: worker processes for harvest and dio; None: one per core this process may use
+            (:func:`default_f0_workers`); 1: no process, the blocks run in the calling thread.
+
     Raises:
-        ValueError: `name` is not one of :data:`F0_EXTRACTORS`.
+        ValueError: `name` is not one of :data:`F0_EXTRACTORS`, or `workers` is not a whole number >= 1.
         ImportError: the extractor's package is not installed (the message gives the command).
     """
     key = str(name).strip().lower()
+    if workers is None:
+        workers = default_f0_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1 (or None for one per core), got {workers!r}")
     voiced_range = f"{F0_FLOOR_HZ:g}-{F0_CEIL_HZ:g}Hz-voiced{VOICED_MIN_HZ:g}"
     if key in ("harvest", "dio"):
-        analyse = functools.partial(
-            _analyse_in_blocks, analyse=_harvest if key == "harvest" else _dio, match_mean=True
-        )
-        return F0Extractor(key, f"{key}-pyworld{importlib.metadata.version('pyworld')}-{voiced_range}", analyse)
+        analyse = functools.partial(_analyse_in_blocks, analyse=_WORLD_METHODS[key], match_mean=True)
+        cache_id = f"{key}-pyworld{importlib.metadata.version('pyworld')}-{voiced_range}"
+        if workers > 1 and os.name != "posix":
+            logger.info("F0 worker processes need a POSIX system: %s runs in the calling thread", key)
+            workers = 1
+        return F0Extractor(key, cache_id, analyse, workers, _block_pool(key, workers) if workers > 1 else None)
     if key == "fcpe":
         _import_torchfcpe()  # on every call: a missing package is reported even after a load
         fcpe = _fcpe(str(torch.device(device)))
@@ -499,16 +813,32 @@ def get_f0_extractor(name: str, device: str | torch.device = "cpu") -> F0Extract
 F0_CURVE_HEADER = ("time_s", "f0_hz")
 """Columns of an F0 curve file: seconds, and Hz (0 or empty = unvoiced)."""
 
+F0_CURVE_MAX_HZ = SAMPLE_RATE / 2
+"""Largest F0 an F0 curve file may give: 8000 Hz, the Nyquist frequency of the 16 kHz analysis."""
+
+F0_CURVE_MAX_SECONDS = 24 * 3600.0
+"""Largest time an F0 curve file may give (a day)."""
+
+F0_CURVE_MAX_BYTES = 64 * 1024 * 1024
+"""Largest F0 curve file read (64 MiB: a 20 ms curve of 16 hours is about 20 MiB)."""
+
 
 def save_f0_curve(path: str | os.PathLike, f0_hz: torch.Tensor | np.ndarray) -> None:
     """Write a frame-grid F0 track as a ``time_s,f0_hz`` CSV that :func:`load_f0_curve` reads back.
 
     Args:
         path: file to write (replaced if it exists).
-        f0_hz: (T,) F0 at n * 20 ms, 0 = unvoiced; values are written with 9 significant digits,
-            so a float32 track reads back unchanged.
+        f0_hz: (T,) F0 at n * 20 ms, 0 = unvoiced, each in [0, `F0_CURVE_MAX_HZ`]; values are
+            written with 9 significant digits, so a float32 track reads back unchanged.
+
+    Raises:
+        ValueError: a value that :func:`load_f0_curve` would refuse (nothing is written).
     """
     values = np.asarray(torch.as_tensor(f0_hz).detach().cpu(), dtype=np.float32).reshape(-1)
+    bad = np.flatnonzero(~(np.isfinite(values) & (values >= 0) & (values <= F0_CURVE_MAX_HZ)))
+    if bad.size:
+        raise ValueError(f"f0_hz[{bad[0]}] = {values[bad[0]]} is out of range 0-{F0_CURVE_MAX_HZ:g} Hz "
+                         f"({bad.size} such values): not written to {os.fspath(path)}")
     rows = [",".join(F0_CURVE_HEADER)]
     rows += [f"{n * HOP_LENGTH / SAMPLE_RATE:.2f},{float(value):.9g}" for n, value in enumerate(values)]
     with open(path, "w", encoding="utf-8", newline="") as handle:
@@ -518,10 +848,11 @@ def save_f0_curve(path: str | os.PathLike, f0_hz: torch.Tensor | np.ndarray) -> 
 def load_f0_curve(path: str | os.PathLike, num_frames: int) -> torch.Tensor:
     """An F0 curve from a ``time_s,f0_hz`` CSV, read onto the frame grid (n * 20 ms).
 
-    The file has one row per point: time in seconds (strictly increasing, >= 0) and F0 in Hz
-    (>= 0; 0 or empty = unvoiced). A first line whose fields are not numbers is a header; blank
-    lines are skipped. Between points F0 is linear in log-F0 where both are voiced; a frame
-    between a voiced and an unvoiced point takes the voicing of the nearer one (halfway:
+    The file is UTF-8 text (a byte-order mark is allowed) with one row per point: time in seconds
+    (finite, 0 to `F0_CURVE_MAX_SECONDS`, strictly increasing) and F0 in Hz (finite, 0 to
+    `F0_CURVE_MAX_HZ`; 0 or empty = unvoiced). A first line whose fields are not numbers is a
+    header; blank lines are skipped. Between points F0 is linear in log-F0 where both are voiced;
+    a frame between a voiced and an unvoiced point takes the voicing of the nearer one (halfway:
     unvoiced); frames before the first or after the last point are unvoiced (see
     :func:`resample_f0`).
 
@@ -530,37 +861,59 @@ def load_f0_curve(path: str | os.PathLike, num_frames: int) -> torch.Tensor:
         num_frames: T, frames of the recording it belongs to (``len(wav_16k) // 320 + 1``).
 
     Returns:
-        (T,) float32 F0 in Hz, 0 = unvoiced.
+        (T,) float32 F0 in Hz, 0 = unvoiced, finite, in [0, `F0_CURVE_MAX_HZ`].
 
     Raises:
-        ValueError: a row that is not two fields, a field that is not a finite non-negative
-            number, a time not after the previous one, or a file without rows; the message names
-            the file and line.
+        ValueError: one line that starts with the file's path and, for a problem in the text,
+            its line number (``<path>:<line>: ...``): text that is not UTF-8 (with the byte
+            offset), a row that is not two fields, a field that is not a number or out of range,
+            a time not after the previous one, a file without rows or larger than
+            `F0_CURVE_MAX_BYTES`.
+        OSError: the file cannot be read.
     """
+    name = os.fspath(path)
+    with open(path, "rb") as handle:
+        data = handle.read(F0_CURVE_MAX_BYTES + 1)
+    if len(data) > F0_CURVE_MAX_BYTES:
+        raise ValueError(f"{name}: larger than {F0_CURVE_MAX_BYTES // 2**20} MiB, not an F0 curve")
+    text = _decode_curve(name, data)
     times: list[float] = []
     f0_hz: list[float] = []
     seen_line = False
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            fields = [text.strip() for text in line.strip().split(",")]
-            if fields == [""]:
-                continue
-            if not seen_line and not any(_is_number(text) for text in fields):
-                seen_line = True
-                continue  # header
+    for line_no, line in enumerate(io.StringIO(text, newline=""), start=1):
+        fields = [part.strip() for part in line.strip().split(",")]
+        if fields == [""]:
+            continue
+        if not seen_line and not any(_is_number(part) for part in fields):
             seen_line = True
-            where = f"{os.fspath(path)}:{line_no}"
-            if len(fields) != 2:
-                raise ValueError(f"{where}: expected 2 fields time_s,f0_hz, got {len(fields)}: {line.strip()!r}")
-            time_s = _curve_number(fields[0], "time_s", where, empty_is_zero=False)
-            if times and time_s <= times[-1]:
-                raise ValueError(f"{where}: time {time_s:g} s is not after the previous row's {times[-1]:g} s")
-            times.append(time_s)
-            f0_hz.append(_curve_number(fields[1], "f0_hz", where, empty_is_zero=True))
+            continue  # header
+        seen_line = True
+        where = f"{name}:{line_no}"
+        if len(fields) != 2:
+            raise ValueError(f"{where}: expected 2 fields time_s,f0_hz, got {len(fields)}: {line.strip()!r}")
+        time_s = _curve_number(fields[0], "time_s", where, F0_CURVE_MAX_SECONDS, "s")
+        if times and time_s <= times[-1]:
+            raise ValueError(f"{where}: time {time_s:g} s is not after the previous row's {times[-1]:g} s")
+        times.append(time_s)
+        f0_hz.append(_curve_number(fields[1], "f0_hz", where, F0_CURVE_MAX_HZ, "Hz"))
     if not times:
-        raise ValueError(f"{os.fspath(path)}: no rows of time_s,f0_hz")
+        raise ValueError(f"{name}: no rows of time_s,f0_hz")
     targets = np.arange(num_frames) * HOP_LENGTH / SAMPLE_RATE
     return torch.from_numpy(resample_f0(np.array(times), np.array(f0_hz), targets).astype(np.float32))
+
+
+def _decode_curve(name: str, data: bytes) -> str:
+    """The text of a curve file; ValueError ``<name>:<line>: not UTF-8 text (...)`` otherwise."""
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        offset = bom + error.start
+        before = data[bom:offset].decode("utf-8")
+        lines = io.StringIO(before, newline="").readlines()  # split as the reader splits: \n, \r, \r\n
+        line_no = len(lines) + (not before or before[-1] in "\r\n")
+        problem = f"not UTF-8 text (byte 0x{data[offset]:02x} at byte offset {offset})"
+        raise ValueError(f"{name}:{line_no}: {problem}") from None
 
 
 def _is_number(text: str) -> bool:
@@ -571,10 +924,14 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _curve_number(text: str, column: str, where: str, empty_is_zero: bool) -> float:
-    """One field of an F0 curve row as a finite number >= 0; ValueError naming `where` otherwise."""
+def _curve_number(text: str, column: str, where: str, largest: float, unit: str) -> float:
+    """One field of an F0 curve row as a finite number in [0, `largest`] (f0_hz: empty = 0).
+
+    Raises:
+        ValueError: ``<where>: <column> '<text>' ...``: empty time, not a number, or out of range.
+    """
     if not text:
-        if empty_is_zero:
+        if column == "f0_hz":
             return 0.0
         raise ValueError(f"{where}: {column} is empty")
     try:
@@ -582,10 +939,14 @@ def _curve_number(text: str, column: str, where: str, empty_is_zero: bool) -> fl
     except ValueError:
         raise ValueError(f"{where}: {column} {text!r} is not a number") from None
     if not math.isfinite(value):
-        raise ValueError(f"{where}: {column} {text!r} is not finite")
-    if value < 0:
-        raise ValueError(f"{where}: {column} {text!r} is negative")
-    return value
+        problem = "not finite"
+    elif value < 0:
+        problem = "negative"
+    elif value > largest:
+        problem = f"above {largest:g} {unit}"
+    else:
+        return value
+    raise ValueError(f"{where}: {column} {text!r} is out of range ({problem}; expected 0 to {largest:g} {unit})")
 
 
 def median_log_f0(f0_hz: torch.Tensor) -> torch.Tensor:

@@ -1,16 +1,25 @@
 import importlib.util
 import math
 import os
+import signal
 import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tests.conftest import sung_vowel
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from knnsvc import pitch
 from knnsvc.pitch import (
+    F0_CURVE_MAX_HZ,
     F0_EXTRACTORS,
+    F0Stopped,
+    default_f0_workers,
     get_f0_extractor,
     harvest_f0,
     load_f0_curve,
@@ -20,6 +29,7 @@ from knnsvc.pitch import (
     shift_semitones,
     shift_to_reference,
 )
+from tests.conftest import sung_vowel
 
 SR = 16_000
 
@@ -169,6 +179,15 @@ def test_blocks_agree_with_the_whole_recording(name):
     assert np.abs(cents(blocks[both], whole[both])).max() < 1.0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_empty_or_multichannel_audio_is_refused(workers):
+    for wav in (torch.zeros(0), torch.zeros(2, 800)):
+        with pytest.raises(ValueError, match="non-empty mono waveform"):
+            get_f0_extractor("harvest", workers=workers)(wav)
+    with pytest.raises(ValueError, match="non-empty mono waveform"):
+        harvest_f0(torch.zeros(0))
+
+
 def test_unknown_extractor_names_the_choices():
     with pytest.raises(ValueError, match="unknown F0 extractor 'crepe'.*harvest, dio, fcpe, swiftf0"):
         get_f0_extractor("crepe")
@@ -257,10 +276,14 @@ def test_f0_curve_resampled_onto_the_frame_grid(tmp_path):
 @pytest.mark.parametrize(("text", "line", "message"), [
     ("time_s,f0_hz\n0.0,100\n0.02,abc\n", 3, "f0_hz 'abc' is not a number"),
     ("0.0,100\nx,100\n", 2, "time_s 'x' is not a number"),
-    ("0.0,100\n0.02,-5\n", 2, "f0_hz '-5' is negative"),
-    ("-0.02,100\n", 1, "time_s '-0.02' is negative"),
-    ("0.0,nan\n", 1, "f0_hz 'nan' is not finite"),
-    ("0.0,100\ninf,100\n", 2, "time_s 'inf' is not finite"),
+    ("0.0,100\n0.02,-5\n", 2, "f0_hz '-5' is out of range (negative"),
+    ("-0.02,100\n", 1, "time_s '-0.02' is out of range (negative"),
+    ("0.0,nan\n", 1, "f0_hz 'nan' is out of range (not finite"),
+    ("0.0,100\ninf,100\n", 2, "time_s 'inf' is out of range (not finite"),
+    ("0.0,100\n0.02,1e39\n", 2, "f0_hz '1e39' is out of range (above 8000 Hz"),  # float32 overflow: was NaN
+    ("0.0,100\n0.02,8000.5\n", 2, "f0_hz '8000.5' is out of range (above 8000 Hz"),
+    ("0.0,100\n1e400,100\n", 2, "time_s '1e400' is out of range (not finite"),
+    ("0.0,100\n86401,100\n", 2, "time_s '86401' is out of range (above 86400 s"),
     ("0.0,100\n0.04,100\n0.04,120\n", 3, "time 0.04 s is not after the previous row's 0.04 s"),
     ("0.0,100\n0.02,90\n0.01,80\n", 3, "time 0.01 s is not after"),
     ("0.0,100,1\n", 1, "expected 2 fields"),
@@ -273,6 +296,91 @@ def test_f0_curve_bad_rows_name_file_and_line(tmp_path, text, line, message):
         load_f0_curve(path, 10)
     assert str(error.value).startswith(f"{path}:{line}: ") and message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("data", "line", "offset"), [
+    (b"time_s,f0_hz\n0.0,100\n0.02,\xff00\n", 3, 26),
+    (b"\xef\xbb\xbf0.0,100\r\n0.02,1\xe9\r\n", 2, 18),  # after a byte-order mark, CRLF lines
+    (b"0.0,100\r\x80", 2, 8),  # CR-only line ends, the bad byte first on its line
+    (b"\xc3", 1, 0),
+])
+def test_f0_curve_not_utf8_names_file_line_and_byte(tmp_path, data, line, offset):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(data)
+    with pytest.raises(ValueError) as error:
+        load_f0_curve(path, 10)
+    assert str(error.value) == f"{path}:{line}: not UTF-8 text (byte 0x{data[offset]:02x} at byte offset {offset})"
+
+
+def test_f0_curve_save_refuses_what_load_would_refuse(tmp_path):
+    path = tmp_path / "curve.csv"
+    for bad in (float("nan"), -1.0, F0_CURVE_MAX_HZ * 1.5):
+        with pytest.raises(ValueError, match=r"f0_hz\[1\] = .* is out of range 0-8000 Hz"):
+            save_f0_curve(path, torch.tensor([100.0, bad, 200.0]))
+        assert not path.exists()
+
+
+def check_curve_file(path: Path, num_frames: int) -> None:
+    """A curve file either reads as a valid (T,) curve or gives one ValueError starting with its path."""
+    try:
+        f0 = load_f0_curve(path, num_frames)
+    except ValueError as error:
+        message = str(error)
+        assert message.startswith(f"{path}:") and "\n" not in message, message
+        return
+    assert f0.dtype == torch.float32 and f0.shape == (num_frames,)
+    assert bool(torch.isfinite(f0).all()) and float(f0.min()) >= 0 and float(f0.max()) <= 8000
+
+
+FIELD = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.floats(min_value=0, max_value=2e4).map(lambda x: f"{x:.6g}"),
+    st.integers(-10, 10**40).map(str),
+    st.text(alphabet="0123456789.eE+-_ naifINFx\t\x00\u00a0", max_size=8),
+)
+F0_FIELD = st.one_of(st.just("0"), st.just(""), st.floats(0, 1e4).map(lambda x: f"{x:.9g}"), FIELD)
+
+
+@st.composite
+def csv_text(draw: st.DrawFn) -> str:
+    """Rows at increasing times (most of them valid), some replaced by arbitrary fields, any line ends."""
+    times = sorted(set(draw(st.lists(st.floats(0, 2.0), max_size=15))))
+    rows = [[f"{t:.9g}", draw(F0_FIELD)] for t in times]
+    for _ in range(draw(st.integers(0, 2))):
+        rows.insert(draw(st.integers(0, len(rows))), draw(st.lists(FIELD, max_size=3)))
+    ends = draw(st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=len(rows), max_size=len(rows)))
+    return "".join(",".join(fields) + end for fields, end in zip(rows, ends, strict=True))
+
+
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(text=csv_text(), header=st.booleans(), bom=st.booleans(), num_frames=st.integers(1, 60))
+def test_f0_curve_any_csv_text_is_a_valid_curve_or_one_error_naming_the_file(text, header, bom, num_frames):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "curve.csv"
+        data = ("time_s,f0_hz\n" if header else "") + text
+        path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data.encode("utf-8"))
+        check_curve_file(path, num_frames)
+
+
+@settings(deadline=None, max_examples=200)
+@given(data=st.binary(max_size=200), num_frames=st.integers(1, 60))
+def test_f0_curve_any_bytes_are_a_valid_curve_or_one_error_naming_the_file(data, num_frames):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "curve.csv"
+        path.write_bytes(data)
+        check_curve_file(path, num_frames)
+
+
+@settings(deadline=None, max_examples=100)
+@given(values=st.lists(st.one_of(st.just(0.0), st.floats(0, F0_CURVE_MAX_HZ, width=32)), min_size=1, max_size=300),
+       extra=st.integers(0, 5))
+def test_f0_curve_save_load_round_trip(values, extra):
+    f0 = torch.tensor(values, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "curve.csv"
+        save_f0_curve(path, f0)
+        loaded = load_f0_curve(path, f0.shape[0] + extra)
+    assert torch.equal(loaded[: f0.shape[0]], f0) and not loaded[f0.shape[0] :].any()
 
 
 def test_f0_curve_without_rows(tmp_path):
@@ -311,3 +419,130 @@ def test_semitone_shift():
 def test_all_unvoiced_has_no_median():
     with pytest.raises(ValueError, match="no voiced frames"):
         shift_to_reference(torch.zeros(10), torch.tensor([100.0, 120.0]))
+
+
+# ------------------------------------------------------------------ F0 in worker processes, stop
+def child_pids() -> set[int]:
+    """Children of this process, from /proc (no psutil)."""
+    pids: set[int] = set()
+    for children in Path("/proc/self/task").glob("*/children"):
+        pids.update(int(pid) for pid in children.read_text().split())
+    return pids
+
+
+def assert_gone(pids: list[int]) -> None:
+    """The worker processes have ended and were reaped: not children any more, no /proc entry."""
+    assert pids and not set(pids) & child_pids()
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_workers_after_this_module():
+    """The worker processes these tests start end with the module, not at the end of the session."""
+    yield
+    pitch._close_pools()
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+
+
+def long_song(seconds: float) -> torch.Tensor:
+    """`seconds` of sung vowels (a 2 s phrase repeated), cheap to make."""
+    phrase = torch.cat([sung_vowel(1.0, 220.0), sung_vowel(1.0, 330.0, seed=1)])
+    return phrase.repeat(math.ceil(seconds / 2))[: int(seconds * SR)]
+
+
+@pytest.mark.parametrize("name", ["harvest", "dio"])
+@pytest.mark.parametrize("block_seconds", [None, 1.5])
+def test_workers_give_the_serial_result_bit_for_bit(name, block_seconds):
+    wav = notes_with_gaps()  # three blocks of 1.5 s
+    serial = get_f0_extractor(name, workers=1)
+    assert serial.worker_pids() == []
+    expected = serial(wav, block_seconds)
+    if name == "harvest":
+        assert torch.equal(expected, harvest_f0(wav, block_seconds))
+    for workers in (2, 4):  # 4: more workers than blocks
+        pooled = get_f0_extractor(name, workers=workers)
+        assert pooled.cache_id == serial.cache_id and pooled.workers == workers
+        assert torch.equal(pooled(wav, block_seconds), expected)
+        assert 1 <= len(pooled.worker_pids()) <= min(workers, 3)  # started as blocks need them (or before)
+    pids = pooled.worker_pids()
+    assert torch.equal(pooled(wav, block_seconds), expected) and pooled.worker_pids() == pids  # reused
+
+
+def test_workers_default_to_the_cores_and_are_checked():
+    assert default_f0_workers() == len(os.sched_getaffinity(0))
+    assert get_f0_extractor("harvest").workers == default_f0_workers()
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="workers must be a whole number >= 1"):
+            get_f0_extractor("harvest", workers=bad)
+
+
+@needs_proc
+@pytest.mark.parametrize("block_seconds", [None, 5.0])
+def test_stop_abandons_in_flight_blocks_within_a_second(block_seconds):
+    """None: one worker analyses the whole minute; 5.0: two workers on blocks of it."""
+    track = get_f0_extractor("harvest", workers=2)
+    wav = notes_with_gaps()
+    track(wav, 1.5)  # workers running
+    pids = track.worker_pids()
+    assert len(pids) == 2 and set(pids) <= child_pids()
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    song = long_song(60.0)  # Harvest: many seconds of work
+    timer.start()
+    start = time.perf_counter()
+    with pytest.raises(F0Stopped):
+        track(song, block_seconds, stop=stop)
+    elapsed = time.perf_counter() - start
+    timer.join()
+    assert elapsed < 3.0
+    assert track.worker_pids() == []
+    assert_gone(pids)
+    assert torch.equal(track(wav, 1.5), harvest_f0(wav, 1.5))  # new workers for the next call
+    assert len(track.worker_pids()) == 2
+
+
+def test_stop_set_before_the_call_in_process():
+    stop = threading.Event()
+    stop.set()
+    for name in F0_EXTRACTORS:
+        if name in PACKAGES and importlib.util.find_spec(PACKAGES[name]) is None:
+            continue
+        with pytest.raises(F0Stopped):
+            get_f0_extractor(name, workers=1)(notes_with_gaps(), 1.5, stop=stop)
+
+
+@needs_proc
+def test_a_worker_killed_by_the_os_is_one_error_and_the_next_call_works():
+    track = get_f0_extractor("harvest", workers=2)
+    wav = notes_with_gaps()
+    track(wav, 1.5)  # workers started
+    pids = track.worker_pids()
+    killer = threading.Timer(0.3, os.kill, (pids[0], signal.SIGKILL))
+    killer.start()
+    with pytest.raises(RuntimeError, match=r"^F0 worker died \(signal 9, SIGKILL\) while analysing block \d+ of 12$"):
+        track(long_song(18.0), 1.5)
+    killer.join()
+    assert_gone(pids)
+    assert torch.equal(track(wav, 1.5), harvest_f0(wav, 1.5))
+
+
+@needs_proc
+def test_keyboard_interrupt_in_the_calling_thread_ends_the_workers():
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    track = get_f0_extractor("harvest", workers=2)
+    track(notes_with_gaps(), 1.5)
+    pids = track.worker_pids()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+        start = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            track(long_song(60.0), 5.0)
+        assert time.perf_counter() - start < 3.0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert_gone(pids)
+    assert track.worker_pids() == []
