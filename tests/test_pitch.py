@@ -503,6 +503,37 @@ def test_stop_abandons_in_flight_blocks_within_a_second(block_seconds):
     assert len(track.worker_pids()) == 2
 
 
+@needs_proc
+def test_a_second_caller_waits_its_turn_and_can_be_stopped_while_waiting():
+    track = get_f0_extractor("harvest", workers=2)
+    first_stop, second_stop = threading.Event(), threading.Event()
+    first_error: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            track(long_song(60.0), 5.0, stop=first_stop)
+        except BaseException as error:  # noqa: BLE001  (checked below)
+            first_error.append(error)
+
+    runner = threading.Thread(target=first)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while len(track.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = track.worker_pids()
+        threading.Timer(0.5, second_stop.set).start()
+        start = time.perf_counter()
+        with pytest.raises(F0Stopped):
+            track(notes_with_gaps(), 1.5, stop=second_stop)
+        assert time.perf_counter() - start < 2.0
+        assert runner.is_alive() and track.worker_pids() == pids  # the first call's workers go on
+    finally:
+        first_stop.set()
+        runner.join()
+    assert len(first_error) == 1 and isinstance(first_error[0], F0Stopped)
+
+
 def test_stop_set_before_the_call_in_process():
     stop = threading.Event()
     stop.set()
