@@ -3,6 +3,8 @@
     python experiments/train.py data.corpus_dir=DIR data.features_dir=DIR out_dir=DIR generator=harmonic max_steps=N
     torchrun --nproc_per_node=4 experiments/train.py ... device=cuda        # DistributedDataParallel
     python experiments/train.py -m generator=harmonic,sine ...             # a sweep, one folder per job
+    python experiments/train.py ... rate=24k generator=harmonic           # 24 kHz HiFi-GAN (rate=44k: 44.1 kHz)
+    python experiments/train.py ... rate=44k generator=vocos              # the fast iSTFT-head vocoder
 
 The schema is `TrainConfig` (with its `DataConfig` under `data`), registered here as
 `train_schema`; conf/train.yaml and its groups are deltas over it, so an unknown key fails when

@@ -4,6 +4,14 @@
 - :class:`HarmonicGenerator`: kNN-SVC with the additive-synthesis waveform U(t) injected through a
   downsampling branch at every resolution (spec §9.3).
 - :class:`SineGenerator`: the same skeleton driven by a unit sinusoid at f0 (spec §9.4).
+- :class:`hifigan.vocos.VocosGenerator`: the fast harmonic vocoder with an inverse-STFT head.
+
+Output rate: a HiFi-GAN config's ``sampling_rate`` (16 kHz when absent) and the product of its
+upsample rates (the hop; ``hifigan.presets`` has the 24 and 44.1 kHz stacks); the excitation is
+synthesised at that rate. Generator files: the released 16 kHz HiFi-GAN kinds keep the official
+``{'generator': state_dict}`` layout; other rates and the Vocos kind are saved self-describing,
+``{'generator': state_dict, 'config': {'kind', 'sample_rate', 'hop_length', 'architecture'}}``
+(:func:`generator_file`), and :func:`load_generator` builds them from that entry and loads strictly.
 
 State dicts use the official keys, legacy weight norm included (``weight_g``/``weight_v``), so
 released checkpoints load strictly and files saved from here load into the official code.
@@ -15,20 +23,21 @@ generators get as well: their ``init_weights`` (normal, std 0.01) writes into th
 Interface difference from the official code: f0 is passed as (B, T); the official generators
 take (B, T, 1). A trailing singleton dim is accepted and squeezed for convenience.
 
-Shape letters: B batch, T frames, D feature dim, H harmonics, L = 320 T samples.
+Shape letters: B batch, T frames, D feature dim, H harmonics, L = hop T samples (320 T at 16 kHz).
 """
 
 import enum
 import logging
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hifigan.config import HiFiGANConfig
-from hifigan.excitation import HOP_LENGTH, additive_synth, sine_excitation
+from hifigan.config import DEFAULT_SAMPLE_RATE, HiFiGANConfig
+from hifigan.excitation import HOP_LENGTH, SAMPLE_RATE, additive_synth, sine_excitation
 from hifigan.modules import (
     LRELU_SLOPE,
     DownResBlock,
@@ -52,6 +61,8 @@ __all__ = [
     "config_from_state_dict",
     "load_generator",
     "receptive_field_frames",
+    "generator_file",
+    "generator_metadata",
 ]
 
 SINE_EXTRA_CHANNELS = 2
@@ -64,6 +75,7 @@ class VocoderKind(str, enum.Enum):
     HARMONIC = "harmonic"
     SINE = "sine"
     KNNVC = "knnvc"
+    VOCOS = "vocos"
 
     @property
     def uses_pitch(self) -> bool:
@@ -72,8 +84,8 @@ class VocoderKind(str, enum.Enum):
 
     @property
     def uses_harmonics(self) -> bool:
-        """The generator takes harmonic amplitudes (harmonic only)."""
-        return self is VocoderKind.HARMONIC
+        """The generator takes harmonic amplitudes (harmonic and vocos)."""
+        return self in (VocoderKind.HARMONIC, VocoderKind.VOCOS)
 
 
 def _check_config(cfg: HiFiGANConfig) -> None:
@@ -128,8 +140,13 @@ class Vocoder(nn.Module):
 
     @property
     def samples_per_frame(self) -> int:
-        """Output samples per input frame (product of the upsample rates, 320)."""
+        """Output samples per input frame (product of the upsample rates, 320 at 16 kHz)."""
         return math.prod(self.config.upsample_rates)
+
+    @property
+    def sample_rate(self) -> int:
+        """Output rate in Hz (the config's ``sampling_rate``; 16000 for the released vocoders)."""
+        return self.config.sample_rate
 
     @property
     def context_frames(self) -> int:
@@ -224,7 +241,7 @@ class KnnVcGenerator(Vocoder):
             feats: (B, T, D) WavLM features.
 
         Returns:
-            (B, 1, T * 320) waveform in [-1, 1].
+            (B, 1, T * hop) waveform in [-1, 1] (hop = 320 at 16 kHz).
         """
         self._check_inputs(feats, f0_hz, amps)
         x = self.conv_pre(self.lin_pre(feats).transpose(1, 2))
@@ -277,7 +294,7 @@ class ExcitationDecoder(nn.Module):
         self.conv_post = nn.Conv1d(init_channels // 2**n_stages, 1, 7, padding=3, bias=False)
 
     def forward(self, feats: torch.Tensor, excitation: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) features and (B, C_0, T * 320) excitation -> (B, 1, T * 320) waveform."""
+        """(B, T, D) features and (B, C_0, T * hop) excitation -> (B, 1, T * hop) waveform."""
         levels = [excitation]
         for down, block, rate in zip(self.downs, self.resblocks_downs, self.down_rates, strict=True):
             length = levels[-1].shape[-1] // rate
@@ -293,10 +310,12 @@ class ExcitationDecoder(nn.Module):
 
 
 def _check_hop(cfg: HiFiGANConfig) -> None:
-    if math.prod(cfg.upsample_rates) != HOP_LENGTH:
+    """The upsampling must turn 50 frames per second into ``sampling_rate`` samples per second."""
+    if cfg.sample_rate * HOP_LENGTH != cfg.hop_length * SAMPLE_RATE:
         raise ValueError(
-            f"the product of upsample_rates {cfg.upsample_rates} must be {HOP_LENGTH} "
-            "(samples per frame of the excitation signal)"
+            f"the product of upsample_rates {cfg.upsample_rates} must be "
+            f"{cfg.sample_rate * HOP_LENGTH / SAMPLE_RATE:g} (samples per frame of the excitation signal "
+            f"at sampling_rate {cfg.sample_rate})"
         )
 
 
@@ -333,11 +352,13 @@ class HarmonicGenerator(Vocoder):
                 longer signal (None = 0).
 
         Returns:
-            (B, 1, T * 320) waveform in [-1, 1].
+            (B, 1, T * hop) waveform in [-1, 1] (hop = 320 at 16 kHz).
         """
         f0_hz = self._check_inputs(feats, f0_hz, amps)
         assert f0_hz is not None and amps is not None  # _check_inputs refuses a call without them
-        excitation = additive_synth(f0_hz, amps.to(feats.device), start_cycles)  # (B, L)
+        excitation = additive_synth(
+            f0_hz, amps.to(feats.device), start_cycles, self.config.sample_rate, self.config.hop_length
+        )  # (B, L)
         excitation = excitation[:, None, :].to(feats.dtype)
         return self.dec(feats, self.sin_prenet(excitation))
 
@@ -373,11 +394,12 @@ class SineGenerator(Vocoder):
             start_cycles: (B,) phase of the sinusoid in cycles before the first sample (None = 0).
 
         Returns:
-            (B, 1, T * 320) waveform in [-1, 1].
+            (B, 1, T * hop) waveform in [-1, 1] (hop = 320 at 16 kHz).
         """
         f0_hz = self._check_inputs(feats, f0_hz, amps)
         assert f0_hz is not None  # _check_inputs refuses a call without it
-        excitation = sine_excitation(f0_hz, start_cycles)[:, None, :].to(feats.dtype)  # (B, 1, L)
+        excitation = sine_excitation(f0_hz, start_cycles, self.config.sample_rate, self.config.hop_length)
+        excitation = excitation[:, None, :].to(feats.dtype)  # (B, 1, L)
         return self.dec(feats, self.sin_prenet(excitation))
 
 
@@ -388,9 +410,98 @@ _GENERATORS: dict[VocoderKind, type[Vocoder]] = {
 }
 
 
-def build_generator(kind: VocoderKind | str, cfg: HiFiGANConfig | None = None) -> Vocoder:
-    """A freshly initialised generator of ``kind`` (official defaults when ``cfg`` is None)."""
-    return _GENERATORS[VocoderKind(kind)](cfg if cfg is not None else HiFiGANConfig())
+def build_generator(kind: VocoderKind | str, cfg: Any = None) -> Any:
+    """A freshly initialised generator of ``kind``.
+
+    Args:
+        kind: a :class:`VocoderKind` or its value.
+        cfg: a :class:`HiFiGANConfig` for the HiFi-GAN kinds, a :class:`hifigan.vocos.VocosConfig`
+            for ``vocos``; None = official defaults (HiFi-GAN) or the 24 kHz full size (Vocos).
+
+    Returns:
+        A :class:`Vocoder` or a :class:`hifigan.vocos.VocosGenerator` (same call and attributes).
+    """
+    kind = VocoderKind(kind)
+    if kind is VocoderKind.VOCOS:
+        from hifigan.vocos import VocosConfig, VocosGenerator
+
+        if cfg is not None and not isinstance(cfg, VocosConfig):
+            raise TypeError(f"the vocos generator takes a VocosConfig, got {type(cfg).__name__}")
+        return VocosGenerator(cfg)
+    if cfg is not None and not isinstance(cfg, HiFiGANConfig):
+        raise TypeError(f"the {kind.value} generator takes a HiFiGANConfig, got {type(cfg).__name__}")
+    return _GENERATORS[kind](cfg if cfg is not None else HiFiGANConfig())
+
+
+def generator_metadata(generator: Any) -> dict[str, Any] | None:
+    """The ``config`` entry of ``generator``'s file: None for a 16 kHz HiFi-GAN kind (official layout).
+
+    Returns:
+        ``{'kind', 'sample_rate', 'hop_length', 'architecture'}`` (architecture: the HiFi-GAN
+        architecture fields plus ``sampling_rate``, or the Vocos config dict), or None.
+    """
+    kind = VocoderKind(generator.kind)
+    config = generator.config
+    if kind is not VocoderKind.VOCOS and config.sample_rate == DEFAULT_SAMPLE_RATE:
+        return None
+    if kind is VocoderKind.VOCOS:
+        architecture = config.to_dict()
+    else:
+        architecture = {**config.architecture_dict(), "sampling_rate": config.sample_rate}
+    return {
+        "kind": kind.value,
+        "sample_rate": int(generator.sample_rate),
+        "hop_length": int(generator.samples_per_frame),
+        "architecture": architecture,
+    }
+
+
+def generator_file(generator: Any, state_dict: Mapping | None = None) -> dict[str, Any]:
+    """What a generator file holds: ``{'generator': state_dict}`` plus ``'config'`` where needed.
+
+    The released 16 kHz HiFi-GAN kinds keep the official layout; other rates and the Vocos kind
+    carry :func:`generator_metadata`, from which :func:`load_generator` rebuilds them.
+
+    Args:
+        generator: the model (its kind and config describe the file).
+        state_dict: the tensors to save (default: ``generator.state_dict()``).
+    """
+    values: dict[str, Any] = {"generator": generator.state_dict() if state_dict is None else state_dict}
+    metadata = generator_metadata(generator)
+    if metadata is not None:
+        values["config"] = metadata
+    return values
+
+
+def _config_from_metadata(metadata: Any) -> tuple[VocoderKind, Any]:
+    """(kind, architecture config) of a self-describing generator file's ``config`` entry."""
+    if not isinstance(metadata, Mapping) or not {"kind", "sample_rate", "hop_length", "architecture"} <= set(metadata):
+        raise ValueError(
+            "the generator file's 'config' entry must hold kind, sample_rate, hop_length and architecture, "
+            f"got {sorted(metadata) if isinstance(metadata, Mapping) else type(metadata).__name__}"
+        )
+    try:
+        kind = VocoderKind(metadata["kind"])
+    except ValueError:
+        raise ValueError(
+            f"unknown vocoder kind {metadata['kind']!r} in the generator file (known: {[k.value for k in VocoderKind]})"
+        ) from None
+    architecture = dict(metadata["architecture"])
+    cfg: Any
+    if kind is VocoderKind.VOCOS:
+        from hifigan.vocos import VocosConfig
+
+        cfg = VocosConfig.from_dict(architecture)
+        rate, hop = cfg.sample_rate, cfg.hop_length
+    else:
+        cfg = HiFiGANConfig.from_dict(architecture)
+        rate, hop = cfg.sample_rate, cfg.hop_length
+    if (rate, hop) != (metadata["sample_rate"], metadata["hop_length"]):
+        raise ValueError(
+            f"the generator file says {metadata['sample_rate']} Hz, hop {metadata['hop_length']}, but its "
+            f"architecture gives {rate} Hz, hop {hop}"
+        )
+    return kind, cfg
 
 
 def _unwrap(state_dict: Mapping) -> Mapping:
@@ -439,7 +550,11 @@ def detect_kind(state_dict: Mapping) -> VocoderKind:
     """
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"expected a vocoder state dict, got {type(state_dict).__name__}")
+    if isinstance(state_dict.get("config"), Mapping) and "kind" in state_dict["config"]:
+        return _config_from_metadata(state_dict["config"])[0]
     state_dict = _unwrap(state_dict)
+    if "excitation_proj.weight" in state_dict and "head.weight" in state_dict:
+        return VocoderKind.VOCOS
     prenet = state_dict.get("sin_prenet.weight")
     down = _weight(state_dict, "dec.downs.0")
     if isinstance(prenet, torch.Tensor) and isinstance(down, torch.Tensor):
@@ -538,16 +653,16 @@ def _check_state_dict(model: nn.Module, state_dict: Mapping, cfg: HiFiGANConfig,
             )
 
 
-def load_generator(
-    state_dict: Mapping, config: HiFiGANConfig | None = None
-) -> tuple[VocoderKind, Vocoder]:
+def load_generator(state_dict: Mapping, config: Any = None) -> tuple[VocoderKind, Any]:
     """Detect the architecture, build it and load ``state_dict`` strictly; returns it in eval mode.
 
     Args:
         state_dict: a generator state dict (official legacy weight-norm keys, or folded ``weight``
-            keys from a model whose weight norm was removed), or a ``{'generator': ...}`` file dict.
+            keys from a model whose weight norm was removed), or a generator file dict:
+            ``{'generator': ...}`` (official) or ``{'generator': ..., 'config': ...}``
+            (self-describing, :func:`generator_file`; its config is used).
         config: architecture config; None infers the widths from the shapes over the official
-            defaults (:func:`config_from_state_dict`).
+            defaults (:func:`config_from_state_dict`) or takes a self-describing file's config.
 
     Returns:
         (kind, generator) holding the checkpoint's tensors (float32; built on the meta device,
@@ -558,9 +673,22 @@ def load_generator(
         ValueError: not a vocoder state dict, or shapes that do not fit ``config`` (one line naming
             the key and both shapes).
     """
-    state_dict = _unwrap(state_dict)
-    kind = detect_kind(state_dict)
-    cfg = config if config is not None else config_from_state_dict(state_dict, kind)
+    metadata = state_dict.get("config") if isinstance(state_dict, Mapping) else None
+    if isinstance(metadata, Mapping) and "kind" in metadata:
+        kind, described = _config_from_metadata(metadata)
+        state_dict = _unwrap(state_dict)
+        cfg = config if config is not None else described
+    else:
+        state_dict = _unwrap(state_dict)
+        kind = detect_kind(state_dict)
+        if kind is VocoderKind.VOCOS and config is None:
+            raise ValueError(
+                "a vocos state dict without its file's 'config' entry: load the whole generator file "
+                "({'generator': ..., 'config': ...}) or pass a VocosConfig"
+            )
+        cfg = config if config is not None else config_from_state_dict(state_dict, kind)
+    if kind is VocoderKind.VOCOS:
+        return kind, _load_vocos(state_dict, cfg)
     with torch.device("meta"):  # no random initialisation: the checkpoint's tensors are taken as they are
         model = build_generator(kind, cfg)
     if _is_folded(state_dict, kind):
@@ -572,3 +700,34 @@ def load_generator(
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.eval()
     return kind, model
+
+
+def _load_vocos(state_dict: Mapping, cfg: Any) -> nn.Module:
+    """Build a Vocos generator of ``cfg`` on the meta device and load ``state_dict`` strictly (eval mode)."""
+    from hifigan.vocos import VocosGenerator
+
+    with torch.device("meta"):
+        model = VocosGenerator(cfg)
+    expected = model.state_dict()
+    summary = (
+        f"vocos vocoder at {cfg.sample_rate} Hz with input_dim={cfg.input_dim}, dim={cfg.dim}, "
+        f"num_layers={cfg.num_layers}, n_fft={cfg.fft_length}"
+    )
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    if missing or unexpected:
+        raise ValueError(
+            f"state dict does not fit the {summary}: missing keys {missing[:4]}, unexpected keys {unexpected[:4]}"
+        )
+    for key, tensor in expected.items():
+        found = state_dict[key]
+        if not isinstance(found, torch.Tensor) or found.shape != tensor.shape:
+            found_shape = tuple(found.shape) if isinstance(found, torch.Tensor) else type(found).__name__
+            raise ValueError(
+                f"state dict does not fit the {summary}: key {key!r} has shape {found_shape} "
+                f"in the checkpoint but {tuple(tensor.shape)} in the model"
+            )
+    model.load_state_dict({key: value.float() for key, value in state_dict.items()}, strict=True, assign=True)
+    model.window = torch.hann_window(cfg.fft_length, periodic=True)  # a buffer, not in the state dict
+    model.eval()
+    return model

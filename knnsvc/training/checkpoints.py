@@ -1,7 +1,8 @@
 """Training checkpoints in ``out_dir``: the official file pairs, resume state, RNG state, best generator.
 
 - ``g_XXXXXXXX.pt`` = ``{'generator': state_dict}`` (official keys, legacy weight norm), used by
-  ``python -m knnsvc.convert`` as it is;
+  ``python -m knnsvc.convert`` as it is; generators at other rates and the Vocos kind add
+  ``'config'`` (kind, sample rate, hop, architecture: ``hifigan.generator.generator_file``);
 - ``do_XXXXXXXX.pt`` = ``{'mpd', 'msd', 'optim_g', 'optim_d', 'steps', 'epoch'}`` plus what a
   bit-exact resume needs: ``scheduler_g``, ``scheduler_d``, ``scaler``, ``batches_in_epoch``,
   ``world_size``, ``rng``, ``best_valid_mel_l1``, ``train_config``, ``vocoder``, ``format_version``;
@@ -22,11 +23,12 @@ import numpy as np
 import torch
 
 from hifigan.config import HiFiGANConfig
+from hifigan.vocos import VocosConfig
 from knnsvc.files import atomic_path
 
 CHECKPOINT_FORMAT_VERSION = 1
 _STATE_RE = re.compile(r"^do_(\d{8,})\.pt$")
-RESUME_KEYS = ("generator", "discriminator_width")
+RESUME_KEYS = ("generator", "discriminator_width", "sample_rate")
 """Training settings a resumed run must share with the checkpoint (they decide the model shapes)."""
 
 
@@ -50,16 +52,32 @@ def checkpoint_steps(out_dir: Path) -> list[int]:
     return sorted(steps)
 
 
+def _generator_file(generator_state: dict[str, Any], generator_config: dict[str, Any] | None) -> dict[str, Any]:
+    values: dict[str, Any] = {"generator": generator_state}
+    if generator_config is not None:
+        values["config"] = generator_config
+    return values
+
+
 def save_checkpoint(
-    out_dir: Path, step: int, generator_state: dict[str, Any], state: dict[str, Any], keep: int
+    out_dir: Path,
+    step: int,
+    generator_state: dict[str, Any],
+    state: dict[str, Any],
+    keep: int,
+    generator_config: dict[str, Any] | None = None,
 ) -> Path:
     """Write the ``g_``/``do_`` pair of ``step`` and delete all but the newest ``keep`` pairs.
+
+    Args:
+        generator_config: the self-describing ``'config'`` entry of the generator file
+            (``hifigan.generator.generator_metadata``; None = the official ``{'generator': ...}``).
 
     Returns:
         The generator file.
     """
     g_path = generator_path(out_dir, step)
-    atomic_torch_save({"generator": generator_state}, g_path)
+    atomic_torch_save(_generator_file(generator_state, generator_config), g_path)
     atomic_torch_save({**state, "format_version": CHECKPOINT_FORMAT_VERSION}, state_path(out_dir, step))
     for old in checkpoint_steps(out_dir)[:-keep]:
         generator_path(out_dir, old).unlink(missing_ok=True)
@@ -75,7 +93,7 @@ def load_checkpoint(out_dir: Path, step: int) -> tuple[dict[str, torch.Tensor], 
 
 
 def check_resumable(
-    state: dict[str, Any], path: Path, train_config: dict[str, Any], vocoder: HiFiGANConfig
+    state: dict[str, Any], path: Path, train_config: dict[str, Any], vocoder: HiFiGANConfig | VocosConfig
 ) -> None:
     """Refuse to resume a checkpoint whose models do not fit this run.
 
@@ -93,7 +111,18 @@ def check_resumable(
                 f"cannot resume {path}: it was trained with {key}={saved[key]!r}, this run has "
                 f"{key}={train_config[key]!r}"
             )
-    if "vocoder" in state:
+    if "vocoder" not in state:
+        return
+    if isinstance(vocoder, VocosConfig):
+        saved_vocos, current_vocos = state["vocoder"], vocoder.to_dict()
+        changed = [key for key in current_vocos if saved_vocos.get(key) != current_vocos[key]]
+        if changed:
+            key = changed[0]
+            raise ValueError(
+                f"cannot resume {path}: it was trained with another vocoder architecture "
+                f"({key}={saved_vocos.get(key)!r}, this run has {current_vocos[key]!r}); pass the same vocoder_config"
+            )
+    else:
         saved_arch = HiFiGANConfig.from_dict(state["vocoder"]).architecture_dict()
         current = vocoder.architecture_dict()
         changed = [key for key in current if saved_arch[key] != current[key]]
@@ -105,12 +134,18 @@ def check_resumable(
             )
 
 
-def save_best_generator(out_dir: Path, step: int, generator_state: dict[str, Any], valid_mel_l1: float) -> Path:
+def save_best_generator(
+    out_dir: Path,
+    step: int,
+    generator_state: dict[str, Any],
+    valid_mel_l1: float,
+    generator_config: dict[str, Any] | None = None,
+) -> Path:
     """Keep this generator as ``best/g_XXXXXXXX.pt`` (replacing the previous one) with ``best.json``."""
     best_dir = out_dir / "best"
     best_dir.mkdir(exist_ok=True)
     path = generator_path(best_dir, step)
-    atomic_torch_save({"generator": generator_state}, path)
+    atomic_torch_save(_generator_file(generator_state, generator_config), path)
     for old in best_dir.glob("g_*.pt"):
         if old != path:
             old.unlink()

@@ -22,6 +22,12 @@ and (B, T) per batch; a crop may start at any of the T - 22 + 1 frame positions 
 never picked the last one); items shorter than a segment are left out when the dataset is built
 (the reference's padding branch was broken).
 
+Output rate (``sample_rate``): the audio is read at the vocoder's output rate (``hop`` =
+sample_rate / 50 samples per frame: 320 at 16 kHz, 480 at 24 kHz, 882 at 44.1 kHz), while the
+features stay the 16 kHz prematched ones (50 frames per second at every rate). A listed file
+whose own rate is below the output rate is an error: a vocoder trained on upsampled audio learns
+an empty top band.
+
 Randomness (crop positions, random candidates, the epoch's order) is a pure function of
 ``(seed, epoch, index)``, so a run resumed from a checkpoint sees exactly the batches it would
 have seen, with any number of data-loader workers.
@@ -43,6 +49,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from hifigan.mel import LogMelSpectrogram, MelConfig
+from hifigan.presets import hop_for_rate
 from knnsvc.audio import AudioError, load_audio
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
 from knnsvc.runtime import first_line
@@ -95,18 +102,19 @@ class VocoderDataset(Dataset):
     Items are `VocoderItem` dicts of tensors:
 
     - ``feats`` (T, D) float32 prematched WavLM features
-    - ``wav`` (L,) float32 target audio, L = T * 320
+    - ``wav`` (L,) float32 target audio at ``sample_rate``, L = T * hop
     - ``f0_hz`` (T,) float32 the utterance's Harvest F0 (the generators take (B, T))
     - ``amps`` (T, H) float32 harmonic amplitudes (see ``harmonic_input``)
     - ``log_mel`` (M, T) float32 mel-loss target
     - ``index`` int, the row of the split list
 
-    With ``segment_size`` set (training) a random aligned crop of segment_size samples
-    (= segment_size / 320 frames) is returned; with None (validation) the whole utterance.
+    With ``segment_size`` set (training) a random aligned crop of segment_size samples at the
+    output rate (= segment_size / hop frames) is returned; with None (validation) the whole utterance.
 
     Entries whose files are missing or unreadable, or (when cropping) shorter than one segment,
     are handled per ``on_bad_file`` when the dataset is built: the list stays fixed afterwards,
-    so the epoch order does not depend on what is found later.
+    so the epoch order does not depend on what is found later. A file recorded below
+    ``sample_rate`` is a ValueError whatever the policy (it names the files).
     """
 
     def __init__(
@@ -120,9 +128,21 @@ class VocoderDataset(Dataset):
         on_bad_file: BadFilePolicy | str = BadFilePolicy.SKIP,
         mel_config: MelConfig = MelConfig(),
         name: str = "dataset",
+        sample_rate: int = SAMPLE_RATE,
     ) -> None:
-        if segment_size is not None and segment_size % HOP_LENGTH:
-            raise ValueError(f"segment_size must be a multiple of {HOP_LENGTH}, got {segment_size}")
+        self.sample_rate = sample_rate
+        self.hop_length = HOP_LENGTH if sample_rate == SAMPLE_RATE else hop_for_rate(sample_rate)
+        if segment_size is not None and segment_size % self.hop_length:
+            raise ValueError(
+                f"segment_size must be a multiple of {self.hop_length} (samples per frame at {sample_rate} Hz), "
+                f"got {segment_size}"
+            )
+        if (mel_config.sample_rate, mel_config.hop_length) != (sample_rate, self.hop_length):
+            raise ValueError(
+                f"the mel loss runs at {mel_config.sample_rate} Hz with hop {mel_config.hop_length}, but the "
+                f"audio is read at {sample_rate} Hz with hop {self.hop_length}; set mel.sample_rate and "
+                "mel.hop_length to match (hifigan.presets.mel_config gives them)"
+            )
         self.corpus_dir = Path(corpus_dir)
         self.features_dir = Path(features_dir)
         self.segment_size = segment_size
@@ -140,14 +160,15 @@ class VocoderDataset(Dataset):
 
     @property
     def segment_frames(self) -> int | None:
-        return None if self.segment_size is None else self.segment_size // HOP_LENGTH
+        return None if self.segment_size is None else self.segment_size // self.hop_length
 
     def __len__(self) -> int:
         return len(self.items)
 
     def _check_entries(self, entries: Sequence[SplitEntry]) -> list[_Item]:
-        items, problems = [], []
-        min_samples = self.segment_size or HOP_LENGTH
+        items, problems, low_rate = [], [], []
+        min_samples = self.segment_size or self.hop_length
+        rate = self.sample_rate
         for entry in entries:
             audio = self.corpus_dir / entry.audio_path
             features = self.features_dir / entry.feat_path
@@ -159,11 +180,14 @@ class VocoderDataset(Dataset):
             else:
                 try:
                     info = sf.info(str(audio))
-                    samples_16k = int(info.frames * SAMPLE_RATE / info.samplerate)
-                    if samples_16k < min_samples:
+                    if info.samplerate < rate:
+                        low_rate.append(f"{audio} ({info.samplerate} Hz)")
+                        continue
+                    samples = int(info.frames * rate / info.samplerate)
+                    if samples < min_samples:
                         problem = (
-                            f"{audio}: {samples_16k / SAMPLE_RATE:.3f} s is shorter than one training segment "
-                            f"({min_samples / SAMPLE_RATE:.2f} s)"
+                            f"{audio}: {samples / rate:.3f} s is shorter than one training segment "
+                            f"({min_samples / rate:.2f} s)"
                         )
                 except (sf.LibsndfileError, RuntimeError, TypeError) as err:
                     problem = f"{audio}: not a readable audio file ({first_line(err)})"
@@ -173,6 +197,13 @@ class VocoderDataset(Dataset):
             if self.on_bad_file is BadFilePolicy.ERROR:
                 raise ValueError(f"{self.name}: {problem}")
             problems.append(problem)
+        if low_rate:
+            raise ValueError(
+                f"{self.name}: {len(low_rate)} file(s) are recorded below the output rate {rate} Hz: "
+                + ", ".join(low_rate[:5])
+                + (" ..." if len(low_rate) > 5 else "")
+                + "; remove them from the list or train at a lower sample_rate"
+            )
         for problem in problems:
             log.warning("%s: skipping %s", self.name, problem)
         if problems:
@@ -180,14 +211,22 @@ class VocoderDataset(Dataset):
         return items
 
     def load(self, index: int) -> tuple[torch.Tensor, PrematchedFeatures]:
-        """The audio (L,) and the feature file of row ``index``, checked for consistency."""
+        """The audio (L,) at ``sample_rate`` and the feature file of row ``index``, checked for consistency."""
         item = self.items[index]
         try:
-            wav = load_audio(item.audio)
+            wav = load_audio(item.audio, sample_rate=self.sample_rate)
         except AudioError as err:
             raise ValueError(f"{self.name}: {err}") from None
         features = PrematchedFeatures.load(item.features)
-        if features.num_samples != wav.numel():
+        if self.sample_rate != SAMPLE_RATE:
+            expected = features.num_samples * self.sample_rate / SAMPLE_RATE  # resampled lengths round
+            if abs(wav.numel() - expected) > self.sample_rate / SAMPLE_RATE + 1:
+                raise ValueError(
+                    f"{self.name}: {item.features} was computed from {features.num_samples} samples at 16 kHz "
+                    f"but {item.audio} has {wav.numel()} at {self.sample_rate} Hz; the feature file belongs "
+                    "to another recording (prematch again)"
+                )
+        elif features.num_samples != wav.numel():
             raise ValueError(
                 f"{self.name}: {item.features} was computed from {features.num_samples} samples but "
                 f"{item.audio} has {wav.numel()} at 16 kHz; the feature file belongs to another recording "
@@ -199,7 +238,8 @@ class VocoderDataset(Dataset):
         """Item ``index``; the sampler passes ``(index, epoch)`` so crops differ per epoch."""
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         wav, features = self.load(index)
-        n_frames = min(features.num_frames, wav.numel() // HOP_LENGTH)
+        hop = self.hop_length
+        n_frames = min(features.num_frames, wav.numel() // hop)
         rng = np.random.default_rng([self.seed, epoch, index])
         if self.segment_frames is None:
             start, length = 0, n_frames
@@ -211,7 +251,7 @@ class VocoderDataset(Dataset):
                 )
             start = int(rng.integers(0, n_frames - length + 1))
         frames = slice(start, start + length)
-        segment = wav[start * HOP_LENGTH : (start + length) * HOP_LENGTH]
+        segment = wav[start * hop : (start + length) * hop]
         return {
             "feats": features.feats[frames].float(),
             "wav": segment,

@@ -14,6 +14,13 @@ A run pointed at an ``out_dir`` with checkpoints resumes from the newest pair (s
 same crops, same parameters as an uninterrupted run). SIGINT/SIGTERM finish the current step,
 write a checkpoint and return.
 
+Output rate: ``sample_rate`` (16 kHz, 24 kHz, 44.1 kHz, ...) is the rate the generator writes,
+the corpus is read at and the mel loss and the discriminators run at; the features stay the 16 kHz
+prematched ones (50 frames per second). Without a ``vocoder_config`` the architecture is the
+full-size one at that rate (``hifigan.presets.hifigan_config``, ``hifigan.vocos.vocos_config``).
+Generator files of the released 16 kHz HiFi-GAN kinds keep the official layout; other rates and
+the Vocos kind are written self-describing (``hifigan.generator.generator_file``).
+
 Multi-GPU: launch with ``torchrun --nproc_per_node=N``; each process trains on 1/N of every batch
 (DistributedDataParallel, NCCL on GPUs, gloo on CPUs). Without ``torchrun`` it is one process.
 """
@@ -40,9 +47,12 @@ from tqdm import tqdm
 
 from hifigan.config import HiFiGANConfig
 from hifigan.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator
-from hifigan.generator import VocoderKind, build_generator
+from hifigan.excitation import HOP_LENGTH, SAMPLE_RATE
+from hifigan.generator import VocoderKind, build_generator, generator_metadata
 from hifigan.losses import mel_l1
 from hifigan.mel import LogMelSpectrogram, MelConfig
+from hifigan.presets import hifigan_config, hop_for_rate
+from hifigan.vocos import VocosConfig, vocos_config
 from knnsvc.runtime import resolve_device
 from knnsvc.training import checkpoints
 from knnsvc.training.corpus import SplitEntry, make_splits, read_split_csv, write_split_csv
@@ -70,7 +80,8 @@ class DataConfig:
         split_by: ``utterance`` or ``speaker`` (speaker-disjoint validation).
         harmonic_input: ``matched`` (inference-consistent) or ``random_candidate`` (reference);
             see :class:`knnsvc.training.dataset.HarmonicInput`.
-        segment_size: training segment in samples (multiple of 320).
+        segment_size: training segment in samples at the output rate (a multiple of the hop: 320 at
+            16 kHz, 480 at 24 kHz, 882 at 44.1 kHz).
         num_workers: data-loader worker processes per rank.
         valid_max_items: validate on at most this many items of the list (None = all).
         on_bad_file: ``skip`` (warn and leave out) or ``error`` (stop); see
@@ -109,9 +120,13 @@ class TrainConfig:
     Attributes:
         out_dir: checkpoints, TensorBoard logs (``out_dir/logs``), split lists, configs.
         data: see :class:`DataConfig`.
-        generator: ``harmonic`` (kNN-SVC), ``sine`` (kNN-SVC w/o AS) or ``knnvc``; see
-            :class:`hifigan.generator.VocoderKind`.
-        vocoder_config: official-format JSON with the architecture (None = official defaults).
+        generator: ``harmonic`` (kNN-SVC), ``sine`` (kNN-SVC w/o AS), ``knnvc`` or ``vocos`` (the
+            fast harmonic iSTFT vocoder, :mod:`hifigan.vocos`); see :class:`hifigan.generator.VocoderKind`.
+        sample_rate: output rate in Hz: the generator's, the corpus is read at it, the mel loss and
+            the discriminators run at it (``mel.sample_rate`` and ``mel.hop_length`` must match;
+            ``conf/rate/*.yaml`` set them together).
+        vocoder_config: JSON with the architecture: official HiFi-GAN layout, or a
+            ``VocosConfig.to_json`` file for ``vocos`` (None = the full size at ``sample_rate``).
         init_generator: a ``g_*.pt`` to start the generator from (fine-tuning); ignored on resume.
         device: "auto", "cpu", "cuda" (under torchrun each rank takes cuda:LOCAL_RANK).
         batch_size: global batch, split evenly across ranks.
@@ -134,6 +149,7 @@ class TrainConfig:
     out_dir: str
     data: DataConfig
     generator: str = VocoderKind.HARMONIC.value
+    sample_rate: int = SAMPLE_RATE
     vocoder_config: str | None = None
     init_generator: str | None = None
     device: str = "auto"
@@ -172,6 +188,13 @@ class TrainConfig:
         for name in ("batch_size", "max_steps", "log_interval", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        hop = HOP_LENGTH if self.sample_rate == SAMPLE_RATE else hop_for_rate(self.sample_rate)
+        if (self.mel.sample_rate, self.mel.hop_length) != (self.sample_rate, hop):
+            raise ValueError(
+                f"sample_rate={self.sample_rate} needs mel.sample_rate={self.sample_rate} and mel.hop_length={hop}, "
+                f"got {self.mel.sample_rate} and {self.mel.hop_length}; choose the rate with rate=16k|24k|44k "
+                "(conf/rate/) or hifigan.presets.mel_config"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (enums as strings), for JSON and checkpoints."""
@@ -237,14 +260,12 @@ class Trainer:
             )
         self.batch_per_rank = config.batch_size // self.dist.world_size
 
-        self.vocoder_config = (
-            HiFiGANConfig.from_json(config.vocoder_config) if config.vocoder_config else HiFiGANConfig()
-        )
-        self.run_vocoder_config = self._run_vocoder_config()
+        self.vocoder_config: HiFiGANConfig | VocosConfig = self._vocoder_config()
+        self.run_vocoder_config: HiFiGANConfig | VocosConfig = self._run_vocoder_config()
         self.mel_config = config.mel
 
         torch.manual_seed(config.seed)
-        self.generator = build_generator(config.generator, self.vocoder_config).to(self.device)
+        self.generator = build_generator(config.generator, self.run_vocoder_config).to(self.device)
         self.mpd = MultiPeriodDiscriminator(width=config.discriminator_width).to(self.device)
         self.msd = MultiScaleDiscriminator(width=config.discriminator_width).to(self.device)
         self.log_mel = LogMelSpectrogram(self.mel_config).to(self.device)
@@ -318,8 +339,25 @@ class Trainer:
             self.run_vocoder_config.to_json(self.out_dir / "config.json")
             checkpoints.write_json(self.out_dir / "train_config.json", config.to_dict())
 
-    def _run_vocoder_config(self) -> HiFiGANConfig:
-        """The architecture plus this run's training and mel values (``config.json``, official layout)."""
+    def _vocoder_config(self) -> HiFiGANConfig | VocosConfig:
+        """The architecture: the ``vocoder_config`` file, or the full size at the run's output rate."""
+        path, rate = self.config.vocoder_config, self.config.sample_rate
+        if VocoderKind(self.config.generator) is VocoderKind.VOCOS:
+            vocos = VocosConfig.from_json(path) if path else vocos_config(rate)
+            if vocos.sample_rate != rate:
+                raise ValueError(
+                    f"{path}: the vocos architecture is for {vocos.sample_rate} Hz, this run trains at {rate} Hz"
+                )
+            return vocos
+        return HiFiGANConfig.from_json(path) if path else hifigan_config(rate)
+
+    def _run_vocoder_config(self) -> HiFiGANConfig | VocosConfig:
+        """The architecture plus this run's training and mel values (``config.json``, official layout).
+
+        A Vocos architecture is returned as it is (its file holds no training values).
+        """
+        if isinstance(self.vocoder_config, VocosConfig):
+            return self.vocoder_config
         used = official_training_values(self.config, self.dist.world_size, self.device)
         given = self.vocoder_config.extra
         ignored = [
@@ -353,6 +391,7 @@ class Trainer:
             on_bad_file=cfg.on_bad_file,
             mel_config=self.mel_config,
             seed=self.config.seed,
+            sample_rate=self.config.sample_rate,
         )
         train_set = dataset(train_entries, segment_size=cfg.segment_size, name="training list")
         if cfg.valid_max_items is not None:
@@ -534,7 +573,11 @@ class Trainer:
             if error < self.best_valid:
                 self.best_valid = error
                 self.best_generator = checkpoints.save_best_generator(
-                    self.out_dir, self.steps, self.generator.state_dict(), self.best_valid
+                    self.out_dir,
+                    self.steps,
+                    self.generator.state_dict(),
+                    self.best_valid,
+                    generator_config=generator_metadata(self.generator),
                 )
         self.best_valid = self.dist.broadcast_float(self.best_valid)
         return error
@@ -564,7 +607,12 @@ class Trainer:
             "vocoder": self.run_vocoder_config.to_dict(),
         }
         g_path = checkpoints.save_checkpoint(
-            self.out_dir, self.steps, self.generator.state_dict(), state, self.config.keep_checkpoints
+            self.out_dir,
+            self.steps,
+            self.generator.state_dict(),
+            state,
+            self.config.keep_checkpoints,
+            generator_config=generator_metadata(self.generator),
         )
         self.last_checkpoint = g_path
         log.info("saved %s and %s", g_path.name, checkpoints.state_path(self.out_dir, self.steps).name)
@@ -583,7 +631,7 @@ class Trainer:
                 "pass resume=true to continue them or choose another out_dir"
             )
         generator_state, state = checkpoints.load_checkpoint(self.out_dir, step)
-        checkpoints.check_resumable(state, do_path, self.config.to_dict(), self.vocoder_config)
+        checkpoints.check_resumable(state, do_path, self.config.to_dict(), self.run_vocoder_config)
         self.generator.load_state_dict(generator_state, strict=True)
         self.mpd.load_state_dict(state["mpd"], strict=True)
         self.msd.load_state_dict(state["msd"], strict=True)
