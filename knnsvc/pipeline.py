@@ -1,4 +1,4 @@
-"""The converter: reference pool in, waveform out. No file I/O, no printing.
+"""The offline converter: reference pool in, waveform out. No file I/O, no printing.
 
     source wav ─► WavLM layer 6 (T, D) ─┬─► cosine top-32 in the pool ─► pass A: first K,
                  Harvest F0 (T,)        │     reselect + optimise weights ─► feats (T, D)
@@ -12,48 +12,57 @@ reference: WavLM encodes 30 s chunks (the reference's), F0 and the vocoder run i
 sources keep their features in a `FrameStore` (spilled to a temporary file). Blocking does not
 change the result: the vocoder's margins exceed its receptive field and the excitation's phase is
 carried from block to block; ``block_seconds=0`` runs every stage on the whole recording at once.
+
+`KnnSvc` is the offline driver of the per-block method in `knnsvc.blocks` (frame selection,
+summing weights, vocoding with margins and carried phase), which the streaming driver
+(`knnsvc.streaming`) runs too.
+
+Shape letters: T frames (50 Hz), N pool frames, D feature dim, C candidates, K neighbours,
+H harmonics, L samples (16 kHz).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from hifigan.generator import Vocoder, VocoderKind
 from knnsvc import matching
-from knnsvc.config import (
+from knnsvc.blocks import (  # noqa: F401  (frame_energy, follow_loudness, loudness_envelope: re-exported)
+    BlockVocoder,
+    FrameSelector,
+    SummingWeights,
+    block_windows,
+    check_pool,
+    follow_loudness,
+    frame_energy,
+    loudness_envelope,
+    target_f0,
+    vocoder_features,
+)
+from knnsvc.config import (  # noqa: F401  (PROTECT_OFF: re-exported, the README documents it here)
     DEFAULT_BLOCK_SECONDS,
     DEFAULT_F0,
     HOP_LENGTH,
+    MAX_BLOCK_SECONDS,
+    MIN_BLOCK_SECONDS,
     N_HARMONICS,
     PROTECT_OFF,
-    RMS_WINDOW_FRAMES,
     SAMPLE_RATE,
     MatchConfig,
 )
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.frames import FrameStore
-from knnsvc.harmonics import harmonic_amplitudes, magnitude_spectrogram, running_cycles
-from knnsvc.matching import (
-    HARMONIC_SMOOTHNESS,
-    WAVLM_SMOOTHNESS,
-    Neighbours,
-    OptimiserSettings,
-    PitchCost,
-    Reselector,
-    cosine_topk,
-    frame_blocks,
-    optimise_weights,
-    pitch_priority,
-    unit_rows,
-    weighted_sum,
-)
-from knnsvc.pitch import F0Extractor, apply_pitch_shift, get_f0_extractor
+from knnsvc.harmonics import harmonic_amplitudes, magnitude_spectrogram
+from knnsvc.matching import frame_blocks
+from knnsvc.pitch import F0Extractor, get_f0_extractor
 from knnsvc.pool import ReferencePool, module_fingerprint
 from knnsvc.runtime import StageTimer
 
@@ -137,20 +146,12 @@ class MatchResult:
         The weighted sum of the chosen pool rows in the matching precision (then float32, as the
         reference), blended with the source's features per `index_rate` and `protect`.
         """
-        cfg = self.config
-        dtype = torch.float64 if cfg.precision == "float64" else torch.float32
         rows = slice(start, stop)
-        feats = weighted_sum(self.indices_wavlm[rows], self.weights_wavlm[rows], self.pool_feats, dtype)
-        if cfg.blends_source:
-            if self.source is None:
-                raise RuntimeError("index_rate/protect need the source features, which this result does not hold")
-            own = self.source.feats[start:stop].to(dtype)
-            feats = cfg.index_rate * feats + (1.0 - cfg.index_rate) * own
-            if cfg.protect < PROTECT_OFF:
-                unvoiced = (self.source_f0_hz[rows] <= 0).to(dtype)[:, None]
-                keep = 1.0 - (1.0 - cfg.protect) * unvoiced  # 1 on voiced, protect on unvoiced frames
-                feats = keep * feats + (1.0 - keep) * own
-        return feats.float()
+        own = None
+        if self.config.blends_source and self.source is not None:
+            own = self.source.feats[start:stop]
+        return vocoder_features(self.indices_wavlm[rows], self.weights_wavlm[rows], self.pool_feats, self.config,
+                                own, self.source_f0_hz[rows])
 
     @property
     def feats(self) -> torch.Tensor:
@@ -172,12 +173,16 @@ class KnnSvc:
         kind: the vocoder's architecture.
         config: matching settings.
         block_seconds: F0 extraction and vocoding work in blocks of this length (memory
-            bounded for any length); 0 = whole recordings at once (the reference's behaviour).
+            bounded for any length): 0 = whole recordings at once (the reference's behaviour),
+            else within [`MIN_BLOCK_SECONDS`, `MAX_BLOCK_SECONDS`].
         f0: F0 extractor (`knnsvc.pitch.get_f0_extractor`; default: Harvest, which the released
             vocoders were trained on); its `cache_id` enters pool cache keys.
 
     Stage times accumulate in `timings` (seconds per stage name); clear it to start a new
     measurement. On CUDA the timer synchronises, so GPU work is charged to its own stage.
+
+    Raises:
+        ValueError: `block_seconds` is neither 0 nor within the accepted range.
     """
 
     def __init__(
@@ -189,13 +194,11 @@ class KnnSvc:
         block_seconds: float = DEFAULT_BLOCK_SECONDS,
         f0: F0Extractor | None = None,
     ) -> None:
-        if not (math.isfinite(block_seconds) and block_seconds >= 0):
-            raise ValueError(f"block_seconds must be a finite number >= 0, got {block_seconds}")
         self.encoder = encoder.eval()
         self.vocoder = vocoder.eval() if vocoder is not None else None
         self.kind = VocoderKind(kind)
         self.config = config or MatchConfig()
-        self.block_seconds = float(block_seconds)
+        self.block_seconds = _checked_block_seconds(block_seconds)
         self.f0 = f0 if f0 is not None else get_f0_extractor(DEFAULT_F0)
         self._timer = StageTimer(self.encoder.device)
         self._encoder_id: str | None = None
@@ -203,6 +206,11 @@ class KnnSvc:
     @property
     def device(self) -> torch.device:
         return self.encoder.device
+
+    @property
+    def timer(self) -> StageTimer:
+        """The stage timer behind `timings` (the drivers of `knnsvc.blocks` charge their stages to it)."""
+        return self._timer
 
     @property
     def timings(self) -> dict[str, float]:
@@ -229,30 +237,33 @@ class KnnSvc:
     def analyse(self, wav_16k: torch.Tensor, progress: Progress | None = None) -> SourceFeatures:
         """WavLM features, F0 and frame energies of one recording, frame-aligned.
 
-        F0 runs on a second thread while WavLM encodes (Harvest releases the GIL). Features of a
-        long recording go to a `FrameStore` (spilled to a temporary file beyond 64 MB).
+        F0 runs on a second thread while WavLM encodes (Harvest releases the GIL); when anything
+        (Ctrl-C included) interrupts the encoding, the F0 thread is told to stop (extractors that
+        take ``stop=``) and the exception propagates without waiting for it. Features of a long
+        recording go to a `FrameStore` (spilled to a temporary file beyond 64 MB).
 
         Args:
-            wav_16k: (L,) finite waveform.
+            wav_16k: (L,) finite floating-point waveform, at least one frame (400 samples) long.
 
         Returns:
             `SourceFeatures` with T = frames of the encoder.
 
         Raises:
-            ValueError: the waveform is not 1-D or holds NaN/inf samples.
+            TypeError: `wav_16k` is not a floating-point tensor.
+            ValueError: `wav_16k` is not 1-D, too short for one frame, or holds NaN/inf samples.
         """
-        if wav_16k.dim() != 1:
-            raise ValueError(f"expected a mono waveform of shape (L,), got {tuple(wav_16k.shape)}")
-        bad = int((~torch.isfinite(wav_16k)).sum())
-        if bad:
-            raise ValueError(f"the waveform has {bad} non-finite samples (NaN or inf)")
+        check_waveform(wav_16k, "wav_16k")
         wav_cpu = wav_16k.detach().cpu()
         total = self.encoder.num_frames(wav_cpu.numel())
+        if total == 0:
+            raise ValueError(f"wav_16k is too short: {wav_cpu.numel()} samples, one frame needs more than {HOP_LENGTH}")
         layers = self.config.match_layers
         feats = FrameStore(self.encoder.dim)
         match_feats = FrameStore(self.encoder.dim) if layers else None
-        with ThreadPoolExecutor(max_workers=1) as worker:
-            f0_job = worker.submit(self._timed_f0, wav_cpu)
+        stop = threading.Event()
+        worker = ThreadPoolExecutor(max_workers=1)
+        try:
+            f0_job = worker.submit(self._timed_f0, wav_cpu, stop)
             if progress is not None:
                 progress("encode", 0, total)
             with self._timer("encode"):
@@ -268,17 +279,32 @@ class KnnSvc:
                     if progress is not None:
                         progress("encode", len(feats), total)
             f0_hz = f0_job.result()[:total]
+        except BaseException:
+            stop.set()  # the F0 thread gives up within about a second (extractors that take `stop`)
+            worker.shutdown(wait=False, cancel_futures=True)
+            feats.close()
+            if match_feats is not None:
+                match_feats.close()
+            raise
+        worker.shutdown(wait=True)
         return SourceFeatures(feats=_compact(feats), f0_hz=f0_hz, energy=frame_energy(wav_cpu, total),
                               match_feats=None if match_feats is None else _compact(match_feats))
 
-    def _timed_f0(self, wav_16k: torch.Tensor) -> torch.Tensor:
+    def _timed_f0(self, wav_16k: torch.Tensor, stop: threading.Event) -> torch.Tensor:
         with self._timer("f0", sync=False):
-            return self.f0(wav_16k, self.block_seconds or None)
+            extract: Callable[..., torch.Tensor] = self.f0
+            if _accepts_stop(extract):
+                return extract(wav_16k, self.block_seconds or None, stop=stop)
+            return extract(wav_16k, self.block_seconds or None)
 
     def reference_pool(self, wav_16k: torch.Tensor, name: str = "") -> ReferencePool:
-        """A one-file pool: features, F0 and per-frame harmonic amplitudes (spec §8.1–8.2).
+        """A one-file pool: features, F0 and per-frame harmonic amplitudes (spec §8.1–8.2),
+        recording this encoder's fingerprint (`encoder_id`).
 
         The spectrum and amplitudes are computed `SPECTRUM_BLOCK` frames at a time.
+
+        Raises:
+            TypeError, ValueError: as `analyse`.
         """
         source = self.analyse(wav_16k)
         n_frames = source.num_frames
@@ -292,7 +318,7 @@ class KnnSvc:
                 spec = magnitude_spectrogram(wav_cpu, start, stop - start)
                 amps[start:stop] = harmonic_amplitudes(spec, source.f0_hz[start:stop])
         return ReferencePool(feats=feats, f0_hz=source.f0_hz, amps=amps, starts=[0], names=[name],
-                             match_feats=match_feats)
+                             match_feats=match_feats, encoder_id=self.encoder_id)
 
     def build_pool(
         self, wavs: Sequence[torch.Tensor], names: Sequence[str] | None = None
@@ -324,59 +350,48 @@ class KnnSvc:
     ) -> MatchResult:
         """Select and weight pool frames for every source frame (spec §6–§7), in blocks.
 
+        The frames are chosen `matching.MATCH_BLOCK` source frames at a time (`blocks.FrameSelector`,
+        the reselection carried across blocks); the summing weights are optimised over the whole
+        source at once (`blocks.SummingWeights`: the reference's stopping rule is global).
+
+        Args:
+            source: (L,) 16 kHz waveform, or its `SourceFeatures`.
+            pool: the target singer's `ReferencePool`.
+
         Raises:
-            ValueError: the pool has fewer frames than candidates, or an automatic pitch shift and
-                the source or the reference has no voiced frame.
+            TypeError: `source` or `pool` is of the wrong type.
+            ValueError: a waveform `analyse` refuses; the pool has fewer frames than candidates,
+                was built by another encoder, holds features of another width or lacks the
+                matching layers; or an automatic pitch shift and the source or the reference has
+                no voiced frame.
         """
-        if isinstance(source, torch.Tensor):
-            source = self.analyse(source)
+        source = self._source(source)
+        check_pool(pool, self.config, self.encoder_id, source.feats.shape[1])
         cfg = self.config
-        dtype = torch.float64 if cfg.precision == "float64" else torch.float32
-        if pool.num_frames < cfg.n_candidates:
-            raise ValueError(
-                f"the reference is too short: {pool.num_frames} frames "
-                f"({pool.seconds:.2f} s), at least {cfg.n_candidates} needed"
-            )
         n_frames = source.num_frames
-        queries, keys = matching_tables(cfg, source, pool)
-        f0_target, semitones = self._shifted_f0(source.f0_hz, pool.f0_hz)
-        smooth = self.kind.uses_harmonics or cfg.smooth_every_vocoder
-        settings = OptimiserSettings(max_iters=cfg.max_opt_iters)
-        neighbours = Neighbours.of(pool.num_frames, pool.starts if cfg.respect_file_boundaries else None)
+        queries, _ = matching_tables(cfg, source, pool)
+        f0_target, semitones = target_f0(cfg, self.kind, source.f0_hz, pool.f0_hz)
 
         with torch.inference_mode():
-            pool_unit = unit_rows(keys.to(device=self.device, dtype=dtype))  # (N, D) in the matching space
-            reselect_a = reselect_b = None
-            if cfg.concat_weight is not None:
-                if smooth:
-                    reselect_a = Reselector(pool_unit, cfg.concat_weight, neighbours=neighbours)
-                if self.kind.uses_harmonics:
-                    pitch = PitchCost(f0_target, pool.f0_hz, sticky_switch_off=cfg.sticky_concat_switch)
-                    reselect_b = Reselector(pool_unit, cfg.concat_weight, pitch, neighbours)
+            selector = FrameSelector(cfg, self.kind, pool, self.device, f0_target_hz=f0_target, timer=self._timer)
             candidates = torch.empty(n_frames, cfg.n_candidates, dtype=torch.long)
             indices_wavlm = torch.empty(n_frames, cfg.topk, dtype=torch.long)
             indices_harm = torch.empty(n_frames, cfg.topk, dtype=torch.long) if self.kind.uses_harmonics else None
             if progress is not None:
                 progress("match", 0, n_frames)
             for start, stop in frame_blocks(n_frames, matching.MATCH_BLOCK):
-                query = queries[start:stop].to(device=self.device, dtype=dtype)
-                with self._timer("knn"):
-                    block = cosine_topk(query, pool_unit, cfg.n_candidates, pool_is_unit=True).cpu()
-                candidates[start:stop] = block
-                query_unit = unit_rows(query)
-                with self._timer("reselect"):
-                    chosen = block[:, : cfg.topk]
-                    indices_wavlm[start:stop] = reselect_a(chosen, query_unit) if reselect_a else chosen
-                    if indices_harm is not None:
-                        chosen = pitch_priority(block, f0_target[start:stop], pool.f0_hz)[:, : cfg.topk]
-                        indices_harm[start:stop] = reselect_b(chosen, query_unit) if reselect_b else chosen
+                chosen = selector.select(queries[start:stop], f0_target[start:stop])
+                candidates[start:stop] = chosen.candidates
+                indices_wavlm[start:stop] = chosen.indices_wavlm
+                if indices_harm is not None and chosen.indices_harm is not None:
+                    indices_harm[start:stop] = chosen.indices_harm
                 if progress is not None:
                     progress("match", stop, n_frames)
-            del pool_unit, reselect_a, reselect_b
+            del selector  # its (N, D) unit rows
 
+            weigh = SummingWeights(cfg, self.kind, pool)
             with self._timer("optimise"):
-                weights_wavlm = self._weights(indices_wavlm, pool.feats, WAVLM_SMOOTHNESS, smooth, settings,
-                                              neighbours, dtype)
+                weights_wavlm = weigh.for_features(indices_wavlm)
             result = MatchResult(
                 f0_hz=f0_target,
                 source_f0_hz=source.f0_hz,
@@ -393,71 +408,46 @@ class KnnSvc:
             if indices_harm is None:
                 return result
             with self._timer("optimise"):
-                weights_harm = self._weights(indices_harm, pool.amps, HARMONIC_SMOOTHNESS, True, settings,
-                                             neighbours, dtype)
+                weights_harm = weigh.for_harmonics(indices_harm)
             result.indices_harm = indices_harm
             result.weights_harm = weights_harm.float()
-            result.amps = weighted_sum(indices_harm, weights_harm, pool.amps, dtype).float()
+            result.amps = weigh.amplitudes(indices_harm, weights_harm)
         return result
 
-    def _shifted_f0(self, source_f0_hz: torch.Tensor, pool_f0_hz: torch.Tensor) -> tuple[torch.Tensor, float]:
-        shift = self.config.pitch_shift if self.kind.uses_pitch else None
-        if isinstance(shift, str):
-            if not bool((source_f0_hz > 0).any()):
-                raise ValueError("the source has no voiced frame: its median pitch is undefined")
-            if not bool((pool_f0_hz > 0).any()):
-                raise ValueError("the reference has no voiced frame: its median pitch is undefined")
-        return apply_pitch_shift(source_f0_hz, pool_f0_hz, shift)
-
-    def _weights(
-        self,
-        indices: torch.Tensor,
-        table: torch.Tensor,
-        alpha: float,
-        smooth: bool,
-        settings: OptimiserSettings,
-        neighbours: Neighbours,
-        dtype: torch.dtype,
-    ) -> torch.Tensor:
-        if smooth and self.config.optimise_weights:
-            return optimise_weights(indices, table, alpha, settings, neighbours, dtype)
-        k = indices.shape[1]
-        return torch.full(indices.shape, 1.0 / k, dtype=dtype)
+    def _source(self, source: object) -> SourceFeatures:
+        """`SourceFeatures` as they are; a waveform analysed."""
+        if isinstance(source, SourceFeatures):
+            return source
+        if isinstance(source, torch.Tensor):
+            check_waveform(source, "source")
+            return self.analyse(source)
+        raise TypeError(f"source must be a waveform tensor (L,) or SourceFeatures, got {type(source).__name__}")
 
     # ----------------------------------------------------------------------------- vocoding
     def vocode_blocks(self, result: MatchResult, progress: Progress | None = None) -> Iterator[torch.Tensor]:
         """The waveform block by block: consecutive (320 * frames,) float32 CPU tensors.
 
-        Each block of `block_frames` frames is vocoded with the vocoder's receptive field
-        (`context_frames`, plus the loudness window with `rms_mix`) of extra frames on both
-        sides, which are then dropped; the excitation's phase is carried across blocks. The
-        concatenated blocks are the whole-sequence output (up to float rounding).
+        Each block of `block_frames` frames is vocoded by a `blocks.BlockVocoder` with its margin
+        (the vocoder's receptive field, plus the loudness window with `rms_mix`) of extra frames
+        on both sides, which are then dropped; the excitation's phase is carried across blocks.
+        The concatenated blocks are the whole-sequence output (up to float rounding).
         """
         if self.vocoder is None:
             raise RuntimeError("this converter was built without a vocoder: it can match, not vocode")
         cfg = self.config
         n_frames = result.num_frames
-        margin = self.vocoder.context_frames + (RMS_WINDOW_FRAMES if cfg.rms_mix > 0 else 0)
         energy = None  # (T,) the source's frame energies, for rms_mix
         if cfg.rms_mix > 0:
             if result.source is None or result.source.energy is None:
                 raise RuntimeError("rms_mix needs the source's frame energies, which this result does not hold")
             energy = result.source.energy
-        phase = _PhaseCursor(result.f0_hz)
+        vocode = BlockVocoder(self.vocoder, lambda a, b: result.f0_hz[a:b], self.device, cfg.rms_mix, self._timer)
         if progress is not None:
             progress("vocode", 0, n_frames)
-        for start, stop in frame_blocks(n_frames, self.block_frames):
-            lo, hi = max(start - margin, 0), min(stop + margin, n_frames)
-            with torch.inference_mode(), self._timer("vocode"):
-                amps = None if result.amps is None else result.amps[None, lo:hi].to(self.device)
-                wav = self.vocoder(
-                    result.feats_block(lo, hi)[None].to(self.device),
-                    result.f0_hz[None, lo:hi].to(self.device),
-                    amps,
-                    phase.cycles_before(lo).to(self.device),
-                ).reshape(-1).float().cpu()
-            if energy is not None:
-                wav = follow_loudness(wav, energy[lo:hi], cfg.rms_mix)
+        for start, stop, lo, hi in block_windows(n_frames, self.block_frames, vocode.margin):
+            amps = None if result.amps is None else result.amps[lo:hi]
+            wav = vocode(lo, result.feats_block(lo, hi), result.f0_hz[lo:hi], amps,
+                         None if energy is None else energy[lo:hi])
             yield wav[(start - lo) * HOP_LENGTH : (stop - lo) * HOP_LENGTH]
             if progress is not None:
                 progress("vocode", stop, n_frames)
@@ -476,6 +466,9 @@ class KnnSvc:
 
         Returns:
             (T * 320,) float32 waveform at 16 kHz.
+
+        Raises:
+            TypeError, ValueError: as `match`.
         """
         return self.vocode(self.match(source, pool))
 
@@ -502,64 +495,41 @@ def _compact(store: FrameStore) -> torch.Tensor | FrameStore:
     return store if store.spilled else store[0 : len(store)]
 
 
-class _PhaseCursor:
-    """The excitation's phase at successive block starts, summed exactly as the whole signal's.
+def check_waveform(wav_16k: object, name: str) -> None:
+    """Refuse what is not a mono floating-point waveform, naming the argument.
 
-    The vocoders' excitation phase is an inclusive float64 running sum over samples; blocks
-    move forward (with overlapping margins), so the sum is carried along, sample by sample.
+    Raises:
+        TypeError: not a tensor, or not floating point.
+        ValueError: not of shape (L,), empty, or holding NaN/inf samples.
     """
-
-    def __init__(self, f0_hz: torch.Tensor) -> None:
-        self.f0_hz = f0_hz
-        self.frame = 0
-        self.cycles = torch.zeros(1, dtype=torch.float64)
-
-    def cycles_before(self, frame: int) -> torch.Tensor:
-        """(1,) float64 cycles accumulated over the samples before `frame`."""
-        if frame < self.frame:
-            raise ValueError("blocks must move forward")
-        if frame > self.frame:
-            self.cycles = running_cycles(self.f0_hz[None, self.frame : frame], self.cycles)[:, -1]
-            self.frame = frame
-        return self.cycles
+    if not isinstance(wav_16k, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor waveform of shape (L,), got {type(wav_16k).__name__}")
+    if not wav_16k.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point waveform, got {wav_16k.dtype}")
+    if wav_16k.dim() != 1:
+        raise ValueError(f"{name} must be a mono waveform of shape (L,), got shape {tuple(wav_16k.shape)}")
+    if wav_16k.numel() == 0:
+        raise ValueError(f"{name} is empty (0 samples)")
+    bad = int((~torch.isfinite(wav_16k)).sum())
+    if bad:
+        raise ValueError(f"the waveform has {bad} non-finite samples (NaN or inf)")
 
 
-def frame_energy(wav_16k: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """(T,) float64 sum of squared samples of each 320-sample frame (missing samples count 0)."""
-    samples = wav_16k.detach().cpu().double()[: num_frames * HOP_LENGTH]
-    samples = F.pad(samples, (0, num_frames * HOP_LENGTH - samples.numel()))
-    return samples.reshape(num_frames, HOP_LENGTH).square().sum(dim=1)
+def _checked_block_seconds(value: object) -> float:
+    """`KnnSvc`'s block length: 0 or within [`MIN_BLOCK_SECONDS`, `MAX_BLOCK_SECONDS`]."""
+    seconds = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not (seconds == 0 or MIN_BLOCK_SECONDS <= seconds <= MAX_BLOCK_SECONDS):
+        raise ValueError(f"block_seconds must be 0 (whole recordings) or within [{MIN_BLOCK_SECONDS:g}, "
+                         f"{MAX_BLOCK_SECONDS:g}] seconds, got {value!r}")
+    return seconds
 
 
-def loudness_envelope(energy: torch.Tensor) -> torch.Tensor:
-    """(T,) RMS over `RMS_WINDOW_FRAMES` frames centred on each frame (fewer at the ends)."""
-    half = RMS_WINDOW_FRAMES // 2
-    padded = F.pad(energy, (half, half))
-    counts = F.pad(torch.ones_like(energy), (half, half))
-    window = torch.ones(2 * half + 1, dtype=energy.dtype)
-    total = F.conv1d(padded[None, None], window[None, None])[0, 0]
-    count = F.conv1d(counts[None, None], window[None, None])[0, 0]
-    return (total / (count * HOP_LENGTH)).sqrt()
-
-
-def follow_loudness(wav: torch.Tensor, source_energy: torch.Tensor, amount: float) -> torch.Tensor:
-    """Scale `wav` (T * 320,) so its loudness envelope moves towards the source's by `amount`.
-
-    gain = ((rms_source + eps) / (rms_output + eps)) ** amount per frame, linearly interpolated
-    between frame centres. Frame t's gain reads frames t +- 12, so a block needs that context.
-    """
-    n_frames = source_energy.shape[0]
-    output_energy = frame_energy(wav, n_frames)
-    eps = 1e-5
-    gain = ((loudness_envelope(source_energy) + eps) / (loudness_envelope(output_energy) + eps)) ** amount
-    centres = (torch.arange(n_frames, dtype=torch.float64) + 0.5) * HOP_LENGTH
-    samples = torch.arange(n_frames * HOP_LENGTH, dtype=torch.float64) + 0.5
-    position = ((samples - centres[0]) / HOP_LENGTH).clamp(0, max(n_frames - 1, 0))
-    left = position.floor().long().clamp(max=max(n_frames - 2, 0))
-    frac = position - left
-    right = (left + 1).clamp(max=n_frames - 1)
-    per_sample = gain[left] * (1 - frac) + gain[right] * frac
-    return (wav.double() * per_sample).float()
+def _accepts_stop(f0: Callable) -> bool:
+    """Whether an F0 extractor takes ``stop=`` (a `threading.Event` that abandons the work)."""
+    try:
+        return "stop" in inspect.signature(f0).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _ratio(source_f0_hz: torch.Tensor, shifted_f0_hz: torch.Tensor) -> float:

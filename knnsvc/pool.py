@@ -3,7 +3,9 @@
 A pool is built once per singer and reused across conversions; `save`/`load` use a pickle-free
 `torch.load(weights_only=True)` format that checks itself (format name and version, dtypes,
 shapes, and a checksum of the tensor bytes), so a truncated, foreign or bit-flipped file is
-refused with one line instead of being used.
+refused with one line instead of being used. A pool records the fingerprint of the encoder that
+made its features (`encoder_id`), so a converter can refuse a pool of another encoder; files of
+an earlier format version (which did not record it) are refused, to be rebuilt.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from knnsvc.files import atomic_path
 from knnsvc.runtime import first_line
 
 POOL_FORMAT = "knnsvc-reference-pool"
-POOL_FORMAT_VERSION = 2
+POOL_FORMAT_VERSION = 3
+"""3: the encoder fingerprint is stored (2 did not store it)."""
 
 
 class PoolFileError(ValueError):
@@ -39,6 +42,8 @@ class ReferencePool:
         names: one name per file (its path as given when the pool was built).
         match_feats: (N, D) float32 features of the matching layers, when the pool was built for
             `MatchConfig.match_layers` (None: matching uses `feats`).
+        encoder_id: fingerprint of the encoder that made the features (`KnnSvc.encoder_id`);
+            None: unknown (a pool assembled by hand), not checked.
     """
 
     feats: torch.Tensor
@@ -47,6 +52,7 @@ class ReferencePool:
     starts: list[int] = field(default_factory=lambda: [0])
     names: list[str] = field(default_factory=lambda: [""])
     match_feats: torch.Tensor | None = None
+    encoder_id: str | None = None
 
     def __post_init__(self) -> None:
         n = self.feats.shape[0]
@@ -70,7 +76,14 @@ class ReferencePool:
 
     @classmethod
     def concat(cls, pools: Sequence[ReferencePool]) -> ReferencePool:
-        """Join pools in order (the reference concatenates its files' frames the same way)."""
+        """Join pools in order (the reference concatenates its files' frames the same way).
+
+        The result records the pools' encoder fingerprint when they all record the same one,
+        None when some record none.
+
+        Raises:
+            ValueError: no pools, or pools built by different encoders.
+        """
         return cls.join(list(pools))
 
     @classmethod
@@ -79,6 +92,11 @@ class ReferencePool:
         needs the memory of the result plus one input pool, not twice the result."""
         if not pools:
             raise ValueError("no reference recordings to build a pool from")
+        encoder_ids = {p.encoder_id for p in pools}
+        known = sorted(i for i in encoder_ids if i is not None)
+        if len(known) > 1:
+            raise ValueError(f"cannot join reference pools built by different encoders ({', '.join(known)})")
+        encoder_id = known[0] if len(encoder_ids) == 1 and known else None
         if len(pools) == 1:
             return pools.pop()
         n_frames = sum(p.num_frames for p in pools)
@@ -100,7 +118,8 @@ class ReferencePool:
             starts.extend(offset + s for s in pool.starts)
             names.extend(pool.names)
             offset += pool.num_frames
-        return cls(feats=feats, f0_hz=f0_hz, amps=amps, starts=starts, names=names, match_feats=match_feats)
+        return cls(feats=feats, f0_hz=f0_hz, amps=amps, starts=starts, names=names, match_feats=match_feats,
+                   encoder_id=encoder_id)
 
     def head(self, seconds: float) -> ReferencePool:
         """The first `seconds` of the pool (frame-exact), for reference-duration studies."""
@@ -113,6 +132,7 @@ class ReferencePool:
             starts=[self.starts[i] for i in keep],
             names=[self.names[i] for i in keep],
             match_feats=None if self.match_feats is None else self.match_feats[:n],
+            encoder_id=self.encoder_id,
         )
 
     def locate(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,8 +162,9 @@ class ReferencePool:
             "version": POOL_FORMAT_VERSION,
             **tensors,
             "names": list(self.names),
+            "encoder_id": self.encoder_id,
             "settings": dict(settings or {}),
-            "checksum": _checksum(tensors, self.names),
+            "checksum": _checksum(tensors, self.names, self.encoder_id),
         }
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
@@ -157,8 +178,9 @@ class ReferencePool:
             dim: the feature dimension the caller expects (None: any).
 
         Raises:
-            PoolFileError: the file is unreadable, not a pool of this format version, or its
-                contents fail the shape, dtype or checksum checks.
+            PoolFileError: the file is unreadable, not a pool of this format version (an earlier
+                version is refused, naming it: rebuild the pool), or its contents fail the shape,
+                dtype or checksum checks.
         """
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -168,7 +190,8 @@ class ReferencePool:
             raise PoolFileError(f"{path}: not a reference pool file")
         if payload.get("version") != POOL_FORMAT_VERSION:
             raise PoolFileError(
-                f"{path}: pool format version {payload.get('version')}, expected {POOL_FORMAT_VERSION}"
+                f"{path}: pool format version {payload.get('version')}, expected {POOL_FORMAT_VERSION} "
+                "(rebuild the pool)"
             )
         tensors = {key: payload[key] for key in ("feats", "f0_hz", "amps", "starts", "match_feats") if key in payload}
         names = payload.get("names")
@@ -176,7 +199,10 @@ class ReferencePool:
         if problem is not None:
             raise PoolFileError(f"{path}: {problem}")
         assert isinstance(names, list)  # _check_tables: one name per file
-        if payload.get("checksum") != _checksum(tensors, names):
+        encoder_id = payload.get("encoder_id")
+        if encoder_id is not None and not isinstance(encoder_id, str):
+            raise PoolFileError(f"{path}: the encoder fingerprint is not text")
+        if payload.get("checksum") != _checksum(tensors, names, encoder_id):
             raise PoolFileError(f"{path}: checksum mismatch (the file is corrupt)")
         return cls(
             feats=tensors["feats"],
@@ -185,6 +211,7 @@ class ReferencePool:
             starts=tensors["starts"].tolist(),
             names=list(names),
             match_feats=tensors.get("match_feats"),
+            encoder_id=encoder_id,
         )
 
 
@@ -213,8 +240,8 @@ def _check_tables(tensors: dict, names: object, dim: int | None) -> str | None:
     return None
 
 
-def _checksum(tensors: dict, names: Sequence[str]) -> str:
-    """blake2b of the tables' bytes, shapes and dtypes, and the file names."""
+def _checksum(tensors: dict, names: Sequence[str], encoder_id: str | None) -> str:
+    """blake2b of the tables' bytes, shapes and dtypes, the file names and the encoder fingerprint."""
     digest = hashlib.blake2b(digest_size=16)
     for key in ("feats", "f0_hz", "amps", "starts", "match_feats"):
         if key not in tensors:
@@ -223,6 +250,7 @@ def _checksum(tensors: dict, names: Sequence[str]) -> str:
         digest.update(f"{key}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.contiguous().numpy().tobytes())
     digest.update("|".join(names).encode())
+    digest.update(f"|encoder:{encoder_id}".encode())
     return digest.hexdigest()
 
 

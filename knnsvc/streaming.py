@@ -1,5 +1,12 @@
 """Streaming conversion: kNN-SVC block by block, as audio arrives, with a fixed latency.
 
+This is the streaming driver of the per-block method in `knnsvc.blocks` (the offline driver is
+`knnsvc.pipeline.KnnSvc`): frame selection with the reselection carried, summing weights, the
+index_rate/protect blends, harmonic amplitudes, the vocoder with its margins and the carried
+excitation phase, and the loudness following are the same code. What is here is only what is
+streaming: the sliding WavLM and F0 windows, the lookahead and its provisionally matched frames,
+and the SOLA-aligned join of the blocks.
+
     source block ─► WavLM over [left context | block | lookahead] ─► the block's frames
                  └► F0 over [F0 context | block | lookahead]        ─► running pitch shift
     frames ─► kNN in the cached pool ─► reselection (carried over from the last block) ─►
@@ -27,8 +34,18 @@ What differs from offline `KnnSvc.convert`, and what does not:
   seconds of voiced audio; until the first voiced frame there is no shift). "auto-octave"
   rounds it to octaves, so it changes only when the running median crosses a half-octave.
 - The vocoder runs on its receptive field of past frames (exact) plus the lookahead frames
-  matched provisionally (plain mean of the first k, no reselection), so only the last
-  frames of each block, which the next block's crossfade replaces, depend on the lookahead.
+  matched provisionally (plain mean of the first k, no reselection, blended with the source's
+  features as the settings say), so only the last frames of each block, which the next block's
+  crossfade replaces, depend on the lookahead.
+- `rms_mix` (loudness following): each output frame's gain compares the source's and the
+  output's loudness over 0.5 s windows centred on it, as offline; the stream computes it over
+  the frames it has: the vocoder's window (by default the receptive field plus the 0.5 s window
+  of past frames, and up to as many lookahead frames). So with less than 260 ms of lookahead the
+  window of the last frames of a block is cut at the end of the lookahead (fewer frames, as at
+  the end of a recording), and its lookahead frames are the provisionally matched ones; with the
+  whole input as lookahead the gains are the offline ones.
+- Every other `MatchConfig` option has its offline meaning; `max_opt_iters` is capped at
+  `BLOCK_OPT_ITERS` per block. An F0 curve given as `f0_hz` replaces the F0 windows.
 
 Shape letters: T frames (50 Hz), D feature dim, K neighbours, H harmonics, L samples (16 kHz).
 """
@@ -41,23 +58,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from knnsvc.config import HOP_LENGTH, PROTECT_OFF, SAMPLE_RATE
-from knnsvc.harmonics import running_cycles
-from knnsvc.matching import (
-    HARMONIC_SMOOTHNESS,
-    WAVLM_SMOOTHNESS,
-    Neighbours,
-    OptimiserSettings,
-    PitchCost,
-    Reselector,
-    cosine_topk,
-    optimise_weights,
-    pitch_priority,
-    unit_rows,
-    weighted_sum,
-)
+from knnsvc.blocks import BlockVocoder, FrameSelector, SummingWeights, check_pool, frame_energy, target_f0
+from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
 from knnsvc.pipeline import KnnSvc
-from knnsvc.pitch import median_log_f0, shift_semitones
 from knnsvc.pool import ReferencePool
 
 FRAME_MS = 1000.0 * HOP_LENGTH / SAMPLE_RATE
@@ -87,21 +90,33 @@ class _History:
     feats: torch.Tensor | None = None  # (n, D) float32 vocoder features
     f0_hz: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (n,) target f0
     amps: torch.Tensor | None = None  # (n, H)
+    energy: torch.Tensor | None = None  # (n,) float64 source frame energies (rms_mix)
 
     @property
     def stop(self) -> int:
         return self.first + self.f0_hz.shape[0]
 
-    def append(self, feats: torch.Tensor, f0_hz: torch.Tensor, amps: torch.Tensor | None) -> None:
+    def append(self, feats: torch.Tensor, f0_hz: torch.Tensor, amps: torch.Tensor | None,
+               energy: torch.Tensor | None) -> None:
         self.feats = feats if self.feats is None else torch.cat([self.feats, feats])
         self.f0_hz = torch.cat([self.f0_hz, f0_hz])
         if amps is not None:
             self.amps = amps if self.amps is None else torch.cat([self.amps, amps])
+        if energy is not None:
+            self.energy = energy if self.energy is None else torch.cat([self.energy, energy])
 
-    def rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def rows(
+        self, start: int, stop: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Features, target F0, amplitudes and energies of frames start..stop-1."""
         rows = slice(start - self.first, stop - self.first)
         assert self.feats is not None
-        return self.feats[rows], self.f0_hz[rows], None if self.amps is None else self.amps[rows]
+        return (self.feats[rows], self.f0_hz[rows], None if self.amps is None else self.amps[rows],
+                None if self.energy is None else self.energy[rows])
+
+    def target_f0(self, start: int, stop: int) -> torch.Tensor:
+        """(stop - start,) target F0 of frames start..stop-1 (for the excitation phase)."""
+        return self.f0_hz[start - self.first : stop - self.first]
 
     def keep_from(self, start: int) -> None:
         """Forget the rows before frame `start`."""
@@ -111,6 +126,8 @@ class _History:
             self.feats, self.f0_hz = self.feats[drop:], self.f0_hz[drop:]
             if self.amps is not None:
                 self.amps = self.amps[drop:]
+            if self.energy is not None:
+                self.energy = self.energy[drop:]
             self.first += drop
 
 
@@ -126,14 +143,25 @@ class StreamingConverter:
         crossfade_ms: overlap of consecutive blocks' outputs (latency); at most the block.
         sola_ms: the crossfade's alignment search range, +- this many ms.
         f0_context_s: past audio the F0 extractor sees (Harvest is slow on long windows).
-        vocoder_context_frames: past frames the vocoder sees (default: its receptive field,
-            which makes the left side exact).
+        vocoder_context_frames: past frames the vocoder sees (default: its receptive field, plus
+            the loudness window with `rms_mix`, which makes the left side exact).
         keep_features: keep every block's WavLM features in `source_features` (to measure how
             far the windowed features move from offline ones).
+        f0_hz: (T,) the source's F0 over the whole input (e.g. read from an F0 curve file), used
+            instead of extracting it per window; it must cover every frame pushed.
 
     Attributes:
         compute_seconds: compute time of every step, for real-time factors.
         source_features: the blocks' (B, D) WavLM features, with `keep_features`.
+        semitones: the transposition applied in the last step.
+
+    Raises:
+        TypeError: `f0_hz` is not a tensor; `pool` not a `ReferencePool`.
+        ValueError: one line naming the setting that cannot work: durations that are not whole
+            frames or out of range, a converter without a vocoder, a pool the converter cannot
+            use (too short, another encoder, another width, without the matching layers, or
+            unvoiced under an automatic shift), matching layers deeper than the encoder, or an
+            `f0_hz` that is not a finite, non-negative (T,) curve.
     """
 
     def __init__(
@@ -148,6 +176,7 @@ class StreamingConverter:
         f0_context_s: float = DEFAULT_F0_CONTEXT_S,
         vocoder_context_frames: int | None = None,
         keep_features: bool = False,
+        f0_hz: torch.Tensor | None = None,
     ) -> None:
         if converter.vocoder is None:
             raise ValueError("streaming needs a converter with a vocoder")
@@ -163,33 +192,29 @@ class StreamingConverter:
         if not (math.isfinite(sola_ms) and 0 <= sola_ms <= FRAME_MS):
             raise ValueError(f"sola_ms must be in [0, {FRAME_MS:g}], got {sola_ms}")
         self.sola = round(sola_ms * SAMPLE_RATE / 1000.0)
-        receptive = converter.vocoder.context_frames
-        self.vocoder_context = receptive if vocoder_context_frames is None else int(vocoder_context_frames)
-        self.vocoder_lookahead = min(self.lookahead, receptive)
-
         cfg = converter.config
-        if pool.num_frames < cfg.n_candidates:
-            raise ValueError(f"the reference is too short: {pool.num_frames} frames, at least {cfg.n_candidates}")
-        self.dtype = torch.float64 if cfg.precision == "float64" else torch.float32
+        check_pool(pool, cfg, converter.encoder_id, converter.encoder.dim)
         self.match_layers = cfg.match_layers
-        keys = pool.feats
-        if self.match_layers:
-            if pool.match_feats is None:
-                raise ValueError(f"match_layers={self.match_layers}, but the reference pool was built without them")
-            keys = pool.match_feats
-        self.pool_unit = unit_rows(keys.to(device=converter.device, dtype=self.dtype))
-        self.neighbours = Neighbours.of(pool.num_frames, pool.starts if cfg.respect_file_boundaries else None)
-        kind = converter.kind
-        self.smooth = kind.uses_harmonics or cfg.smooth_every_vocoder
-        self.reselect_a = self.reselect_b = None
-        if cfg.concat_weight is not None:
-            if self.smooth:
-                self.reselect_a = Reselector(self.pool_unit, cfg.concat_weight, neighbours=self.neighbours)
-            if kind.uses_harmonics:
-                pitch = PitchCost(None, pool.f0_hz, sticky_switch_off=cfg.sticky_concat_switch)
-                self.reselect_b = Reselector(self.pool_unit, cfg.concat_weight, pitch, self.neighbours)
-        self.optimiser = OptimiserSettings(max_iters=min(cfg.max_opt_iters, BLOCK_OPT_ITERS))
-        self.reference_log_f0 = median_log_f0(pool.f0_hz) if bool((pool.f0_hz > 0).any()) else None
+        if self.match_layers and max(self.match_layers) > converter.encoder.wavlm.num_layers:
+            raise ValueError(f"match_layers={self.match_layers}: the encoder has "
+                             f"{converter.encoder.wavlm.num_layers} layers loaded")
+        if isinstance(cfg.pitch_shift, str) and converter.kind.uses_pitch and not bool((pool.f0_hz > 0).any()):
+            raise ValueError("the reference has no voiced frame: its median pitch is undefined")
+        self.f0_curve = None if f0_hz is None else _checked_f0_curve(f0_hz)
+
+        vocoder = converter.vocoder
+        self.vocode = BlockVocoder(vocoder, self._target_f0_of, converter.device, cfg.rms_mix, converter.timer)
+        exact = self.vocode.margin  # receptive field (+ the loudness window with rms_mix)
+        if vocoder_context_frames is not None and (
+                isinstance(vocoder_context_frames, bool) or int(vocoder_context_frames) != vocoder_context_frames
+                or vocoder_context_frames < 0):
+            raise ValueError(f"vocoder_context_frames must be a whole number >= 0, got {vocoder_context_frames!r}")
+        self.vocoder_context = exact if vocoder_context_frames is None else int(vocoder_context_frames)
+        self.vocoder_lookahead = min(self.lookahead, exact)
+
+        self.selector = FrameSelector(cfg, converter.kind, pool, converter.device, timer=converter.timer)
+        self.weights = SummingWeights(cfg, converter.kind, pool, max_iters=min(cfg.max_opt_iters, BLOCK_OPT_ITERS),
+                                      join_blocks=True)
 
         self.received = torch.zeros(0)  # samples from `received_start` on
         self.received_start = 0
@@ -197,9 +222,6 @@ class StreamingConverter:
         self.next_frame = 0  # first frame of the next block
         self.source_f0 = torch.zeros(0)  # the source's F0 of every frame matched so far
         self.history = _History()
-        self.last_weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.phase_frame = 0
-        self.phase_cycles = torch.zeros(1, dtype=torch.float64)
         self.tail: torch.Tensor | None = None  # held-back output of the last `crossfade` frames
         self.emitted = 0
         self.compute_seconds: list[float] = []
@@ -207,6 +229,7 @@ class StreamingConverter:
         self.source_features: list[torch.Tensor] = []
         self.semitones: float = 0.0
         self._windows: dict[tuple[str, int, int], torch.Tensor] = {}
+        self._window_first = 0
 
     @staticmethod
     def _frames(name: str, milliseconds: float, minimum: int = 0, whole: bool = True) -> int:
@@ -230,10 +253,19 @@ class StreamingConverter:
     def push(self, samples_16k: torch.Tensor) -> torch.Tensor:
         """Feed the next input samples (any number, finite); return the output that is ready.
 
+        Args:
+            samples_16k: (L,) mono samples at 16 kHz (a tensor or an array).
+
         Returns:
             (L_out,) float32, possibly empty.
+
+        Raises:
+            ValueError: `samples_16k` is not of shape (L,), or holds NaN/inf samples.
         """
-        samples = torch.as_tensor(samples_16k, dtype=torch.float32).detach().cpu().reshape(-1)
+        samples = torch.as_tensor(samples_16k).detach()
+        if samples.dim() != 1:
+            raise ValueError(f"samples_16k must be mono samples of shape (L,), got shape {tuple(samples.shape)}")
+        samples = samples.to(device="cpu", dtype=torch.float32)
         bad = int((~torch.isfinite(samples)).sum())
         if bad:
             raise ValueError(f"the input has {bad} non-finite samples (NaN or inf)")
@@ -246,7 +278,7 @@ class StreamingConverter:
 
     def flush(self) -> torch.Tensor:
         """Convert what is left (the last, possibly partial block) and return the rest of the output."""
-        total = self.n_samples // HOP_LENGTH
+        total = self._total_frames()
         out = []
         while self.next_frame < total:
             out.append(self._step(min(self.next_frame + self.block, total), final=True))
@@ -256,6 +288,10 @@ class StreamingConverter:
             self.tail = None
         return torch.cat(out) if out else torch.zeros(0)
 
+    def _total_frames(self) -> int:
+        """Frames of the input so far, as the offline encoder counts them."""
+        return self.converter.encoder.num_frames(self.n_samples)
+
     def _samples_needed(self, stop: int) -> int:
         """Input samples before a block ending at frame `stop` can be converted."""
         return HOP_LENGTH * (stop + self.lookahead - 1) + WAVLM_RECEPTIVE_SAMPLES
@@ -263,30 +299,53 @@ class StreamingConverter:
     # ----------------------------------------------------------------------------- one step
     def _step(self, stop: int, final: bool) -> torch.Tensor:
         tick = time.perf_counter()
+        cfg = self.converter.config
         start = self.next_frame
-        total = self.n_samples // HOP_LENGTH
+        total = self._total_frames()
         seen = min(stop + self.lookahead, total)  # frames with features this step
         window_end = min(self.n_samples, self._samples_needed(stop)) if not final else self.n_samples
+        # WavLM drops a window of at most one hop: a last window that short reads one more past frame
+        first_wavlm = max(0, start - self.context)
+        if window_end - first_wavlm * HOP_LENGTH <= HOP_LENGTH:
+            first_wavlm = max(0, first_wavlm - 1)
 
-        feats, keys = self._wavlm(max(0, start - self.context), window_end, start, seen)  # (seen - start, D) each
+        feats, keys = self._wavlm(first_wavlm, window_end, start, seen)  # (seen - start, D) each
         f0_hz = self._f0(max(0, start - self.f0_context), window_end, start, seen)  # (seen - start,)
         n_new = stop - start
-        ratio_f0 = self._shifted(torch.cat([self.source_f0, f0_hz]))[start:]  # target f0, frames start..seen
+        shifted, self.semitones = target_f0(cfg, self.converter.kind, torch.cat([self.source_f0, f0_hz]),
+                                            self.pool.f0_hz, running=True)
+        f0_target = shifted[start:]  # frames start..seen
         self.source_f0 = torch.cat([self.source_f0, f0_hz[:n_new]])
+        energy = None  # (seen - start,) source frame energies, for rms_mix
+        if cfg.rms_mix > 0:
+            first_sample = start * HOP_LENGTH - self.received_start
+            energy = frame_energy(self.received[first_sample : first_sample + (seen - start) * HOP_LENGTH],
+                                  seen - start)
 
         if self.keep_features:
             self.source_features.append(feats[:n_new].clone())
-        block_feats, block_amps = self._match(feats[:n_new], keys[:n_new], ratio_f0[:n_new], f0_hz[:n_new])
-        self.history.append(block_feats, ratio_f0[:n_new], block_amps)
-        ahead = min(seen, stop + self.vocoder_lookahead) - stop
-        ahead_feats, ahead_amps = self._provisional(keys[n_new : n_new + ahead], ratio_f0[n_new : n_new + ahead])
+        block = slice(0, n_new)
+        chosen = self.selector.select(keys[block], f0_target[block])
+        weights = self.weights.for_features(chosen.indices_wavlm)
+        block_feats = self.weights.features(chosen.indices_wavlm, weights, feats[block], f0_hz[block])
+        block_amps = None
+        if chosen.indices_harm is not None:
+            block_amps = self.weights.amplitudes(chosen.indices_harm, self.weights.for_harmonics(chosen.indices_harm))
+        self.history.append(block_feats, f0_target[block], block_amps, None if energy is None else energy[block])
 
-        wav = self._vocode(start, stop, ahead_feats, ratio_f0[n_new : n_new + ahead], ahead_amps)
+        ahead = slice(n_new, min(seen, stop + self.vocoder_lookahead) - start)
+        guess = self.selector.provisional(keys[ahead], f0_target[ahead])
+        uniform = self.weights.uniform(guess.indices_wavlm)
+        ahead_feats = self.weights.features(guess.indices_wavlm, uniform, feats[ahead], f0_hz[ahead])
+        ahead_amps = None if guess.indices_harm is None else self.weights.amplitudes(guess.indices_harm, uniform)
+
+        wav = self._vocode(start, stop, ahead_feats, f0_target[ahead], ahead_amps,
+                           None if energy is None else energy[ahead])
         out = self._join(wav, start, stop, last=final and stop == total)
         self.next_frame = stop
-        keep = stop - self.crossfade - self.vocoder_context
-        self._advance_phase(max(0, keep))
-        self.history.keep_from(max(0, keep))
+        keep = max(0, stop - self.crossfade - self.vocoder_context)
+        self.vocode.phase.cycles_before(keep)  # carry the phase past the rows forgotten next
+        self.history.keep_from(keep)
         self._trim_input()
         self.compute_seconds.append(time.perf_counter() - tick)
         return out
@@ -300,6 +359,12 @@ class StreamingConverter:
         return feats, keys
 
     def _f0(self, first_sample_frame: int, end: int, start: int, stop: int) -> torch.Tensor:
+        """The source's F0 of frames start..stop-1: from `f0_hz` when given, else over the window."""
+        if self.f0_curve is not None:
+            if self.f0_curve.shape[0] < stop:
+                raise ValueError(f"f0_hz covers {self.f0_curve.shape[0]} frames, but the input has reached "
+                                 f"{stop} frames ({stop * HOP_LENGTH / SAMPLE_RATE:.2f} s)")
+            return self.f0_curve[start:stop]
         window = self._window_features("f0", first_sample_frame, end)
         return window[start - first_sample_frame : stop - first_sample_frame]
 
@@ -320,125 +385,21 @@ class StreamingConverter:
                 self._windows[key] = self.converter.encoder(samples.to(self.converter.device)).float().cpu()
         return self._windows[key]
 
-    def _shifted(self, f0_hz: torch.Tensor) -> torch.Tensor:
-        """Target F0 of every frame seen, with the shift of this step (see the module docstring)."""
-        shift = self.converter.config.pitch_shift if self.converter.kind.uses_pitch else None
-        if shift is None:
-            self.semitones = 0.0
-            return f0_hz.clone()
-        if isinstance(shift, float):
-            self.semitones = shift
-            return shift_semitones(f0_hz, shift)
-        if self.reference_log_f0 is None or not bool((f0_hz > 0).any()):
-            self.semitones = 0.0  # nothing voiced yet (or an unvoiced reference): no shift
-            return f0_hz.clone()
-        log_source = median_log_f0(f0_hz)
-        interval = 12.0 * float(self.reference_log_f0 - log_source) / math.log(2.0)
-        if shift == "auto":
-            self.semitones = interval
-            voiced = f0_hz > 0
-            shifted = torch.zeros_like(f0_hz)
-            shifted[voiced] = torch.exp(torch.log(f0_hz[voiced]) + self.reference_log_f0 - log_source)
-            return shifted
-        step = 12.0 if shift == "auto-octave" else 1.0
-        self.semitones = step * round(interval / step)
-        return shift_semitones(f0_hz, self.semitones)
-
-    def _match(
-        self, feats: torch.Tensor, keys: torch.Tensor, f0_target: torch.Tensor, f0_source: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The block's vocoder features (B, D) and amplitudes (B, H), as `KnnSvc.match` makes them
-        (`keys`: the features matched on; `feats`: the source's synthesis features, for blends)."""
-        cfg = self.converter.config
-        query = keys.to(device=self.converter.device, dtype=self.dtype)
-        candidates = cosine_topk(query, self.pool_unit, cfg.n_candidates, pool_is_unit=True).cpu()
-        query_unit = unit_rows(query)
-        indices_a = candidates[:, : cfg.topk]
-        if self.reselect_a is not None:
-            indices_a = self.reselect_a(indices_a, query_unit)
-        weights_a = self._weights("wavlm", indices_a, self.pool.feats, WAVLM_SMOOTHNESS, self.smooth)
-        matched = weighted_sum(indices_a, weights_a, self.pool.feats, self.dtype)
-        if cfg.blends_source:
-            own = feats.to(self.dtype)
-            matched = cfg.index_rate * matched + (1.0 - cfg.index_rate) * own
-            if cfg.protect < PROTECT_OFF:
-                keep = 1.0 - (1.0 - cfg.protect) * (f0_source <= 0).to(self.dtype)[:, None]
-                matched = keep * matched + (1.0 - keep) * own
-        amps = None
-        if self.converter.kind.uses_harmonics:
-            indices_b = pitch_priority(candidates, f0_target, self.pool.f0_hz)[:, : cfg.topk]
-            if self.reselect_b is not None:
-                indices_b = self.reselect_b(indices_b, query_unit, f0_target)
-            weights_b = self._weights("harm", indices_b, self.pool.amps, HARMONIC_SMOOTHNESS, True)
-            amps = weighted_sum(indices_b, weights_b, self.pool.amps, self.dtype).float()
-        return matched.float(), amps
-
-    def _weights(self, name: str, indices: torch.Tensor, table: torch.Tensor, alpha: float,
-                 smooth: bool) -> torch.Tensor:
-        """Optimised on the block joined to the last frame out (its weights fixed), or uniform."""
-        k = indices.shape[1]
-        if not (smooth and self.converter.config.optimise_weights):
-            return torch.full(indices.shape, 1.0 / k, dtype=self.dtype)
-        previous = self.last_weights.get(name)
-        if previous is None:
-            weights = optimise_weights(indices, table, alpha, self.optimiser, self.neighbours, self.dtype)
-        else:
-            joined = torch.cat([previous[0][None], indices])
-            weights = optimise_weights(joined, table, alpha, self.optimiser, self.neighbours, self.dtype,
-                                       fixed_first=previous[1])[1:]
-        self.last_weights[name] = (indices[-1], weights[-1])
-        return weights
-
-    def _provisional(
-        self, feats: torch.Tensor, f0_target: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Lookahead frames (their matching features) matched without reselection or
-        optimisation, for the vocoder's context only."""
-        cfg = self.converter.config
-        if feats.shape[0] == 0:
-            return feats, None if not self.converter.kind.uses_harmonics else torch.zeros(0, self.pool.amps.shape[1])
-        query = feats.to(device=self.converter.device, dtype=self.dtype)
-        candidates = cosine_topk(query, self.pool_unit, cfg.n_candidates, pool_is_unit=True).cpu()
-        uniform = torch.full((feats.shape[0], cfg.topk), 1.0 / cfg.topk, dtype=self.dtype)
-        matched = weighted_sum(candidates[:, : cfg.topk], uniform, self.pool.feats, self.dtype).float()
-        amps = None
-        if self.converter.kind.uses_harmonics:
-            indices = pitch_priority(candidates, f0_target, self.pool.f0_hz)[:, : cfg.topk]
-            amps = weighted_sum(indices, uniform, self.pool.amps, self.dtype).float()
-        return matched, amps
-
     def _vocode(self, start: int, stop: int, ahead_feats: torch.Tensor, ahead_f0: torch.Tensor,
-                ahead_amps: torch.Tensor | None) -> torch.Tensor:
+                ahead_amps: torch.Tensor | None, ahead_energy: torch.Tensor | None) -> torch.Tensor:
         """Waveform of frames [first, stop + ahead) with first = start - crossfade - context (>= 0)."""
         first = max(self.history.first, start - self.crossfade - self.vocoder_context, 0)
-        feats, f0_hz, amps = self.history.rows(first, stop)
+        feats, f0_hz, amps, energy = self.history.rows(first, stop)
         feats, f0_hz = torch.cat([feats, ahead_feats]), torch.cat([f0_hz, ahead_f0])
         if amps is not None and ahead_amps is not None:
             amps = torch.cat([amps, ahead_amps])
-        device = self.converter.device
+        if energy is not None and ahead_energy is not None:
+            energy = torch.cat([energy, ahead_energy])
         self._window_first = first
-        vocoder = self.converter.vocoder
-        assert vocoder is not None  # checked in __init__
-        with torch.inference_mode():
-            wav = vocoder(
-                feats[None].to(device),
-                f0_hz[None].to(device),
-                None if amps is None else amps[None].to(device),
-                self._cycles_before(first).to(device),
-            )
-        return wav.reshape(-1).float().cpu()
+        return self.vocode(first, feats, f0_hz, amps, energy)
 
-    def _cycles_before(self, frame: int) -> torch.Tensor:
-        """(1,) excitation phase before `frame`, summed sample by sample as the offline signal's."""
-        if frame > self.phase_frame:
-            _, f0_hz, _ = self.history.rows(self.phase_frame, frame)
-            return running_cycles(f0_hz[None], self.phase_cycles)[:, -1]
-        return self.phase_cycles
-
-    def _advance_phase(self, frame: int) -> None:
-        if frame > self.phase_frame:
-            self.phase_cycles = self._cycles_before(frame)
-            self.phase_frame = frame
+    def _target_f0_of(self, start: int, stop: int) -> torch.Tensor:
+        return self.history.target_f0(start, stop)
 
     def _join(self, wav: torch.Tensor, start: int, stop: int, last: bool) -> torch.Tensor:
         """Crossfade the last block's held-back tail into this block; hold back the new tail.
@@ -487,8 +448,20 @@ class StreamingConverter:
 
     def _trim_input(self) -> None:
         """Drop input samples no future window reads."""
-        keep_frame = max(0, self.next_frame - max(self.context, self.f0_context))
+        keep_frame = max(0, self.next_frame - max(self.context, self.f0_context, 1))  # 1: see `_step`
         drop = keep_frame * HOP_LENGTH - self.received_start
         if drop > 0:
             self.received = self.received[drop:]
             self.received_start += drop
+
+
+def _checked_f0_curve(f0_hz: object) -> torch.Tensor:
+    """`f0_hz` as a (T,) float32 CPU tensor, or a one-line error naming it."""
+    if not isinstance(f0_hz, torch.Tensor):
+        raise TypeError(f"f0_hz must be a (T,) tensor of F0 in Hz, got {type(f0_hz).__name__}")
+    if f0_hz.dim() != 1:
+        raise ValueError(f"f0_hz must be a (T,) curve, got shape {tuple(f0_hz.shape)}")
+    curve = f0_hz.detach().to(device="cpu", dtype=torch.float32)
+    if not bool(torch.isfinite(curve).all()) or bool((curve < 0).any()):
+        raise ValueError("f0_hz must hold finite frequencies >= 0 Hz (0 = unvoiced)")
+    return curve

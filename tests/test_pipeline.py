@@ -140,9 +140,8 @@ def si_snr_db(estimate: torch.Tensor, target: torch.Tensor) -> float:
 def test_blocks_give_the_whole_recording_result(encoder, golden_dir, golden, monkeypatch, kind_name):
     """Blocking changes no result: F0 in blocks with margins, matching in sub-blocks, features
     spilled to disk, the vocoder in overlapping blocks with the phase carried (>= 100 dB SI-SNR)."""
-    from tests.conftest import sung_vowel
-
     from knnsvc import frames, matching
+    from tests.conftest import sung_vowel
 
     kind, vocoder = _vocoder(golden_dir, kind_name)
     vowels = [sung_vowel(2.5, f0, seed=i, vibrato_hz=4.0 + i) for i, f0 in enumerate((220.0, 247.0, 196.0))]
@@ -224,3 +223,90 @@ def test_matching_layers_choose_frames_while_the_vocoder_gets_layer_6(encoder, h
     with pytest.raises(ValueError, match="analysed without them"):
         converter.match(golden["src_wav"], KnnSvc(encoder, harmonic[1], harmonic[0]).build_pool([golden["ref_wav"]]))
     assert converter.pool_settings()["match_layers"] == [20, 21, 22, 23, 24]
+
+
+# ------------------------------------------------------------------------------ what the API refuses
+@pytest.mark.parametrize(("bad", "error", "message"), [
+    (torch.zeros(0), ValueError, "wav_16k is empty"),
+    (torch.zeros(2, 16000), ValueError, r"wav_16k must be a mono waveform of shape \(L,\), got shape \(2, 16000\)"),
+    (torch.zeros(300), ValueError, "wav_16k is too short: 300 samples"),
+    (torch.zeros(16000, dtype=torch.int16), TypeError, "wav_16k must be a floating-point waveform"),
+    ([0.0] * 16000, TypeError, "wav_16k must be a torch.Tensor"),
+])
+def test_analyse_refuses_what_it_cannot_convert(encoder, harmonic, bad, error, message):
+    with pytest.raises(error, match=message):
+        KnnSvc(encoder, harmonic[1], harmonic[0]).analyse(bad)
+
+
+def test_match_and_convert_name_the_source_argument(encoder, harmonic, pool):
+    converter = KnnSvc(encoder, harmonic[1], harmonic[0])
+    for call in (converter.match, converter.convert):
+        with pytest.raises(ValueError, match=r"source must be a mono waveform of shape \(L,\), got shape \(2, 8000\)"):
+            call(torch.zeros(2, 8000), pool)
+        with pytest.raises(ValueError, match="source is empty"):
+            call(torch.zeros(0), pool)
+        with pytest.raises(TypeError, match="source must be a waveform tensor"):
+            call("source.wav", pool)
+        with pytest.raises(TypeError, match="pool must be a ReferencePool"):
+            call(torch.zeros(8000), "pool.pt")
+
+
+@pytest.mark.parametrize("seconds", [0.001, 0.5, 3601.0, 1e306, float("nan"), float("inf"), -1.0])
+def test_block_seconds_outside_the_range_are_refused(encoder, harmonic, seconds):
+    with pytest.raises(ValueError, match=r"block_seconds must be 0 \(whole recordings\) or within \[1, 3600\]"):
+        KnnSvc(encoder, harmonic[1], harmonic[0], block_seconds=seconds)
+    for fine in (0, 1.0, 3600):
+        assert KnnSvc(encoder, harmonic[1], harmonic[0], block_seconds=fine).block_seconds == fine
+
+
+def test_the_pool_records_the_encoder_and_a_pool_of_another_encoder_is_refused(encoder, harmonic, pool, golden):
+    import copy
+
+    converter = KnnSvc(encoder, harmonic[1], harmonic[0], NO_POST_OPT)
+    assert pool.encoder_id == converter.encoder_id
+    other_wavlm = copy.deepcopy(encoder.wavlm)
+    with torch.no_grad():
+        next(other_wavlm.parameters()).add_(0.01)  # the same architecture and width, other weights
+    other = KnnSvc(WavLMEncoder(other_wavlm), harmonic[1], harmonic[0], NO_POST_OPT)
+    assert other.encoder_id != converter.encoder_id
+    with pytest.raises(ValueError, match=r"the reference pool was built by another encoder \("):
+        other.match(golden["src_wav"], pool)
+    source = converter.analyse(golden["src_wav"])
+    with pytest.raises(ValueError, match="built by another encoder"):
+        other.match(source, pool)
+    wide = type(pool)(pool.feats.repeat(1, 2), pool.f0_hz, pool.amps, pool.starts, pool.names)
+    with pytest.raises(ValueError, match="holds 64-dimensional features, the source's are 32-dimensional"):
+        converter.match(source, wide)
+
+
+def test_ctrl_c_during_analysis_stops_the_f0_thread_at_once(encoder, harmonic, golden):
+    """A KeyboardInterrupt in the main thread while F0 runs on the side thread propagates at
+    once and tells the extractor to stop (it would otherwise run for half a minute)."""
+    import threading
+    import time
+
+    seen: dict[str, object] = {}
+
+    def slow_f0(wav_16k, block_seconds=None, *, stop: threading.Event | None = None):
+        seen["stop"] = stop
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                seen["stopped"] = True
+                raise RuntimeError("F0 extraction stopped")
+            time.sleep(0.01)
+        return torch.zeros(wav_16k.numel() // 320 + 1)
+
+    def interrupt(stage, done, total):
+        raise KeyboardInterrupt
+
+    converter = KnnSvc(encoder, harmonic[1], harmonic[0], f0=slow_f0)  # type: ignore[arg-type]
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        converter.analyse(golden["src_wav"], progress=interrupt)
+    assert time.monotonic() - began < 5.0
+    assert isinstance(seen["stop"], threading.Event) and seen["stop"].is_set()
+    deadline = time.monotonic() + 5.0
+    while "stopped" not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen.get("stopped") is True

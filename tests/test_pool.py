@@ -64,3 +64,45 @@ def test_cache_entries_follow_content_and_settings(tmp_path):
     assert PoolCache(tmp_path / "cache", {"encoder": "enc1", "layer": 7}).entry(a) != entry
     a.write_bytes(b"changed")
     assert cache.entry(a) != entry
+
+
+def _fingerprinted(n, name, encoder_id):
+    pool = _pool(n, name)
+    pool.encoder_id = encoder_id
+    return pool
+
+
+def test_the_encoder_fingerprint_is_kept_by_concat_head_save_and_load(tmp_path):
+    pool = ReferencePool.concat([_fingerprinted(10, "a", "enc-1"), _fingerprinted(5, "b", "enc-1")])
+    assert pool.encoder_id == "enc-1" and pool.head(0.1).encoder_id == "enc-1"
+    loaded = ReferencePool.load(pool.save(tmp_path / "pool.pt"))
+    assert loaded.encoder_id == "enc-1"
+    assert ReferencePool.load(_pool(4, "c").save(tmp_path / "unknown.pt")).encoder_id is None
+    # a pool with an unknown encoder makes the joined pool's encoder unknown
+    assert ReferencePool.concat([_fingerprinted(10, "a", "enc-1"), _pool(5, "b")]).encoder_id is None
+
+
+def test_pools_of_different_encoders_do_not_join():
+    with pytest.raises(ValueError, match="built by different encoders \\(enc-1, enc-2\\)"):
+        ReferencePool.concat([_fingerprinted(10, "a", "enc-1"), _fingerprinted(5, "b", "enc-2")])
+
+
+def test_the_fingerprint_is_under_the_checksum(tmp_path):
+    path = _fingerprinted(10, "a", "enc-1").save(tmp_path / "pool.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["encoder_id"] = "enc-2"
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        ReferencePool.load(path)
+
+
+def test_a_pool_file_of_the_previous_format_is_refused_with_a_clear_line(tmp_path):
+    """Version 2 files did not record the encoder: they are refused, to be rebuilt (the pool
+    cache's keys include the version, so its old entries are simply not used)."""
+    path = _pool(10, "a").save(tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 2
+    del payload["encoder_id"]
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=r"pool format version 2, expected 3 \(rebuild the pool\)"):
+        ReferencePool.load(path)

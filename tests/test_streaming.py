@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tests.conftest import sung_vowel
-from tests.apps.test_convert import tiny_args
-from tests.test_pipeline import si_snr_db
 
 from hifigan.generator import load_generator
 from knnsvc.apps import convert, stream
@@ -18,6 +15,9 @@ from knnsvc.config import HOP_LENGTH
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.pipeline import KnnSvc, MatchConfig
 from knnsvc.streaming import StreamingConverter
+from tests.apps.test_convert import tiny_args
+from tests.conftest import sung_vowel
+from tests.test_pipeline import si_snr_db
 from wavlm import load_wavlm
 
 SR = 16000
@@ -37,9 +37,9 @@ def pool(models):
     return KnnSvc(encoder, vocoder, kind).build_pool([sung_vowel(2.0, 185.0, seed=7)])
 
 
-def converter(models, config: MatchConfig = MatchConfig()) -> KnnSvc:
+def converter(models, config: MatchConfig | None = None) -> KnnSvc:
     encoder, kind, vocoder = models
-    return KnnSvc(encoder, vocoder, kind, config)
+    return KnnSvc(encoder, vocoder, kind, config or MatchConfig())
 
 
 def stream_all(streamer: StreamingConverter, wav: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -96,8 +96,8 @@ def test_post_opt_streams_with_reselection_and_windowed_weights(models, pool):
     streamer = StreamingConverter(converter(models), pool)
     out = stream_all(streamer, wav, 1600)
     assert out.shape == (wav.numel() // HOP_LENGTH * HOP_LENGTH,) and torch.isfinite(out).all()
-    assert set(streamer.last_weights) == {"wavlm", "harm"}
-    for _, weights in streamer.last_weights.values():
+    assert set(streamer.weights.last) == {"wavlm", "harm"}
+    for _, weights in streamer.weights.last.values():
         assert torch.isclose(weights.sum(), torch.tensor(1.0, dtype=weights.dtype))
 
 
@@ -151,3 +151,122 @@ def test_the_crossfade_alignment_never_changes_the_length(models, pool, monkeypa
         streamer = StreamingConverter(converter(models), pool, block_ms=100, lookahead_ms=lookahead_ms,
                                       crossfade_ms=40, sola_ms=8)
         assert stream_all(streamer, wav, 999).shape == (wav.numel() // HOP_LENGTH * HOP_LENGTH,)
+
+
+# ------------------------------------------------------------------------------ every option, as offline
+def full_context(seconds: float) -> dict:
+    """Settings whose windows and lookahead cover an input of `seconds`."""
+    return dict(lookahead_ms=20 * (round(seconds * 50) + 5), context_s=seconds + 1, f0_context_s=seconds + 1,
+                block_ms=400, crossfade_ms=100)
+
+
+def _phrase() -> torch.Tensor:
+    """2.9 s: sung vowels, a breathy noise stretch (unvoiced frames) and a 20 dB quieter end."""
+    rng = np.random.default_rng(4)
+    noise = torch.from_numpy((0.05 * rng.standard_normal(4000)).astype(np.float32))
+    wav = torch.cat([sung_vowel(0.9, 220.0, seed=11), noise, sung_vowel(0.8, 262.0, seed=12),
+                     sung_vowel(0.9, 196.0, seed=13)])
+    wav[-14400:] *= 0.1
+    return wav
+
+
+@pytest.mark.parametrize("option", [dict(rms_mix=0.6), dict(index_rate=0.4), dict(protect=0.2),
+                                    pytest.param(dict(match_layers=[2, 3]), marks=pytest.mark.slow)])
+def test_full_context_streaming_equals_offline_for_each_option(models, option):
+    """rms_mix, index_rate, protect and match_layers mean in streaming what they mean offline:
+    with the whole input as context and lookahead, the vocoder gets the offline features and
+    amplitudes and the output is the offline conversion."""
+    config = MatchConfig(concat_weight=None, optimise_weights=False, **option)
+    offline = converter(models, config)
+    pool = offline.build_pool([sung_vowel(2.0, 185.0, seed=7)])
+    wav = _phrase()
+    result = offline.match(wav, pool)
+    expected = offline.vocode(result)
+    plain = converter(models, NO_POST_OPT)
+    plain_result = plain.match(wav, pool)
+    if "rms_mix" in option:  # the option does change the output
+        assert si_snr_db(plain.vocode(plain_result), expected) < 40.0
+    else:
+        assert not torch.allclose(plain_result.feats, result.feats, atol=1e-3)
+
+    streamer = StreamingConverter(offline, pool, **full_context(wav.numel() / SR))
+    blocks: list[tuple[torch.Tensor, torch.Tensor]] = []
+    append = streamer.history.append
+    streamer.history.append = lambda feats, f0_hz, amps, energy: (blocks.append((feats, amps)),  # type: ignore
+                                                                   append(feats, f0_hz, amps, energy))
+    out = stream_all(streamer, wav, 4000)
+    torch.testing.assert_close(torch.cat([b[0] for b in blocks]), result.feats, rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.cat([b[1] for b in blocks]), result.amps, rtol=0, atol=1e-5)
+    assert out.shape == expected.shape
+    assert si_snr_db(out, expected) >= 60.0
+
+
+def test_a_given_f0_curve_replaces_the_windows(models, pool):
+    wav = _phrase()
+    offline = converter(models, MatchConfig(concat_weight=None, optimise_weights=False, pitch_shift=None))
+    source = offline.analyse(wav)
+    curve = torch.where(source.f0_hz > 0, torch.full_like(source.f0_hz, 330.0), source.f0_hz)  # another melody
+    source.f0_hz = curve
+    expected = offline.vocode(offline.match(source, pool))
+    streamer = StreamingConverter(offline, pool, f0_hz=curve, **full_context(wav.numel() / SR))
+    out = stream_all(streamer, wav, 4000)
+    assert si_snr_db(out, expected) >= 60.0
+    assert si_snr_db(offline.convert(wav, pool), expected) < 40.0  # the curve made a difference
+
+    short = StreamingConverter(offline, pool, f0_hz=curve[:20])
+    with pytest.raises(ValueError, match="f0_hz covers 20 frames, but the input has reached"):
+        stream_all(short, wav, 4000)
+
+
+def test_loudness_follows_the_source_with_limited_lookahead(models, pool):
+    wav = sung_vowel(2.0, 220.0, seed=14)
+    wav[wav.numel() // 2 :] *= 0.1  # the second half 20 dB quieter
+    quarter = wav.numel() // 4
+
+    def drop_db(out: torch.Tensor) -> float:
+        loud, quiet = out[quarter : 2 * quarter - 4000], out[2 * quarter + 4000 : 3 * quarter]
+        return float(20 * torch.log10(loud.square().mean().sqrt() / quiet.square().mean().sqrt()))
+
+    plain = stream_all(StreamingConverter(converter(models, NO_POST_OPT), pool), wav, 2560)
+    follow = stream_all(StreamingConverter(converter(models, MatchConfig(concat_weight=None, optimise_weights=False,
+                                                                         rms_mix=1.0)), pool), wav, 2560)
+    assert follow.shape == plain.shape and torch.isfinite(follow).all()
+    assert abs(drop_db(follow) - 20.0) < 4.0
+    assert abs(drop_db(plain) - 20.0) > abs(drop_db(follow) - 20.0)
+
+
+# ------------------------------------------------------------------------------ what cannot work is refused
+def test_push_refuses_more_than_one_channel(models, pool):
+    streamer = StreamingConverter(converter(models), pool)
+    with pytest.raises(ValueError, match=r"samples_16k must be mono samples of shape \(L,\), got shape \(2, 1600\)"):
+        streamer.push(torch.zeros(2, 1600))
+    assert streamer.n_samples == 0  # nothing was taken in
+
+
+def test_settings_that_cannot_work_are_refused_at_construction(models, pool):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="built by another encoder"):
+        StreamingConverter(converter(models), replace(pool, encoder_id="another-encoder"))
+    with pytest.raises(ValueError, match="analysed without them"):
+        StreamingConverter(converter(models, MatchConfig(match_layers=[2, 3])), pool)
+    with pytest.raises(ValueError, match="vocoder_context_frames must be a whole number >= 0"):
+        StreamingConverter(converter(models), pool, vocoder_context_frames=-1)
+    for curve, message in ((torch.zeros(2, 50), "f0_hz must be a \\(T,\\) curve"),
+                           (torch.full((50,), float("nan")), "finite frequencies"),
+                           (torch.full((50,), -1.0), "finite frequencies")):
+        with pytest.raises(ValueError, match=message):
+            StreamingConverter(converter(models), pool, f0_hz=curve)
+    with pytest.raises(TypeError, match="f0_hz must be a"):
+        StreamingConverter(converter(models), pool, f0_hz=[200.0] * 50)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("lookahead_ms", [0, 20])
+def test_one_frame_blocks_without_context_or_lookahead(models, pool, lookahead_ms):
+    """The shortest settings work: 20 ms blocks, no WavLM context, no lookahead, on an input
+    whose last frame ends exactly at the last sample (its window alone is too short for WavLM)."""
+    wav = sung_vowel(0.6, 230.0, seed=15)[: 30 * HOP_LENGTH]
+    streamer = StreamingConverter(converter(models, NO_POST_OPT), pool, block_ms=20, lookahead_ms=lookahead_ms,
+                                  context_s=0, f0_context_s=0, crossfade_ms=20)
+    out = stream_all(streamer, wav, 999)
+    assert out.shape == (30 * HOP_LENGTH,) and torch.isfinite(out).all()

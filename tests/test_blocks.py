@@ -1,0 +1,190 @@
+"""The per-block method both drivers run: frames chosen block by block add up to the whole-source
+choice, the phase and the margins make blocked vocoding the whole-sequence output, the blends and
+the pool checks mean what they say."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hifigan.generator import VocoderKind, load_generator
+from knnsvc.blocks import (
+    BlockVocoder,
+    FrameSelector,
+    PhaseCursor,
+    SummingWeights,
+    blend_source,
+    block_windows,
+    check_pool,
+    frame_energy,
+    target_f0,
+)
+from knnsvc.config import HOP_LENGTH, MatchConfig
+from knnsvc.harmonics import running_cycles
+from knnsvc.matching import optimise_weights
+from knnsvc.pool import ReferencePool
+
+HARMONIC = VocoderKind.HARMONIC
+
+
+def _pool(n: int = 300, dim: int = 16, seed: int = 0, encoder_id: str | None = "enc-a") -> ReferencePool:
+    gen = torch.Generator().manual_seed(seed)
+    walk = torch.cumsum(0.3 * torch.randn(n, dim, generator=gen), dim=0)  # neighbouring rows alike
+    f0_hz = 150.0 + 60.0 * torch.rand(n, generator=gen)
+    f0_hz[::7] = 0.0
+    return ReferencePool(feats=walk.float(), f0_hz=f0_hz, amps=torch.rand(n, 49, generator=gen),
+                         starts=[0, n // 2], names=["a", "b"], encoder_id=encoder_id)
+
+
+def _source(t: int = 90, dim: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.cumsum(0.3 * torch.randn(t, dim, generator=gen), dim=0).float()
+    f0_hz = 200.0 + 30.0 * torch.rand(t, generator=gen)
+    f0_hz[10:14] = 0.0
+    return feats, f0_hz
+
+
+@pytest.mark.parametrize("config", [MatchConfig(), MatchConfig(respect_file_boundaries=True, topk=3),
+                                    MatchConfig(sticky_concat_switch=False, precision="float32")])
+def test_frames_chosen_block_by_block_are_the_whole_source_choice(config):
+    pool = _pool()
+    feats, f0_hz = _source()
+    target, _ = target_f0(config, HARMONIC, f0_hz, pool.f0_hz)
+    whole = FrameSelector(config, HARMONIC, pool, f0_target_hz=target).select(feats, target)
+    for per_block_pitch in (False, True):  # offline (whole-source targets) and streaming (per block)
+        selector = FrameSelector(config, HARMONIC, pool, f0_target_hz=None if per_block_pitch else target)
+        parts = [selector.select(feats[a:b], target[a:b]) for a, b in ((0, 1), (1, 17), (17, 50), (50, 90))]
+        assert torch.equal(torch.cat([p.candidates for p in parts]), whole.candidates)
+        assert torch.equal(torch.cat([p.indices_wavlm for p in parts]), whole.indices_wavlm)
+        assert torch.equal(torch.cat([p.indices_harm for p in parts]), whole.indices_harm)
+    # the reselection did change the plain choice (otherwise this test would prove nothing)
+    assert not torch.equal(whole.indices_wavlm, whole.candidates[:, : config.topk])
+
+
+def test_provisional_frames_leave_the_reselection_state_alone():
+    pool, (feats, f0_hz) = _pool(), _source()
+    config = MatchConfig()
+    plain = FrameSelector(config, HARMONIC, pool)
+    interrupted = FrameSelector(config, HARMONIC, pool)
+    first = plain.select(feats[:40], f0_hz[:40])
+    assert torch.equal(interrupted.select(feats[:40], f0_hz[:40]).indices_wavlm, first.indices_wavlm)
+    guess = interrupted.provisional(feats[40:50], f0_hz[40:50])
+    assert torch.equal(guess.indices_wavlm, guess.candidates[:, :4])  # no reselection
+    assert torch.equal(interrupted.select(feats[40:], f0_hz[40:]).indices_harm,
+                       plain.select(feats[40:], f0_hz[40:]).indices_harm)
+
+
+def test_joined_blocks_keep_the_last_weights_fixed():
+    pool = _pool()
+    config = MatchConfig(max_opt_iters=300)
+    gen = torch.Generator().manual_seed(3)
+    indices = torch.randint(0, pool.num_frames, (30, 4), generator=gen)
+    weights = SummingWeights(config, HARMONIC, pool, join_blocks=True)
+    first = weights.for_features(indices[:12])
+    last_rows, last_weights = weights.last["wavlm"]
+    assert torch.equal(last_rows, indices[11]) and torch.equal(last_weights, first[-1])
+    second = weights.for_features(indices[12:])
+    joined = optimise_weights(indices[11:], pool.feats, 0.1, weights.settings, weights.neighbours, torch.float64,
+                              fixed_first=first[-1])
+    assert torch.equal(second, joined[1:])
+    torch.testing.assert_close(second.sum(1), torch.ones(18, dtype=torch.float64))
+    # offline: one call over everything, nothing carried
+    offline = SummingWeights(config, HARMONIC, pool)
+    assert torch.equal(offline.for_features(indices), optimise_weights(indices, pool.feats, 0.1, offline.settings,
+                                                                       offline.neighbours, torch.float64))
+    assert offline.last == {}
+
+
+def test_unsmoothed_passes_average_uniformly():
+    pool = _pool()
+    indices = torch.zeros(5, 4, dtype=torch.long)
+    sine = SummingWeights(MatchConfig(), VocoderKind.SINE, pool)
+    assert torch.equal(sine.for_features(indices), torch.full((5, 4), 0.25, dtype=torch.float64))
+    off = SummingWeights(MatchConfig(optimise_weights=False), HARMONIC, pool)
+    assert torch.equal(off.for_harmonics(indices), torch.full((5, 4), 0.25, dtype=torch.float64))
+
+
+def test_blend_source_follows_index_rate_and_protect():
+    matched = torch.ones(4, 3, dtype=torch.float64)
+    own = torch.zeros(4, 3)
+    f0_hz = torch.tensor([100.0, 0.0, 120.0, 0.0])
+    half = blend_source(matched, own, f0_hz, MatchConfig(index_rate=0.5))
+    assert torch.equal(half, torch.full((4, 3), 0.5, dtype=torch.float64))
+    protected = blend_source(matched, own, f0_hz, MatchConfig(protect=0.1))
+    assert protected[:, 0].tolist() == pytest.approx([1.0, 0.1, 1.0, 0.1])
+    assert torch.equal(blend_source(matched, own, f0_hz, MatchConfig(index_rate=0.0)), own.double())
+
+
+def test_the_phase_cursor_gives_the_whole_signals_phase_at_any_block_starts():
+    f0_hz = 100.0 + 300.0 * torch.rand(200, generator=torch.Generator().manual_seed(0))
+    whole = running_cycles(f0_hz[None])[0]  # (200 * 320,)
+    cursor = PhaseCursor(lambda a, b: f0_hz[a:b])
+    for frame in (0, 3, 3, 50, 51, 199):
+        before = frame * HOP_LENGTH
+        expected = torch.zeros(1, dtype=torch.float64) if frame == 0 else whole[before - 1 : before]
+        assert torch.equal(cursor.cycles_before(frame), expected)
+    with pytest.raises(ValueError, match="forward"):
+        cursor.cycles_before(10)
+
+
+def test_target_f0_waits_for_voicing_only_when_running():
+    pool = _pool()
+    silent = torch.zeros(20)
+    with pytest.raises(ValueError, match="source has no voiced frame"):
+        target_f0(MatchConfig(), HARMONIC, silent, pool.f0_hz)
+    shifted, semitones = target_f0(MatchConfig(), HARMONIC, silent, pool.f0_hz, running=True)
+    assert semitones == 0.0 and torch.equal(shifted, silent)
+    with pytest.raises(ValueError, match="reference has no voiced frame"):
+        target_f0(MatchConfig(), HARMONIC, torch.full((5,), 200.0), torch.zeros(40), running=True)
+    fixed, semitones = target_f0(MatchConfig(pitch_shift=12), HARMONIC, torch.tensor([0.0, 110.0]), pool.f0_hz)
+    assert semitones == 12.0 and fixed.tolist() == pytest.approx([0.0, 220.0])
+    kept, _ = target_f0(MatchConfig(), VocoderKind.KNNVC, torch.tensor([0.0, 110.0]), pool.f0_hz)
+    assert kept.tolist() == [0.0, 110.0]  # the kNN-VC vocoder sings at no given pitch
+
+
+def test_check_pool_refuses_what_cannot_be_matched():
+    pool = _pool()
+    check_pool(pool, MatchConfig(), "enc-a", 16)
+    check_pool(_pool(encoder_id=None), MatchConfig(), "enc-a", 16)  # unknown encoder: not checked
+    with pytest.raises(ValueError, match=r"built by another encoder \(pool: enc-a, converter: enc-b\)"):
+        check_pool(pool, MatchConfig(), "enc-b", 16)
+    with pytest.raises(ValueError, match="16-dimensional features, the source's are 1024-dimensional"):
+        check_pool(pool, MatchConfig(), "enc-a", 1024)
+    with pytest.raises(ValueError, match="reference is too short: 20 frames"):
+        check_pool(pool.head(0.4), MatchConfig(), "enc-a", 16)
+    with pytest.raises(ValueError, match="analysed without them"):
+        check_pool(pool, MatchConfig(match_layers=[20, 21]), "enc-a", 16)
+    with pytest.raises(TypeError, match="pool must be a ReferencePool"):
+        check_pool("pool.pt", MatchConfig(), "enc-a", 16)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def vocoder(golden_dir):
+    return load_generator(torch.load(golden_dir / "vocoder_harmonic_tiny.pt", weights_only=True)["generator"])[1]
+
+
+@pytest.mark.parametrize("rms_mix", [0.0, 0.8])
+def test_blocks_with_their_margins_are_the_whole_sequence(vocoder, rms_mix):
+    """Blocked vocoding (overlapping margins, the phase carried, loudness following over its
+    window) gives the whole-sequence output."""
+    gen = torch.Generator().manual_seed(5)
+    n = 160
+    feats = torch.randn(n, vocoder.config.hubert_dim, generator=gen)
+    f0_hz = 180.0 + 40.0 * torch.rand(n, generator=gen)
+    f0_hz[60:70] = 0.0
+    amps = torch.rand(n, 49, generator=gen) * 0.1
+    energy = frame_energy(torch.randn(n * HOP_LENGTH, generator=gen) * torch.linspace(0.01, 1.0, n * HOP_LENGTH), n)
+    whole = BlockVocoder(vocoder, lambda a, b: f0_hz[a:b], rms_mix=rms_mix)(0, feats, f0_hz, amps, energy)
+    blocked = BlockVocoder(vocoder, lambda a, b: f0_hz[a:b], rms_mix=rms_mix)
+    assert blocked.margin == vocoder.context_frames + (25 if rms_mix else 0)
+    pieces = []
+    for start, stop, lo, hi in block_windows(n, 37, blocked.margin):
+        wav = blocked(lo, feats[lo:hi], f0_hz[lo:hi], amps[lo:hi], energy[lo:hi])
+        pieces.append(wav[(start - lo) * HOP_LENGTH : (stop - lo) * HOP_LENGTH])
+    out = torch.cat(pieces)
+    assert out.shape == whole.shape == (n * HOP_LENGTH,)
+    error = (out - whole).double().pow(2).sum() / whole.double().pow(2).sum()
+    assert float(error) < 1e-10  # >= 100 dB
+    if rms_mix:  # the loudness did move (otherwise the margin would not be tested)
+        plain = BlockVocoder(vocoder, lambda a, b: f0_hz[a:b])(0, feats, f0_hz, amps)
+        assert not torch.allclose(plain, whole)
