@@ -1,8 +1,25 @@
 """What every command shares: the conversion options and their parsers, the converter and the
-reference pool from them, the batch runner, logging through progress bars, and Ctrl-C/SIGTERM.
+reference pool from them, the input/output contract, the batch runner, logging through progress
+bars, and Ctrl-C/SIGTERM.
 
 Applications (convert, cover, stream, demo, score) import this module and the library, never
-each other.
+each other. The contract they keep, written once here:
+
+- Options: one parser per option (`number_type`, `integer_type`, `layers_type`, `block_seconds_type`,
+  `device_type`, `path_type`, `name_or_path_type`), so the same option has the same range
+  everywhere; any bad value or combination is a usage error: one ``error:`` line, exit status
+  `USAGE_STATUS` (2), before any file is read or model loaded (`check_conversion_arguments`).
+  An empty path is a usage error, never the current folder.
+- Inputs (`input_problem`, `reference_files`): missing, a FIFO/device/socket (refused without being
+  opened), or a folder where a file is needed: one line naming it, exit status 1.
+- Outputs (`output_problem`, `Inputs`): never an input (same path, symbolic or hard link), never an
+  existing folder or other non-regular file, names up to 255 bytes; an existing output is a
+  WARNING and a skip (exit 0) unless --overwrite; written atomically beside the target; a rerun
+  removes only the temporaries of the outputs it plans (`clean_stale_temporaries`).
+- Extras (`missing_extra`) are checked before any model loads or downloads.
+- Exit statuses: `OK_STATUS` 0 (all done or already there), `FAILED_STATUS` 1 (a file, an output or
+  a model could not be used: one line each, the rest of a batch goes on), `USAGE_STATUS` 2,
+  `INTERRUPTED_STATUS` 130 (Ctrl-C or SIGTERM: one line, no partial file).
 """
 
 from __future__ import annotations
@@ -91,19 +108,25 @@ def number_type(low: float | None = None, high: float | None = None, what: str =
     return parse
 
 
+MAX_LAYER = 1000
+"""The highest layer number --match-layers accepts (a guard against "0-999999999"; the encoder's
+own depth is checked when the converter is built)."""
+
+
 def layers_type(text: str) -> list[int]:
-    """"20-24" or "12,18,24" (or a mix) -> sorted distinct layer numbers."""
+    """"20-24" or "12,18,24" (or a mix) -> sorted distinct layer numbers in [0, `MAX_LAYER`]."""
     layers: set[int] = set()
     try:
         for part in text.split(","):
             low, _, high = part.strip().partition("-")
-            layers.update(range(int(low), int(high or low) + 1))
+            first, last = int(low), int(high or low)
+            if first < 0 or last < first or last > MAX_LAYER:
+                raise argparse.ArgumentTypeError(
+                    f"expected layers like 20-24 or 12,18,24 (increasing ranges within 0-{MAX_LAYER}), got {text!r}")
+            layers.update(range(first, last + 1))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected layers like 20-24 or 12,18,24, got {text!r}") from None
-    if not layers or min(layers) < 0:
-        raise argparse.ArgumentTypeError(f"expected layer numbers >= 0, got {text!r}")
     return sorted(layers)
-
 
 
 def integer_type(low: int | None = None, high: int | None = None, what: str = "a whole number"):
@@ -282,6 +305,11 @@ def conversion_options(args: argparse.Namespace) -> Options:
                    max_seconds=args.max_duration)
 
 
+_OPTION_OF_FIELD = {"topk": "--topk", "concat_weight": "--post-opt", "precision": "--precision",
+                    "index_rate": "--index-rate", "protect": "--protect", "rms_mix": "--rms-mix",
+                    "match_layers": "--match-layers", "pitch": "--pitch-shift"}
+
+
 def match_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> MatchConfig:
     """The `MatchConfig` the parsed options describe (a usage error if they do not fit together)."""
     try:
@@ -298,7 +326,10 @@ def match_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> M
             match_layers=args.match_layers,
         )
     except ValueError as err:
-        parser.error(str(err))
+        message = first_line(err)
+        field = message.split(" ", 1)[0]
+        option = _OPTION_OF_FIELD.get(field)
+        parser.error(f"{option}: {message}" if option else message)
 
 
 
@@ -467,13 +498,22 @@ def conversion_inputs(args: argparse.Namespace, sources: Iterable[Path], referen
     return inputs
 
 
+def name_problem(path: Path) -> str | None:
+    """One line if a part of `path` is longer than the file system allows (`NAME_MAX_BYTES`), else None
+    (checked before anything looks the path up, which would fail with ENAMETOOLONG)."""
+    for part in path.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
+            return f"{path}: the name {part[:40]!r}... is longer than {NAME_MAX_BYTES} bytes"
+    return None
+
+
 def output_problem(path: Path, inputs: Inputs) -> str | None:
     """Why `path` can never be an output, as one line naming it, or None: a name longer than the file
     system allows (255 bytes), an existing folder or other non-regular file, or an input of the run.
     (An existing regular file is no problem here: the caller skips it, or replaces it with --overwrite.)"""
-    for part in path.parts:
-        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
-            return f"{path}: the name {part[:40]!r}... is longer than {NAME_MAX_BYTES} bytes"
+    problem = name_problem(path)
+    if problem:
+        return problem
     if path in inputs:
         return f"output {path} would replace an input file; choose another -o"
     try:

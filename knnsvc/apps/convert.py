@@ -47,6 +47,7 @@ from knnsvc.apps.common import (
     folder_problem,
     input_problem,
     load_converter,
+    name_problem,
     output_problem,
     path_type,
     reference_files,
@@ -189,6 +190,9 @@ def plan_jobs(source: Path, reference: Path, output: Path | None) -> list[Job]:
         problem = input_problem(path)
         if problem:
             raise ValueError(problem)
+    problem = name_problem(output) if output is not None else None
+    if problem:
+        raise ValueError(problem)
     ref_stem = reference.stem if reference.is_file() else reference.resolve().name
     if source.is_file():
         default_name = f"{source.stem}_to_{ref_stem}.wav"

@@ -57,6 +57,7 @@ from knnsvc.apps.common import (
     input_problem,
     load_converter,
     missing_extra,
+    name_problem,
     output_problem,
     path_type,
     reference_files,
@@ -340,6 +341,9 @@ def plan_covers(song: Path, reference: Path, output: Path | None, remix_suffix: 
         problem = input_problem(path)
         if problem:
             raise ValueError(problem)
+    problem = name_problem(output) if output is not None else None
+    if problem:
+        raise ValueError(problem)
     ref_stem = reference.stem if reference.is_file() else reference.resolve().name
     if song.is_file():
         folder = output if output is not None else Path.cwd() / f"{song.stem}_cover_{ref_stem}"

@@ -50,6 +50,7 @@ from knnsvc.apps.common import (
     input_problem,
     load_converter,
     missing_extra,
+    name_problem,
     number_type,
     output_problem,
     path_type,
@@ -140,7 +141,7 @@ def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -
             parser.error(f"{refused[0]} applies to a source or output file: not with --live")
     elif args.source is None or args.output is None:
         parser.error("SRC and -o OUT are required (or --live)")
-    elif args.output.suffix.lower() not in OUTPUT_SUFFIXES and not args.output.is_dir():  # a folder: one line later
+    elif args.output.suffix.lower() not in OUTPUT_SUFFIXES and (name_problem(args.output) or not args.output.is_dir()):
         parser.error(f"-o {args.output}: cannot write {args.output.suffix or 'a file without a suffix'!r} files "
                      f"(writable: {', '.join(OUTPUT_SUFFIXES)})")
     if args.block_seconds is not None:
@@ -236,7 +237,7 @@ def _stream_file(stream: StreamingConverter, wav_16k: torch.Tensor, output: Path
     check_disk_space(output, output_bytes(n_out, output, loudness=loudness is not None))
     chunk = stream.block * HOP_LENGTH
     seconds = wav_16k.numel() / SAMPLE_RATE
-    with tqdm(total=math.ceil(seconds * 100) / 100, desc="streaming", unit="s", disable=quiet or None, leave=False,
+    with tqdm(total=math.ceil(seconds * 100) / 100, desc="streaming", unit="s", disable=quiet, leave=False,
               dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]") as bar, \
             AudioWriter(output, loudness_lufs=loudness) as writer:
         for start in range(0, wav_16k.numel(), chunk):
