@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tests.apps.test_convert import SR, error_lines, sung_vowel, tiny_args
 
 from knnsvc.apps import convert
 from knnsvc.apps.common import INTERRUPTED_STATUS
 from knnsvc.audio import find_audio
 from knnsvc.pipeline import KnnSvc, MatchConfig
 from knnsvc.pool import ReferencePool
+from tests.apps.test_convert import SR, error_lines, sung_vowel, tiny_args
 
 ROOT = Path(__file__).parents[1]
 
@@ -266,6 +266,30 @@ def test_an_interrupted_batch_ends_in_one_line_and_a_rerun_finishes_it(tmp_path,
     assert sorted(p.name for p in out.iterdir()) == [f"s{i}.wav" for i in range(6)]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_stream_ends_within_seconds_in_one_line_with_no_partial_file(tmp_path, signum):
+    source, ref = tmp_path / "long.wav", tmp_path / "ref.wav"
+    sf.write(source, sung_vowel(20.0, 220.0, 3), SR)
+    sf.write(ref, sung_vowel(1.5, 196.0, 2), SR)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "knnsvc.stream", str(source), str(ref), "-o", str(out / "x.wav"),
+                                *tiny_args()], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and any(out.iterdir())):  # streaming has begun: the temporary output exists
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the stream made no progress"
+        time.sleep(0.05)
+    sent = time.monotonic()
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 30
+    assert process.returncode == INTERRUPTED_STATUS and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"ERROR: interrupted; {out / 'x.wav'} not written"
+    assert list(out.iterdir()) == []
+
+
 def test_temporary_files_are_never_taken_for_inputs(tmp_path):
     folder = tmp_path / "songs"
     folder.mkdir()
@@ -329,3 +353,46 @@ def test_a_read_only_output_folder_is_found_before_the_models_load(song, tmp_pat
         out.chmod(0o755)
     [line] = error_lines(capsys.readouterr().err)
     assert str(out) in line and "not writable" in line
+
+
+# ----------------------------------------------------------------------------------- a full disk
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs (root only, where mounting is allowed; else skipped)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+@pytest.mark.parametrize("command", ["convert", "stream"])
+def test_an_output_on_a_full_disk_is_one_line_and_leaves_nothing(song, tiny_disk, capsys, command):
+    from knnsvc.apps import stream
+
+    (tiny_disk / "filler").write_bytes(b"\0" * 40_000)  # what is left cannot hold 1 s of 32-bit audio
+    out = tiny_disk / "x.wav"
+    main = convert.main if command == "convert" else stream.main
+    assert main([str(song["src"]), str(song["refs"]), "-o", str(out), *tiny_args("--no-post-opt")]) == 1
+    [line] = error_lines(capsys.readouterr().err)
+    assert str(out) in line and "disk space" in line
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+def test_a_pool_cache_on_a_full_disk_is_one_warning_and_the_run_goes_on(song, tiny_disk, capsys):
+    (tiny_disk / "filler").write_bytes(b"\0" * 60_000)
+    cache = tiny_disk / "cache"
+    assert run_cli(song, "--pool-cache", str(cache)) == 0
+    err = capsys.readouterr().err
+    assert error_lines(err) == []
+    [warning] = warnings_in(err)
+    assert str(cache) in warning and "without caching" in warning
+    assert sf.info(song["out"]).frames == 50 * 320
+    assert not any(p.name.endswith(".partial") for p in cache.rglob("*"))
