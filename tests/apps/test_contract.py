@@ -379,6 +379,34 @@ def test_an_f0_file_error_names_the_csv_and_its_line_not_the_source(media, tmp_p
     assert not (tmp_path / "out.wav").exists()
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_source_longer_than_max_duration_is_one_line(command, media, tmp_path, capsys):
+    needs_extras(command)
+    long_media = {**media, "src": tmp_path / "long.wav", "song": tmp_path / "long_song.wav"}
+    sf.write(long_media["src"], sung_vowel(2.5, 262.0, 1), SR)
+    sf.write(long_media["song"], np.stack([sung_vowel(2.5, 262.0, 1)] * 2, axis=1), SR)
+    out = output_path(command, tmp_path / "out")
+    try:
+        status = MAINS[command](command_line(command, long_media, out, "--max-duration", "1"))
+    except SystemExit as exit_info:  # an audio layer without a duration cap refuses the option
+        assert exit_info.code == USAGE_STATUS
+        return
+    assert status == FAILED_STATUS
+    [line] = error_lines(capsys.readouterr().err)
+    assert "longer than the limit of 1 s" in line and "long" in line
+    assert not out.exists() or not any(out.glob("*.wav"))
+
+
+def test_cover_without_its_extra_is_one_line_before_any_model_loads(media, tmp_path, no_models, monkeypatch, capsys):
+    real = common.importlib.util.find_spec
+    monkeypatch.setattr(common.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "demucs_infer" else real(name, *a))
+    assert cover.main(command_line("cover", media, tmp_path / "cover")) == FAILED_STATUS
+    [line] = error_lines(capsys.readouterr().err)
+    assert "pip install 'knnsvc[cover]'" in line
+    assert not (tmp_path / "cover").exists()
+
+
 # --------------------------------------------------------------------------- outputs: nothing of the user's is lost
 def _replacing_runs(media: dict[str, Path], tmp_path: Path) -> list[tuple[str, list[str], Path]]:
     """(command, argv, the input it names as output), every command, with --overwrite."""
