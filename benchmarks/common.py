@@ -162,3 +162,45 @@ class StagePeaks:
         if self.stage is not None:
             self.peaks[self.stage] = max(self.peaks.get(self.stage, 0.0), peak_rss_gb())
             self.at_end[self.stage] = rss_gb()
+
+
+def descendants_rss_gb() -> float:
+    """Resident memory of this process's descendants (worker processes, e.g. F0 workers), in GB."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total_pages = 0
+    todo = list(children.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/statm") as handle:
+                total_pages += int(handle.read().split()[1])
+        except OSError:
+            continue
+    return total_pages * os.sysconf("SC_PAGE_SIZE") / 1024**3
+
+
+class TreeMemorySampler(MemorySampler):
+    """`MemorySampler` that also records the peak of this process plus its worker processes
+    (`tree_peaks`, per stage): work moved into a child process leaves the parent's RSS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tree_peaks: dict[str, float] = {}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = rss_gb()
+            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0.0), value)
+            tree = value + descendants_rss_gb()
+            self.tree_peaks[self.stage] = max(self.tree_peaks.get(self.stage, 0.0), tree)
+            time.sleep(0.02)
