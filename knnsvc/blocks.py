@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hifigan.excitation import running_cycles
 from hifigan.generator import Vocoder, VocoderKind
-from knnsvc.config import HOP_LENGTH, PROTECT_OFF, RMS_WINDOW_FRAMES, MatchConfig
-from knnsvc.harmonics import running_cycles
+from knnsvc.config import HOP_LENGTH, PROTECT_OFF, RMS_WINDOW_FRAMES, SAMPLE_RATE, MatchConfig
 from knnsvc.matching import (
     HARMONIC_SMOOTHNESS,
     WAVLM_SMOOTHNESS,
@@ -379,10 +379,15 @@ class PhaseCursor:
     Args:
         f0_hz: ``f0_hz(a, b)`` -> (b - a,) the target F0 of frames a..b-1 (frames from the
             cursor's position on must still be available).
+        sample_rate, hop_length: the output rate of the vocoder and its samples per frame (the
+            phase is summed over output samples).
     """
 
-    def __init__(self, f0_hz: Callable[[int, int], torch.Tensor]) -> None:
+    def __init__(self, f0_hz: Callable[[int, int], torch.Tensor], sample_rate: int = SAMPLE_RATE,
+                 hop_length: int = HOP_LENGTH) -> None:
         self.f0_hz = f0_hz
+        self.sample_rate = sample_rate
+        self.hop_length = hop_length
         self.frame = 0
         self.cycles = torch.zeros(1, dtype=torch.float64)
 
@@ -391,7 +396,8 @@ class PhaseCursor:
         if frame < self.frame:
             raise ValueError("blocks must move forward")
         if frame > self.frame:
-            self.cycles = running_cycles(self.f0_hz(self.frame, frame)[None], self.cycles)[:, -1]
+            f0_hz = self.f0_hz(self.frame, frame)[None]
+            self.cycles = running_cycles(f0_hz, self.cycles, self.sample_rate, self.hop_length)[:, -1]
             self.frame = frame
         return self.cycles
 
@@ -401,8 +407,8 @@ class BlockVocoder:
     receptive field, plus the loudness window with `rms_mix`), the excitation's phase carried.
 
     The caller passes a block's frames with `margin` extra frames on each side where it has them
-    and keeps the middle; blocks must move forward. The concatenated middles are the
-    whole-sequence output (up to float rounding).
+    and keeps the middle (`hop_length` output samples per frame); blocks must move forward. The
+    concatenated middles are the whole-sequence output (up to float rounding).
 
     Args:
         vocoder: the generator.
@@ -424,7 +430,10 @@ class BlockVocoder:
         self.device = torch.device(device)
         self.rms_mix = float(rms_mix)
         self.timer = timer
-        self.phase = PhaseCursor(f0_hz)
+        self.hop_length: int = getattr(vocoder, "samples_per_frame", HOP_LENGTH)
+        """Output samples per frame (320 at 16 kHz)."""
+        self.sample_rate: int = getattr(vocoder, "sample_rate", SAMPLE_RATE)
+        self.phase = PhaseCursor(f0_hz, self.sample_rate, self.hop_length)
 
     @property
     def loudness_frames(self) -> int:
@@ -452,7 +461,7 @@ class BlockVocoder:
             source_energy: (B,) float64 the source's frame energies (`frame_energy`), with `rms_mix`.
 
         Returns:
-            (B * 320,) float32 on the CPU.
+            (B * hop_length,) float32 on the CPU, at the vocoder's rate.
         """
         stage = self.timer("vocode") if self.timer is not None else nullcontext()
         with torch.inference_mode(), stage:
@@ -465,7 +474,7 @@ class BlockVocoder:
         if self.rms_mix > 0:
             if source_energy is None:
                 raise RuntimeError("rms_mix needs the source's frame energies, which this result does not hold")
-            wav = follow_loudness(wav, source_energy, self.rms_mix)
+            wav = follow_loudness(wav, source_energy, self.rms_mix, self.hop_length)
         return wav
 
 
@@ -476,37 +485,44 @@ def block_windows(num_frames: int, block: int, margin: int) -> Iterator[tuple[in
         yield start, stop, max(start - margin, 0), min(stop + margin, num_frames)
 
 
-def frame_energy(wav_16k: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """(T,) float64 sum of squared samples of each 320-sample frame (missing samples count 0)."""
-    samples = wav_16k.detach().cpu().double()[: num_frames * HOP_LENGTH]
-    samples = F.pad(samples, (0, num_frames * HOP_LENGTH - samples.numel()))
-    return samples.reshape(num_frames, HOP_LENGTH).square().sum(dim=1)
+def frame_energy(wav: torch.Tensor, num_frames: int, hop_length: int = HOP_LENGTH) -> torch.Tensor:
+    """(T,) float64 sum of squared samples of each frame of `hop_length` samples (missing samples count 0)."""
+    samples = wav.detach().cpu().double()[: num_frames * hop_length]
+    samples = F.pad(samples, (0, num_frames * hop_length - samples.numel()))
+    return samples.reshape(num_frames, hop_length).square().sum(dim=1)
 
 
-def loudness_envelope(energy: torch.Tensor) -> torch.Tensor:
-    """(T,) RMS over `RMS_WINDOW_FRAMES` frames centred on each frame (fewer at the ends)."""
+def loudness_envelope(energy: torch.Tensor, hop_length: int = HOP_LENGTH) -> torch.Tensor:
+    """(T,) RMS over `RMS_WINDOW_FRAMES` frames centred on each frame (fewer at the ends), from
+    frame energies of `hop_length` samples each."""
     half = RMS_WINDOW_FRAMES // 2
     padded = F.pad(energy, (half, half))
     counts = F.pad(torch.ones_like(energy), (half, half))
     window = torch.ones(2 * half + 1, dtype=energy.dtype)
     total = F.conv1d(padded[None, None], window[None, None])[0, 0]
     count = F.conv1d(counts[None, None], window[None, None])[0, 0]
-    return (total / (count * HOP_LENGTH)).sqrt()
+    return (total / (count * hop_length)).sqrt()
 
 
-def follow_loudness(wav: torch.Tensor, source_energy: torch.Tensor, amount: float) -> torch.Tensor:
-    """Scale `wav` (T * 320,) so its loudness envelope moves towards the source's by `amount`.
+def follow_loudness(
+    wav: torch.Tensor, source_energy: torch.Tensor, amount: float, hop_length: int = HOP_LENGTH
+) -> torch.Tensor:
+    """Scale `wav` (T * hop_length,) so its loudness envelope moves towards the source's by `amount`.
 
     gain = ((rms_source + eps) / (rms_output + eps)) ** amount per frame, linearly interpolated
     between frame centres. Frame t's gain reads frames t +- 12, so a block needs that context.
+
+    Args:
+        source_energy: (T,) the source's frame energies (`frame_energy` of the 16 kHz source).
+        hop_length: output samples per frame (320 at 16 kHz; the vocoder's at other rates).
     """
     n_frames = source_energy.shape[0]
-    output_energy = frame_energy(wav, n_frames)
+    output_energy = frame_energy(wav, n_frames, hop_length)
     eps = 1e-5
-    gain = ((loudness_envelope(source_energy) + eps) / (loudness_envelope(output_energy) + eps)) ** amount
-    centres = (torch.arange(n_frames, dtype=torch.float64) + 0.5) * HOP_LENGTH
-    samples = torch.arange(n_frames * HOP_LENGTH, dtype=torch.float64) + 0.5
-    position = ((samples - centres[0]) / HOP_LENGTH).clamp(0, max(n_frames - 1, 0))
+    gain = ((loudness_envelope(source_energy) + eps) / (loudness_envelope(output_energy, hop_length) + eps)) ** amount
+    centres = (torch.arange(n_frames, dtype=torch.float64) + 0.5) * hop_length
+    samples = torch.arange(n_frames * hop_length, dtype=torch.float64) + 0.5
+    position = ((samples - centres[0]) / hop_length).clamp(0, max(n_frames - 1, 0))
     left = position.floor().long().clamp(max=max(n_frames - 2, 0))
     frac = position - left
     right = (left + 1).clamp(max=n_frames - 1)

@@ -425,7 +425,8 @@ class KnnSvc:
 
     # ----------------------------------------------------------------------------- vocoding
     def vocode_blocks(self, result: MatchResult, progress: Progress | None = None) -> Iterator[torch.Tensor]:
-        """The waveform block by block: consecutive (320 * frames,) float32 CPU tensors.
+        """The waveform block by block: consecutive (hop * frames,) float32 CPU tensors at the
+        vocoder's rate (hop = its `samples_per_frame`, 320 at 16 kHz).
 
         Each block of `block_frames` frames is vocoded by a `blocks.BlockVocoder` with its margin
         (the vocoder's receptive field, plus the loudness window with `rms_mix`) of extra frames
@@ -448,12 +449,12 @@ class KnnSvc:
             amps = None if result.amps is None else result.amps[lo:hi]
             wav = vocode(lo, result.feats_block(lo, hi), result.f0_hz[lo:hi], amps,
                          None if energy is None else energy[lo:hi])
-            yield wav[(start - lo) * HOP_LENGTH : (stop - lo) * HOP_LENGTH]
+            yield wav[(start - lo) * vocode.hop_length : (stop - lo) * vocode.hop_length]
             if progress is not None:
                 progress("vocode", stop, n_frames)
 
     def vocode(self, result: MatchResult, progress: Progress | None = None) -> torch.Tensor:
-        """Waveform (T * 320,) float32 on the CPU from a match result (see `vocode_blocks`)."""
+        """Waveform (T * hop,) float32 on the CPU, at the vocoder's rate (see `vocode_blocks`)."""
         blocks = list(self.vocode_blocks(result, progress))
         return torch.cat(blocks) if blocks else torch.zeros(0)
 
@@ -465,7 +466,8 @@ class KnnSvc:
             pool: the target singer's `ReferencePool`.
 
         Returns:
-            (T * 320,) float32 waveform at 16 kHz.
+            (T * hop,) float32 waveform at the vocoder's rate (16 kHz, 320 per frame, for the
+            released vocoders).
 
         Raises:
             TypeError, ValueError: as `match`.

@@ -15,8 +15,9 @@ and the SOLA-aligned join of the blocks.
 
 `StreamingConverter.push` takes 16 kHz samples in chunks of any size and returns the converted
 samples that are ready; `flush` returns the rest. Concatenated, the outputs are aligned with the
-input (output sample i sings input sample i) and as long as an offline conversion
-(320 * floor(L / 320) samples); each block comes out `algorithmic_latency_ms` after its last
+input (output sample i sings input sample i) and as long as an offline conversion (T frames of
+the vocoder's `samples_per_frame`: 320 * floor(L / 320) samples at 16 kHz; a vocoder of another
+output rate streams at its rate); each block comes out `algorithmic_latency_ms` after its last
 input sample arrived (plus the compute time): block + lookahead + crossfade.
 
 What differs from offline `KnnSvc.convert`, and what does not:
@@ -191,7 +192,6 @@ class StreamingConverter:
             raise ValueError(f"crossfade_ms ({crossfade_ms:g}) must not exceed block_ms ({block_ms:g})")
         if not (math.isfinite(sola_ms) and 0 <= sola_ms <= FRAME_MS):
             raise ValueError(f"sola_ms must be in [0, {FRAME_MS:g}], got {sola_ms}")
-        self.sola = round(sola_ms * SAMPLE_RATE / 1000.0)
         cfg = converter.config
         check_pool(pool, cfg, converter.encoder_id, converter.encoder.dim)
         self.match_layers = cfg.match_layers
@@ -211,6 +211,8 @@ class StreamingConverter:
             raise ValueError(f"vocoder_context_frames must be a whole number >= 0, got {vocoder_context_frames!r}")
         self.vocoder_context = exact if vocoder_context_frames is None else int(vocoder_context_frames)
         self.vocoder_lookahead = min(self.lookahead, exact)
+        self.out_hop = self.vocode.hop_length  # output samples per frame (320 at 16 kHz)
+        self.sola = round(sola_ms * self.vocode.sample_rate / 1000.0)  # in output samples
 
         self.selector = FrameSelector(cfg, converter.kind, pool, converter.device, timer=converter.timer)
         self.weights = SummingWeights(cfg, converter.kind, pool, max_iters=min(cfg.max_opt_iters, BLOCK_OPT_ITERS),
@@ -408,13 +410,13 @@ class StreamingConverter:
         [start - crossfade, stop - crossfade) (through `stop` for the last block), shifted by the
         SOLA offset that best aligns the overlap with the tail.
         """
-        offset = (start - self._window_first) * HOP_LENGTH  # sample of frame `start` in wav
-        fade = self.crossfade * HOP_LENGTH
+        offset = (start - self._window_first) * self.out_hop  # sample of frame `start` in wav
+        fade = self.crossfade * self.out_hop
         # the last block keeps its end where the input ends (no shift), so the length stays exact;
         # a later shift needs that many samples after `stop` for the next tail
-        room_after = wav.numel() - (stop - self._window_first) * HOP_LENGTH
+        room_after = wav.numel() - (stop - self._window_first) * self.out_hop
         shift = 0 if self.tail is None or last else self._sola(wav, offset - fade, room_after)
-        end = (stop - self._window_first - (0 if last else self.crossfade)) * HOP_LENGTH + shift
+        end = (stop - self._window_first - (0 if last else self.crossfade)) * self.out_hop + shift
         if self.tail is None:  # the first block: nothing to crossfade with
             out = wav[offset:end]
         else:

@@ -188,3 +188,49 @@ def test_blocks_with_their_margins_are_the_whole_sequence(vocoder, rms_mix):
     if rms_mix:  # the loudness did move (otherwise the margin would not be tested)
         plain = BlockVocoder(vocoder, lambda a, b: f0_hz[a:b])(0, feats, f0_hz, amps)
         assert not torch.allclose(plain, whole)
+
+
+@pytest.fixture(scope="module")
+def tiny_24k():
+    """A tiny random harmonic HiFi-GAN at 24 kHz (480 samples per frame) that reads the tiny WavLM."""
+    from hifigan.generator import build_generator
+    from hifigan.presets import hifigan_config
+
+    cfg = hifigan_config(24_000)
+    cfg.upsample_initial_channel, cfg.hubert_dim, cfg.hifi_dim, cfg.n_harmonic = 32, 32, 16, 4
+    torch.manual_seed(0)
+    return build_generator(HARMONIC, cfg).eval()
+
+
+@pytest.mark.slow
+def test_a_vocoder_of_another_rate_is_vocoded_and_streamed_in_blocks(golden_dir, tiny_24k):
+    """At 24 kHz (480 output samples per frame) the offline blocks, their phase and loudness
+    following, and the stream's join work in the vocoder's samples: blocked offline is the whole
+    recording's output, full-context streaming is offline."""
+    from knnsvc.encoder import WavLMEncoder
+    from knnsvc.pipeline import KnnSvc
+    from knnsvc.streaming import StreamingConverter
+    from knnsvc.synthetic import sung_vowel
+    from wavlm import load_wavlm
+
+    encoder = WavLMEncoder(load_wavlm(torch.load(golden_dir / "wavlm_tiny.pt", weights_only=True)))
+    config = MatchConfig(concat_weight=None, optimise_weights=False, rms_mix=0.5)
+    whole = KnnSvc(encoder, tiny_24k, HARMONIC, config, block_seconds=0)
+    pool = whole.build_pool([sung_vowel(2.0, 185.0, seed=7)])
+    source = torch.cat([sung_vowel(1.3, 220.0, seed=1), 0.1 * sung_vowel(1.2, 250.0, seed=2)])
+    expected = whole.convert(source, pool)
+    n_frames = source.numel() // HOP_LENGTH
+    assert expected.shape == (n_frames * 480,)
+    blocked = KnnSvc(encoder, tiny_24k, HARMONIC, config, block_seconds=1.0).convert(source, pool)
+
+    def error(out: torch.Tensor) -> float:
+        return float((out - expected).double().pow(2).sum() / expected.double().pow(2).sum())
+
+    assert error(blocked) < 1e-10
+    seconds = source.numel() / 16_000
+    streamer = StreamingConverter(whole, pool, block_ms=400, crossfade_ms=100, lookahead_ms=20 * (n_frames + 5),
+                                  context_s=seconds + 1, f0_context_s=seconds + 1)
+    out = torch.cat([streamer.push(source[i : i + 4000]) for i in range(0, source.numel(), 4000)]
+                    + [streamer.flush()])
+    assert out.shape == expected.shape
+    assert error(out) < 1e-6  # >= 60 dB

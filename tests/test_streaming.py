@@ -138,7 +138,9 @@ def test_cli_prints_latency_and_real_time_factors(tmp_path, capsys):
     assert line["algorithmic_latency_ms"] == 280 and line["blocks"] == 7
     assert line["rtf"]["median"] > 0 and line["rtf"]["max"] >= line["rtf"]["median"]
     assert sf.info(out).frames == 50 * HOP_LENGTH
-    assert stream.main([str(source), str(reference), "-o", str(out), *tiny_args()]) == 1  # no overwrite
+    kept = out.read_bytes()
+    assert stream.main([str(source), str(reference), "-o", str(out), *tiny_args()]) == 0  # kept: a warning
+    assert out.read_bytes() == kept
 
 
 @pytest.mark.slow
