@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.tolerances import fan_in_terms, network_tolerance
 
 from knnsvc.encoder import WavLMEncoder
+from tests.tolerances import fan_in_terms, network_tolerance
 from wavlm import load_wavlm
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -89,5 +89,7 @@ def test_training_data_loads_without_wavlm_or_the_converter():
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))"
     )
     assert {"knnsvc.training.dataset", "knnsvc.training.corpus", "knnsvc.training.features"} <= loaded
-    converter = ("wavlm", "knnsvc.pipeline", "knnsvc.encoder", "knnsvc.matching", "knnsvc.pool", "knnsvc.training.prematch")
+    converter = (
+        "wavlm", "knnsvc.pipeline", "knnsvc.encoder", "knnsvc.matching", "knnsvc.pool", "knnsvc.training.prematch"
+    )
     assert not {module for module in loaded if _inside(module, converter)}

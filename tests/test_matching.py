@@ -75,7 +75,8 @@ def _jumpy_then_steady(seed=0):
     g = torch.Generator().manual_seed(seed)
     pool = torch.randn(300, 16, generator=g, dtype=torch.float64).cumsum(0)
     steady = torch.randn(16, generator=g, dtype=torch.float64) * 5
-    query = torch.stack([-steady] + [steady + 0.05 * torch.randn(16, generator=g, dtype=torch.float64) for _ in range(30)])
+    noise = [0.05 * torch.randn(16, generator=g, dtype=torch.float64) for _ in range(30)]
+    query = torch.stack([-steady] + [steady + n for n in noise])
     f0_pool = torch.full((300,), 200.0)
     f0_target = torch.full((31,), 200.0)
     return query, pool, f0_target, f0_pool

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from tests.tolerances import fan_in_terms, network_tolerance
 
 from hifigan.discriminators import MultiPeriodDiscriminator, MultiScaleDiscriminator
 from hifigan.losses import (
@@ -21,6 +20,7 @@ from hifigan.losses import (
 )
 from hifigan.mel import LogMelSpectrogram, MelConfig, hz_to_mel_slaney, mel_filterbank, mel_to_hz_slaney
 from hifigan.modules import fold_weight_norm
+from tests.tolerances import fan_in_terms, network_tolerance
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -54,7 +54,7 @@ def test_outputs_and_feature_maps():
     scores_real, scores_fake, maps_real, maps_fake = mpd(wav, fake)
     assert len(scores_real) == len(scores_fake) == 5
     assert [len(m) for m in maps_real] == [6] * 5  # five convs + conv_post
-    for period, maps in zip((2, 3, 5, 7, 11), maps_real):
+    for period, maps in zip((2, 3, 5, 7, 11), maps_real, strict=True):
         assert maps[0].shape[-1] == period and maps[0].shape[0] == 2
     scores_real, _, maps_real, _ = msd(wav, fake)
     assert [s.shape[0] for s in scores_real] == [2, 2, 2] and [len(m) for m in maps_real] == [8] * 3

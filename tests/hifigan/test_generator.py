@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.tolerances import fan_in_terms, network_tolerance
 
 from hifigan.config import HiFiGANConfig
 from hifigan.generator import (
@@ -20,6 +19,7 @@ from hifigan.generator import (
     load_generator,
 )
 from knnsvc.config import HOP_LENGTH, N_HARMONICS
+from tests.tolerances import fan_in_terms, network_tolerance
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 TOL = 1e-4

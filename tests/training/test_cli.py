@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tests.training.corpus import VOCODER_TINY_CONFIG, prematched_corpus
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,12 +11,12 @@ import pytest
 import soundfile as sf
 import torch
 from hydra import compose, initialize_config_dir
-from tests.training.corpus import make_corpus, prematched_corpus
 
 from knnsvc.training.corpus import PoolUnit, SplitEntry, make_splits, read_split_csv, write_split_csv
 from knnsvc.training.dataset import EpochSampler, HarmonicInput, VocoderDataset
 from knnsvc.training.features import PrematchedFeatures
 from knnsvc.training.gan import AutocastDtype
+from tests.training.corpus import make_corpus, prematched_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 

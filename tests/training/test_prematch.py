@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tests.training.corpus import WAVLM_TINY, make_corpus, tiny_encoder
 
 from knnsvc.matching import cosine_topk
 from knnsvc.training.corpus import PoolUnit, scan_corpus
 from knnsvc.training.features import PrematchedFeatures, feature_relpath
 from knnsvc.training.prematch import PrematchConfig, Prematcher, prematch_match_config
+from tests.training.corpus import WAVLM_TINY, make_corpus, tiny_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_pool_excludes_the_utterance_and_follows_the_pool_unit(corpus, tmp_path,
     prematcher = CountingPrematcher(settings, encoder)
     prematcher.run()
     files = {p.relative_to(corpus) for p in corpus.rglob("*.wav")}
-    for own_name, *pool_names, speaker in prematcher.pools:
+    for own_name, *pool_names, _speaker in prematcher.pools:
         assert own_name not in pool_names
         if unit is PoolUnit.SPEAKER:
             assert len(pool_names) == 2  # the other two utterances of the singer, across folders

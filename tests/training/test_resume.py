@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.training.corpus import prematched_corpus
-from tests.training.test_trainer import tiny_config
 
 from knnsvc.training.trainer import train
+from tests.training.corpus import prematched_corpus
+from tests.training.test_trainer import tiny_config
 
 
 @pytest.mark.slow
@@ -23,9 +23,9 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path_factory):
     second = train(tiny_config(resumed_dir, corpus, features, **settings))
     assert second.steps == 7 and second.epoch == straight.epoch == 2
 
-    losses = lambda result: [
-        (e["train/loss_g"], e["train/loss_d"], e["train/mel_l1"]) for e in result.history
-    ]  # noqa: E731
+    def losses(result):
+        return [(e["train/loss_g"], e["train/loss_d"], e["train/mel_l1"]) for e in result.history]
+
     assert losses(first) + losses(second) == losses(straight)
 
     g_straight = torch.load(straight_dir / "g_00000007.pt", weights_only=True)["generator"]
@@ -41,4 +41,4 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path_factory):
         == 2.5e-4
     )
     exp_avg = lambda state: [s["exp_avg"] for s in state["optim_g"]["state"].values()]  # noqa: E731
-    assert all(torch.equal(a, b) for a, b in zip(exp_avg(do_straight), exp_avg(do_resumed)))
+    assert all(torch.equal(a, b) for a, b in zip(exp_avg(do_straight), exp_avg(do_resumed), strict=True))

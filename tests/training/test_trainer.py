@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from tests.training.corpus import VOCODER_TINY_CONFIG, WAVLM_TINY, prematched_corpus
 
 from hifigan.generator import HarmonicGenerator, VocoderKind, load_generator
 from knnsvc.training.trainer import DataConfig, TrainConfig, Trainer, train
+from tests.training.corpus import VOCODER_TINY_CONFIG, WAVLM_TINY, prematched_corpus
 
 STEPS = 30
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.tolerances import dot_bound
 
+from tests.tolerances import dot_bound
 from wavlm import WavLM, WavLMConfig, load_wavlm, ops
 from wavlm.config import parse_conv_layers
 from wavlm.modules import WeightNormConv1d, relative_position_buckets
