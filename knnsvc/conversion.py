@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from knnsvc.audio import AudioError, AudioWriter, check_disk_space, output_bytes
+from knnsvc.audio import AudioError, AudioWriter, check_disk_space, no_voiced_frames, output_bytes
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
 from knnsvc.pipeline import KnnSvc, MatchResult, Progress
 from knnsvc.pitch import load_f0_curve
@@ -34,6 +34,7 @@ class Options:
     f0_file: Path | None = None
     repair_audio: bool = False
     max_seconds: float | None = None  # cap on the decoded duration (None: `knnsvc.audio`'s default)
+    subtype: str | None = None  # the output's sample format, e.g. "PCM_16" (None: the format's default)
 
 
 class F0FileError(ValueError):
@@ -109,10 +110,10 @@ def convert_file(converter: KnnSvc, pool: ReferencePool, source: Path, output: P
         if options.f0_file is not None:
             features.f0_hz = read_f0_file(options.f0_file, features.num_frames)
         if needs_voicing(converter) and not bool((features.f0_hz > 0).any()):
-            raise AudioError(source, "no voiced frames, so the automatic pitch shift to the reference is "
-                                     "undefined (use --pitch-shift 0 or none)")
+            raise AudioError(source, no_voiced_frames("the automatic pitch shift to the reference is undefined "
+                                                      "(use --pitch-shift 0 or none)"))
         result = converter.match(features, pool, progress)
-        with AudioWriter(output, loudness_lufs=options.loudness) as writer:
+        with AudioWriter(output, subtype=options.subtype, loudness_lufs=options.loudness) as writer:
             for block in converter.vocode_blocks(result, progress):
                 writer.write(block)
     finally:

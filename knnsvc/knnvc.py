@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hifigan.config import HiFiGANConfig
-from knnsvc.audio import load_audio, loudness_normalise
+from knnsvc.audio import load_audio, loudness_normalise, too_short
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.matching import cosine_topk
 from knnsvc.runtime import resolve_device
@@ -144,8 +144,8 @@ class KnnVc(nn.Module):
         else:
             raise TypeError(f"path must be an audio file path or a waveform tensor, got {type(path).__name__}")
         if wav.numel() < WINDOW_SAMPLES:
-            raise ValueError(f"path: the recording is too short ({wav.numel()} samples at {self.sr} Hz; "
-                             f"at least {WINDOW_SAMPLES} are needed for one frame)")
+            short = too_short(wav.numel() / self.sr, needed=WINDOW_SAMPLES / self.sr)
+            raise ValueError(f"path: the recording is {short}")
         if vad_trigger_level > 1e-3:
             wav = trim_silence(wav, vad_trigger_level)
         wav = wav.to(self.device)[None]  # (1, L)

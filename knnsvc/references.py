@@ -148,8 +148,14 @@ def usable_recording(
     return wav_16k
 
 
-def file_pool(converter: KnnSvc, path: Path, cache: PoolCache | None = None) -> ReferencePool:
+def file_pool(
+    converter: KnnSvc, path: Path, cache: PoolCache | None = None, max_seconds: float | None = MAX_SECONDS
+) -> ReferencePool:
     """The one-file pool of `path`: from the cache when valid, else encoded (and cached).
+
+    Args:
+        max_seconds: refuse recordings longer than this (None: no limit); a cached pool of a longer
+            recording is refused too.
 
     Raises:
         AudioError: the recording cannot be used (see `usable_recording`).
@@ -157,8 +163,10 @@ def file_pool(converter: KnnSvc, path: Path, cache: PoolCache | None = None) -> 
     if cache is not None:
         pool = cache.load(path, converter.encoder.dim)
         if pool is not None:
+            if max_seconds is not None and pool.seconds > max_seconds:
+                raise AudioError(path, too_long(pool.seconds, max_seconds, at_least=True))
             return pool
-    pool = converter.reference_pool(usable_recording(path, converter), name=str(path))
+    pool = converter.reference_pool(usable_recording(path, converter, max_seconds=max_seconds), name=str(path))
     if cache is not None:
         cache.store(path, pool)
     return pool
@@ -170,10 +178,13 @@ def build_reference_pool(
     cache: PoolCache | None,
     on_bad_file: Callable[[AudioError], None],
     progress: Progress | None = None,
+    max_seconds: float | None = MAX_SECONDS,
 ) -> tuple[ReferencePool | None, int]:
     """A singer's pool: the files' pools (cached per file) joined in order.
 
-    Each unusable file goes to `on_bad_file` (which may raise to stop) and is left out.
+    Each unusable file (unreadable, silent, too short, or longer than `max_seconds`; None: no limit)
+    goes to `on_bad_file` (which may raise to stop) and is left out; so does a file whose analysis
+    failed with a RuntimeError (e.g. "F0 worker died ..."), as an AudioError naming it.
 
     Returns:
         (the pool, or None if no file was usable; the number of files left out).
@@ -182,9 +193,13 @@ def build_reference_pool(
     left_out = 0
     for done, path in enumerate(files):
         try:
-            pools.append(file_pool(converter, path, cache))
+            pools.append(file_pool(converter, path, cache, max_seconds))
         except AudioError as err:
             on_bad_file(err)
+            left_out += 1
+        except RuntimeError as err:  # that file's analysis failed (a crashed worker): the others go on
+            log.debug("analysing the reference %s failed", path, exc_info=True)
+            on_bad_file(AudioError(path, first_line(err) or type(err).__name__))
             left_out += 1
         if progress is not None:
             progress("reference", done + 1, len(files))

@@ -57,6 +57,41 @@ def test_usable_recording_passes_the_duration_cap_on(converter, recording):
     assert usable_recording(recording, converter, nonfinite="error", max_seconds=2.0).numel() == SR
 
 
+def test_the_duration_cap_reaches_every_reference_recording_cached_or_not(converter, recording, tmp_path):
+    longer = recording.parent / "b.wav"
+    sf.write(longer, sung_vowel(3.0, 220.0, seed=3).numpy(), SR)
+    cache = PoolCache(tmp_path / "cache", converter.pool_settings())
+    for attempt in ("encoded", "cached"):
+        refused: list[AudioError] = []
+        pool, left_out = build_reference_pool(converter, [recording, longer], cache, refused.append,
+                                              max_seconds=2.0)
+        assert left_out == 1 and pool is not None and pool.names == [str(recording)], attempt
+        assert [err.path for err in refused] == [longer], attempt
+        assert "longer than the limit of 2 s; raise it with --max-duration" in refused[0].problem, attempt
+        if attempt == "encoded":  # fill the cache with the long one, then it must still be refused
+            assert file_pool(converter, longer, cache, max_seconds=None).num_frames > 0
+            assert cache.load(longer, converter.encoder.dim) is not None
+    pool, left_out = build_reference_pool(converter, [recording, longer], cache, refused.append, max_seconds=None)
+    assert left_out == 0 and pool is not None and pool.names == [str(recording), str(longer)]
+
+
+def test_a_crashed_analysis_leaves_that_reference_out_in_one_line(converter, recording, monkeypatch):
+    other = recording.parent / "b.wav"
+    sf.write(other, sung_vowel(1.0, 220.0, seed=3).numpy(), SR)
+    original = converter.reference_pool
+
+    def crashing(wav_16k, name=None):
+        if name == str(other):
+            raise RuntimeError("F0 worker died (killed by signal 9) while analysing 1.0 s\nTraceback ...")
+        return original(wav_16k, name=name)
+
+    monkeypatch.setattr(converter, "reference_pool", crashing)
+    refused: list[AudioError] = []
+    pool, left_out = build_reference_pool(converter, [other, recording], None, refused.append)
+    assert left_out == 1 and pool is not None and pool.names == [str(recording)]
+    assert [str(err) for err in refused] == [f"{other}: F0 worker died (killed by signal 9) while analysing 1.0 s"]
+
+
 # --------------------------------------------------------------------------- the cache fails soft
 def _warnings(caplog):
     return [r for r in caplog.records if r.levelno >= logging.WARNING]

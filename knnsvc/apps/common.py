@@ -59,7 +59,7 @@ from knnsvc.files import NAME_MAX_BYTES, remove_stale_temporaries
 from knnsvc.pipeline import KnnSvc, Progress
 from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, get_f0_extractor, pitch_shift_argument
 from knnsvc.pool import ReferencePool
-from knnsvc.references import PoolCache, build_reference_pool, usable_recording
+from knnsvc.references import PoolCache, build_reference_pool, no_voiced_frames, too_short, usable_recording
 from knnsvc.runtime import DEVICE_NAMES, first_line, resolve_device
 
 log = logging.getLogger("knnsvc.apps")
@@ -592,8 +592,7 @@ def reference_pool(
         log.error("%s (left out of the reference)", err)
 
     pool_cache = PoolCache(cache, converter.pool_settings()) if cache is not None else None
-    limits = {} if max_seconds is None or not accepts(build_reference_pool, "max_seconds") else {
-        "max_seconds": max_seconds}
+    limits = {} if max_seconds is None else {"max_seconds": max_seconds}
     pool, left_out = build_reference_pool(converter, files, pool_cache, on_bad_file, progress, **limits)
     if pool is None:
         raise ValueError(f"{reference}: no usable reference recording in this folder")
@@ -605,13 +604,13 @@ def _check_pool(pool: ReferencePool, reference: Path, converter: KnnSvc) -> None
     config = converter.config
     if pool.num_frames < config.n_candidates:
         raise ValueError(
-            f"{reference}: the reference is too short ({pool.num_frames} frames = {pool.seconds:.2f} s); "
-            f"at least {config.n_candidates} frames ({config.n_candidates * HOP_LENGTH / SAMPLE_RATE:.2f} s) are needed"
+            f"{reference}: the reference is "
+            + too_short(pool.seconds, needed=config.n_candidates * HOP_LENGTH / SAMPLE_RATE, frames=pool.num_frames)
         )
     if needs_voicing(converter) and not bool((pool.f0_hz > 0).any()):
         raise ValueError(
-            f"{reference}: the reference has no voiced frames, so its median pitch is undefined "
-            "(use --pitch-shift 0 or none)"
+            f"{reference}: the reference has "
+            + no_voiced_frames("its median pitch is undefined (use --pitch-shift 0 or none)")
         )
 
 

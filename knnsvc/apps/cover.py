@@ -70,6 +70,8 @@ from knnsvc.audio import (
     check_disk_space,
     find_audio,
     output_bytes,
+    too_long,
+    too_short,
 )
 from knnsvc.checkpoints import CheckpointError
 from knnsvc.config import SAMPLE_RATE
@@ -265,12 +267,11 @@ def cover_song(job: CoverJob, tools: Tools, progress: StageBars | None = None) -
         AudioError, ValueError: the song cannot be used (unreadable, silent, no vocals) or the
             outputs cannot be written (also: would not fit on the disk, checked before any work).
     """
-    info = song_info(job.song)
+    info = song_info(job.song, **({} if tools.max_seconds is None else {"max_seconds": tools.max_seconds}))
     if info.seconds < MIN_SONG_SECONDS:
-        raise AudioError(job.song, f"too short to cover ({info.seconds:.2f} s; at least {MIN_SONG_SECONDS:g} s)")
+        raise AudioError(job.song, too_short(info.seconds, needed=MIN_SONG_SECONDS))
     if tools.max_seconds is not None and info.seconds > tools.max_seconds:
-        raise AudioError(job.song, f"{info.seconds:.1f} s long, longer than the limit of {tools.max_seconds:g} s; "
-                                   "raise it with --max-duration")
+        raise AudioError(job.song, too_long(info.seconds, tools.max_seconds))
     if "remix" in job.todo:
         StemWriter(job.path("remix"), info.sample_rate, info.channels)  # a format that cannot hold the song: now
     check_disk_space(job.path("remix"), _needed_bytes(job, info))

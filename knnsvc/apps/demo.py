@@ -8,7 +8,7 @@ The page takes a source (an uploaded file or a microphone recording) and one or 
 the target singer, the vocoder (a release name, or the checkpoint given with --vocoder) and the
 controls of `knnsvc-convert`: pitch shift (auto, auto-semitone, auto-octave, a number of semitones,
 none), pitch extractor, post-opt m (or off), top-k, index rate, protect, rms mix, block length.
-Convert shows the result in an audio player (FLAC, 16 kHz, downloadable), the F0 contours
+Convert shows the result in an audio player (16-bit WAV, 16 kHz, downloadable), the F0 contours
 (source, shifted, and the output's own), the provenance of every output frame (which reference
 file and time it came from), and one line with the applied shift and the time taken. The same
 conversion is the API endpoint ``/convert`` (callable with `gradio_client`).
@@ -76,7 +76,7 @@ from knnsvc.pipeline import KnnSvc, Progress
 from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, PitchShift, parse_pitch_shift
 from knnsvc.plots import plot_f0_contours, plot_provenance
 from knnsvc.pool import ReferencePool
-from knnsvc.references import PoolCache, build_reference_pool
+from knnsvc.references import PoolCache, build_reference_pool, no_voiced_frames, too_short
 from knnsvc.runtime import DEVICE_NAMES, first_line
 
 if TYPE_CHECKING:
@@ -96,9 +96,13 @@ SEMITONE_RANGE = MAX_SHIFT_SEMITONES
 DEFAULT_MAX_SECONDS = 600.0
 """Longest upload (source or reference) the page converts unless ``--max-duration`` says otherwise."""
 
-OUTPUT_SUFFIX = ".flac"
-"""The converted audio is written by `knnsvc.conversion.convert_file` as 24-bit FLAC (lossless, plays in
-every current browser, half the size of a WAV)."""
+OUTPUT_SUFFIX = ".wav"
+OUTPUT_SUBTYPE = "PCM_16"
+"""The converted audio is written by `knnsvc.conversion.convert_file` as 16-bit WAV at 16 kHz (plays in
+every current browser)."""
+
+NO_AUTOMATIC_SHIFT = "the automatic pitch shift is undefined: choose a number of semitones or none"
+"""What follows "no voiced frames, so" when the reference or the source has no pitch to shift from."""
 
 KEEP_RESULTS = 16
 """Result folders (WAV and plots) kept in the work folder; older ones are removed (the page has
@@ -197,7 +201,7 @@ class DemoResult:
     """What one conversion gives the page.
 
     Attributes:
-        wav_path: the converted audio, 24-bit FLAC at 16 kHz, 320 samples per source frame.
+        wav_path: the converted audio, 16-bit WAV at 16 kHz, 320 samples per source frame.
         f0_plot: PNG of the source, shifted and output F0 contours.
         provenance_plot: PNG of the reference file and time each output frame came from.
         summary: one line: the applied shift, the durations and the time taken.
@@ -365,15 +369,13 @@ class DemoEngine:
         try:
             pool = self.reference_pool(converter, [Path(p) for p in references], progress)
             if needs_voicing(converter) and not bool((pool.f0_hz > 0).any()):
-                raise ValueError("the reference has no voiced frame, so the automatic pitch shift is undefined: "
-                                 "choose a number of semitones or none")
+                raise ValueError("the reference has " + no_voiced_frames(NO_AUTOMATIC_SHIFT))
             converted = convert_file(converter, pool, source, folder / f"{source.stem}_converted{OUTPUT_SUFFIX}",
-                                     Options(max_seconds=self.max_seconds), progress)
+                                     Options(max_seconds=self.max_seconds, subtype=OUTPUT_SUBTYPE), progress)
         except AudioError as err:
             problem = err.problem
-            if "no voiced frames" in problem:
-                problem = "no voiced frame, so the automatic pitch shift is undefined: choose a number of " \
-                          "semitones or none"
+            if problem.startswith(no_voiced_frames()):
+                problem = no_voiced_frames(NO_AUTOMATIC_SHIFT)
             raise ValueError(f"{Path(err.path).name}: {problem}") from None
         seconds = time.perf_counter() - start
         result = converted.result
@@ -412,14 +414,14 @@ class DemoEngine:
             if key not in self._pool_caches:
                 self._pool_caches[key] = PoolCache(self.pool_cache, settings)
             cache = self._pool_caches[key]
-        pool, _ = build_reference_pool(converter, files, cache, refuse, progress)
+        pool, _ = build_reference_pool(converter, files, cache, refuse, progress, max_seconds=self.max_seconds)
         if pool is None:
             raise ValueError("no reference: upload one or more recordings of the target singer")
         needed = converter.config.n_candidates
         if pool.num_frames < needed:
             raise ValueError(
-                f"the reference is too short: {pool.seconds:.2f} s ({pool.num_frames} frames); at least "
-                f"{needed * HOP_LENGTH / SAMPLE_RATE:.2f} s ({needed} frames) are needed"
+                "the reference is " + too_short(pool.seconds, needed=needed * HOP_LENGTH / SAMPLE_RATE,
+                                                 frames=pool.num_frames)
             )
         return pool
 

@@ -207,7 +207,7 @@ def _run(args: argparse.Namespace) -> int:
         f0_hz = None if args.f0_file is None else read_f0_file(args.f0_file, converter.encoder.num_frames(
             wav_16k.numel()))
         stream = _converter(args, converter, pool, f0_hz)
-    except (CheckpointError, AudioError, ValueError, ImportError) as err:
+    except (CheckpointError, AudioError, ValueError, ImportError, RuntimeError) as err:
         log.error("%s", first_line(err))
         return FAILED_STATUS
     try:

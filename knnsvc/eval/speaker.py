@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from knnsvc.audio import SILENCE_PEAK
+from knnsvc.audio import SILENCE_PEAK, silent
 from knnsvc.config import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class ResemblyzerEmbedder:
         """Volume-normalise, trim long pauses (webrtcvad), embed; (256,) unit norm."""
         samples = _as_numpy(wav_16k)
         if samples.size == 0 or float(np.abs(samples).max()) < SILENCE_PEAK:
-            raise ValueError("silent audio has no speaker embedding")
+            raise ValueError(f"{silent()}, so it has no speaker embedding")
         trimmed = self._preprocess(samples)
         if len(trimmed) < MIN_TRIMMED_SECONDS * SAMPLE_RATE:
             trimmed = samples

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from knnsvc.audio import AudioError, is_silent, load_audio
+from knnsvc.audio import AudioError, is_silent, load_audio, silent
 from knnsvc.config import SAMPLE_RATE
 from knnsvc.eval import METRIC_KEYS
 from knnsvc.eval.dataset import Problems
@@ -329,7 +329,7 @@ def quality_metric(ctx: EvalContext) -> dict[str, Any]:
         try:
             wav = ctx.audio(item.converted)
             if is_silent(wav):
-                raise ValueError("the converted audio is silent")
+                raise ValueError(f"the converted audio: {silent()}")
             scores = dnsmos(wav)
         except (AudioError, ValueError, RuntimeError) as err:
             ctx.fail(item, "dnsmos", err)

@@ -163,16 +163,12 @@ REFUSED = {("stream", "block-seconds")}
 """Options a command accepts only to refuse them with one usage line naming them."""
 HONOUR_OR_REFUSE = {"workers", "max-duration", "f0-file"}
 """Options that depend on a newer engine: honoured where it is there, else one usage line naming them."""
-PENDING = {("stream", "rms-mix"): "the streaming engine follows the source's loudness once it drives the block "
-                                  "engine (issue #15)"}
 
 
 def _matrix():
     for command in COMMANDS:
         for name, flags, effect in SHARED_OPTIONS:
             marks = [] if command == "convert" else [pytest.mark.slow]
-            if (command, name) in PENDING:
-                marks.append(pytest.mark.xfail(reason=PENDING[command, name], strict=False))
             yield pytest.param(command, flags, effect, (command, name) in REFUSED, name in HONOUR_OR_REFUSE,
                                id=f"{command}-{name}", marks=marks)
 

@@ -1,5 +1,5 @@
-"""`knnsvc-cover` end to end on tiny random models, offline: the streamed separation, the weights
-file, the outputs and every bad-input path."""
+"""`knnsvc-cover` end to end on tiny random models, offline: the outputs and every bad-input path (the
+separation itself, its release and its weights file: tests/test_separation.py)."""
 
 from __future__ import annotations
 
@@ -15,56 +15,19 @@ from torch import nn
 
 pytest.importorskip("demucs_infer")
 
-from demucs_infer.apply import apply_model
-from demucs_infer.htdemucs import HTDemucs
-
 from knnsvc import separation
 from knnsvc.apps import cover
-from knnsvc.separation import (
-    HTDEMUCS_KWARGS,
-    SOURCES,
-    SeparationError,
-    VocalSeparator,
-    load_separation_model,
-    random_separation_model,
-    stem_loudness,
-)
+from knnsvc.separation import SOURCES, VocalSeparator, stem_loudness
 from tests.apps.test_convert import error_lines, tiny_args
-from tests.conftest import sung_vowel
+from tests.conftest import GOLDEN, sung_vowel
 
-TINY_SEPARATOR = {"channels": 4, "depth": 3, "nfft": 512, "t_layers": 1, "t_heads": 1, "dconv_comp": 4,
-                  "bottom_channels": 0, "segment": Fraction(1)}
-"""A 25k-parameter HTDemucs with 1 s windows: the code paths of the real one, milliseconds a window."""
-
-STREAM_TOLERANCE = 1e-6
-"""Streamed separation vs `apply_model` on the whole signal: the same windows, weights and sums in
-the same order; only float32 rounding may differ, where the convolutions see a window that is a
-slice of a longer buffer (observed: 3e-8 on stems peaking at 0.19, i.e. 1.6e-7 of the peak)."""
+TINY_SEPARATOR = GOLDEN / "htdemucs_tiny.th"
+"""`knnsvc.separation.save_tiny_separator(path, seed=0)`: a 28k-parameter HTDemucs with 1 s windows, the
+code paths of the real one at milliseconds a window (its separation is meaningless)."""
 
 OUTPUT_NAMES = ("vocals.wav", "accompaniment.wav", "vocals_converted.wav", "remix.wav")
 COMPLETE = sorted([*OUTPUT_NAMES, cover.SONG_RECORD])
 """A finished song folder: the outputs and the record of the song they belong to."""
-
-
-def save_package(model: nn.Module, path: Path) -> Path:
-    """`model` in the official Demucs package format: the class pickled as demucs.htdemucs.HTDemucs
-    (as in the released file), float16 weights."""
-    args, kwargs = model._init_args_kwargs
-    package = {"klass": HTDemucs, "args": args, "kwargs": kwargs,
-               "state": {k: v.half() for k, v in model.state_dict().items()}}
-    module = HTDemucs.__module__
-    HTDemucs.__module__ = "demucs.htdemucs"  # demucs_infer aliases this name to itself
-    try:
-        torch.save(package, path)
-    finally:
-        HTDemucs.__module__ = module
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_separator(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("separator")
-    return save_package(random_separation_model(seed=0, **TINY_SEPARATOR), folder / "tiny_htdemucs.th")
 
 
 class StubSeparator(nn.Module):
@@ -124,57 +87,6 @@ def run_cover(song: Path, ref: Path, *extra: str) -> int:
 
 
 # --------------------------------------------------------------------------- separation stage
-def test_release_is_the_one_demucs_infer_downloads():
-    from demucs_infer.checkpoint_catalog import (
-        get_checkpoint_artifact,
-        get_model_recipe,
-    )
-
-    [component] = get_model_recipe("htdemucs").components
-    artifact = get_checkpoint_artifact(component)
-    assert artifact.urls[0] == separation.HTDEMUCS_URL
-    assert artifact.sha256 == separation.HTDEMUCS_SHA256
-    model = HTDemucs(**HTDEMUCS_KWARGS)
-    assert sum(p.numel() for p in model.parameters()) == 41_984_456  # htdemucs's size
-    assert int(model.samplerate * model.segment) == 343_980  # 7.8 s windows
-
-
-@pytest.mark.parametrize("window_multiple", [0.6, 1.0, 3.4])
-def test_streamed_separation_equals_apply_model_on_the_whole_signal(window_multiple):
-    model = random_separation_model(seed=1, **TINY_SEPARATOR)
-    separator = VocalSeparator(model)
-    length = round(window_multiple * separator.window) + 17
-    mix = torch.randn(2, length, generator=torch.Generator().manual_seed(0))
-    blocks = [mix[:, i:i + 10_007] for i in range(0, length, 10_007)]
-    pieces = list(separator.stream(blocks))
-    streamed = torch.cat(pieces, dim=-1)
-    whole = apply_model(model, mix[None], shifts=0, split=True, overlap=0.25)[0]
-    assert streamed.shape == whole.shape == (len(SOURCES), 2, length)
-    assert all(p.shape[:2] == (4, 2) for p in pieces)
-    assert float((streamed - whole).abs().max()) <= STREAM_TOLERANCE * float(whole.abs().max())
-    if window_multiple > 1:
-        assert len(pieces) > 2  # yielded as the windows finish, not at the end
-
-
-def test_weights_file_loads_with_weights_only_and_other_pickles_are_refused(tiny_separator, tmp_path):
-    model = load_separation_model(tiny_separator)
-    assert isinstance(model, HTDemucs) and model.sources == SOURCES and not model.training
-    expected = random_separation_model(seed=0, **TINY_SEPARATOR).state_dict()
-    assert all(torch.equal(v, expected[k].half().float()) for k, v in model.state_dict().items())
-
-    package = torch.load(tiny_separator, weights_only=False)
-    package["extra"] = Path("anything")  # a pickled object beyond HTDemucs and Fraction
-    torch.save(package, tmp_path / "extra.th")
-    with pytest.raises(SeparationError, match=r"refused to load.*pathlib"):
-        load_separation_model(tmp_path / "extra.th")
-    torch.save({"state": {}}, tmp_path / "foreign.th")
-    with pytest.raises(SeparationError, match="not an HTDemucs model"):
-        load_separation_model(tmp_path / "foreign.th")
-    (tmp_path / "junk.th").write_bytes(b"not a checkpoint")
-    with pytest.raises(SeparationError, match="not a readable PyTorch checkpoint"):
-        load_separation_model(tmp_path / "junk.th")
-
-
 def test_offline_download_error_is_one_line_naming_url_and_destination(tmp_path, ref, monkeypatch, capsys):
     with socket.socket() as probe:  # a local port that nothing listens on
         probe.bind(("127.0.0.1", 0))
@@ -192,10 +104,10 @@ def test_offline_download_error_is_one_line_naming_url_and_destination(tmp_path,
 
 # --------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (48000, 2), (44100, 1), (48000, 1)])
-def test_cover_writes_remix_and_stems_at_the_songs_rate_and_layout(tiny_separator, ref, tmp_path, rate, channels):
+def test_cover_writes_remix_and_stems_at_the_songs_rate_and_layout(ref, tmp_path, rate, channels):
     song = make_song(tmp_path / "song.wav", seconds=1.5, rate=rate, channels=channels)
     out = tmp_path / "out"
-    assert run_cover(tmp_path / "song.wav", ref, "-o", str(out), "--separator", str(tiny_separator),
+    assert run_cover(tmp_path / "song.wav", ref, "-o", str(out), "--separator", str(TINY_SEPARATOR),
                      "--pitch-shift", "0") == 0
     assert sorted(p.name for p in out.iterdir()) == COMPLETE
     for name in ("vocals.wav", "accompaniment.wav", "remix.wav"):

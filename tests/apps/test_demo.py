@@ -118,7 +118,8 @@ def test_engine_converts_and_reuses_models_and_pools(engine, audio, tmp_path, mo
 
     result = engine.convert(audio["source"], [singer], Controls(vocoder=HARMONIC))
     wav, rate = sf.read(result.wav_path, dtype="float32")
-    assert rate == SAMPLE_RATE and result.wav_path.suffix == ".flac" and sf.info(str(result.wav_path)).format == "FLAC"
+    info = sf.info(str(result.wav_path))
+    assert rate == SAMPLE_RATE and result.wav_path.suffix == ".wav" and (info.format, info.subtype) == ("WAV", "PCM_16")
     assert wav.shape == (expected_samples(audio["source"]),) == (HOP_LENGTH * result.num_frames,)
     assert result.f0_plot.read_bytes()[:8] == result.provenance_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"pitch shift {result.semitones:+.2f} semitones" in result.summary and " converted in " in result.summary
@@ -453,7 +454,7 @@ def test_page_converts_in_a_real_browser(server, audio, browser, tmp_path):
     wait.until(lambda driver: driver.find_elements(By.CSS_SELECTOR, "#references a[href*='file=']"))
     browser.find_element(By.ID, "convert").click()
     player = wait.until(lambda driver: driver.execute_script(RESULT_AUDIO_JS))
-    assert player["src"].startswith(server) and player["src"].endswith(".flac")
+    assert player["src"].startswith(server) and player["src"].endswith(".wav")
     assert player["duration"] == pytest.approx(expected_samples(audio["source"]) / SAMPLE_RATE, abs=1e-3)
     summary = wait.until(lambda driver: driver.find_element(By.CSS_SELECTOR, "#summary textarea").get_attribute(
         "value"))
