@@ -33,11 +33,12 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -63,6 +64,8 @@ from knnsvc.references import PoolCache, build_reference_pool, no_voiced_frames,
 from knnsvc.runtime import DEVICE_NAMES, first_line, resolve_device
 
 log = logging.getLogger("knnsvc.apps")
+
+T = TypeVar("T")
 
 
 OK_STATUS = 0
@@ -552,6 +555,39 @@ def failure_line(path: Path, err: BaseException) -> str:
     if isinstance(err, (AudioError, F0FileError)) or message.startswith(str(path)):
         return message
     return f"{path}: {message}"
+
+
+def run_each(items: Sequence[T], batch: Batch, quiet: bool, unit: str, path: Callable[[T], Path],
+             work: Callable[[T, StageBars], str], written: Callable[[T], Path], bars: type[StageBars] = StageBars,
+             done_word: str = "converted", extra_failures: int = 0) -> int:
+    """The batch loop every file command shares: one item after another under a bar over the items
+    and one bar per stage; a failure is one line for that item (`failure_line`) and the next item
+    goes on; the closing line counts the problems. Returns the exit status (0 or 1).
+
+    Args:
+        path: the input an item is reported by; work: does one item, returns a short report;
+        written: what an item wrote, for the log; extra_failures: problems found before the loop.
+    """
+    rows = tqdm(items, desc=f"{unit}s", unit=unit, disable=quiet or len(items) < 2 or None, dynamic_ncols=True,
+                position=0)
+    for item in rows:
+        stage_bars = bars(disabled=quiet, label=path(item).name, position=1)
+        try:
+            report = work(item, stage_bars)
+        except (ValueError, RuntimeError, OSError) as err:
+            batch.failed += 1
+            log.error("%s", failure_line(path(item), err))
+            log.debug("%s failed", path(item), exc_info=True)
+        else:
+            batch.converted += 1
+            log.info("wrote %s (%s)", written(item), report)
+        finally:
+            stage_bars.close()
+    rows.close()
+    if batch.failed and batch.total + extra_failures > 1:
+        log.error("%d problem(s); %d of %d %s(s) %s%s", batch.failed, batch.converted, batch.total, unit, done_word,
+                  f", {batch.skipped} already there" if batch.skipped else "")
+    return 1 if batch.failed else 0
 
 
 def folder_problem(folder: Path) -> str | None:

@@ -31,8 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from knnsvc import checkpoints
 from knnsvc.apps.common import (
     Batch,
@@ -43,7 +41,6 @@ from knnsvc.apps.common import (
     clean_stale_temporaries,
     conversion_inputs,
     conversion_options,
-    failure_line,
     folder_problem,
     input_problem,
     load_converter,
@@ -53,6 +50,7 @@ from knnsvc.apps.common import (
     reference_files,
     reference_pool,
     run_batch,
+    run_each,
 )
 from knnsvc.audio import OUTPUT_SUFFIXES, AudioError, find_audio
 from knnsvc.checkpoints import CheckpointError
@@ -153,27 +151,11 @@ def run(args: argparse.Namespace, batch: Batch) -> int:
     batch.failed += left_out
 
     options = conversion_options(args)
-    files = tqdm(plan.todo, desc="files", unit="file", disable=args.quiet or len(plan.todo) < 2 or None,
-                 dynamic_ncols=True, position=0)
-    for job in files:
-        bars = StageBars(disabled=args.quiet, label=job.source.name, position=1)
-        try:
-            converted = convert_file(converter, pool, job.source, job.output, options, bars)
-            report = converted.describe(converter.kind.uses_pitch)
-        except (ValueError, RuntimeError, OSError) as err:
-            batch.failed += 1
-            log.error("%s", failure_line(job.source, err))
-            log.debug("conversion of %s failed", job.source, exc_info=True)
-        else:
-            batch.converted += 1
-            log.info("wrote %s (%s)", job.output, report)
-        finally:
-            bars.close()
-    files.close()
-    if batch.failed and batch.total + left_out > 1:
-        log.error("%d problem(s); %d of %d source file(s) converted%s", batch.failed, batch.converted, batch.total,
-                  f", {batch.skipped} already there" if batch.skipped else "")
-    return 1 if batch.failed else 0
+    def work(job: Job, bars: StageBars) -> str:
+        return convert_file(converter, pool, job.source, job.output, options, bars).describe(converter.kind.uses_pitch)
+
+    return run_each(plan.todo, batch, args.quiet, "file", lambda job: job.source, work, lambda job: job.output,
+                    extra_failures=left_out)
 
 
 

@@ -41,8 +41,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from knnsvc import audio
 from knnsvc.apps.common import (
     Batch,
@@ -52,7 +50,6 @@ from knnsvc.apps.common import (
     add_version_argument,
     clean_stale_temporaries,
     conversion_inputs,
-    failure_line,
     folder_problem,
     input_problem,
     load_converter,
@@ -63,6 +60,7 @@ from knnsvc.apps.common import (
     reference_files,
     reference_pool,
     run_batch,
+    run_each,
 )
 from knnsvc.audio import (
     OUTPUT_SUFFIXES,
@@ -234,26 +232,11 @@ def run(args: argparse.Namespace, batch: Batch) -> int:
     finally:
         bars.close()
 
-    songs = tqdm(todo, desc="songs", unit="song", disable=args.quiet or len(todo) < 2 or None,
-                 dynamic_ncols=True, position=0)
-    for job in songs:
-        bars = CoverBars(disabled=args.quiet, label=job.song.name, position=1)
-        try:
-            report = cover_song(job, tools, bars)
-        except (ValueError, RuntimeError, OSError) as err:
-            batch.failed += 1
-            log.error("%s", failure_line(job.song, err))
-            log.debug("cover of %s failed", job.song, exc_info=True)
-        else:
-            batch.converted += 1
-            log.info("wrote %s (%s)", job.folder, report)
-        finally:
-            bars.close()
-    songs.close()
-    if batch.failed and batch.total > 1:
-        log.error("%d problem(s); %d of %d song(s) done%s", batch.failed, batch.converted, batch.total,
-                  f", {batch.skipped} already there" if batch.skipped else "")
-    return 1 if batch.failed else 0
+    def work(job: CoverJob, bars: StageBars) -> str:
+        return cover_song(job, tools, bars)
+
+    return run_each(todo, batch, args.quiet, "song", lambda job: job.song, work, lambda job: job.folder,
+                    bars=CoverBars, done_word="done")
 
 
 # ----------------------------------------------------------------------------------- one song
