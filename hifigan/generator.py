@@ -95,12 +95,13 @@ def _check_config(cfg: HiFiGANConfig) -> None:
         )
 
 
-def _check_feats(feats: torch.Tensor, dim: int) -> None:
+def check_feats(feats: torch.Tensor, dim: int) -> None:
+    """Refuse features that are not (B, T, dim): the generators' shared input check."""
     if feats.dim() != 3 or feats.shape[-1] != dim:
         raise ValueError(f"feats must be (B, T, {dim}), got {tuple(feats.shape)}")
 
 
-def _as_frames(f0_hz: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+def as_frames(f0_hz: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
     """Accept f0 as (B, T) or the official (B, T, 1); check it matches feats (B, T, D)."""
     if f0_hz.dim() == 3 and f0_hz.shape[-1] == 1:
         f0_hz = f0_hz[..., 0]
@@ -159,11 +160,11 @@ class Vocoder(nn.Module):
 
     def _check_inputs(self, feats: torch.Tensor, f0_hz: torch.Tensor | None,
                       amps: torch.Tensor | None) -> torch.Tensor | None:
-        _check_feats(feats, self.config.hubert_dim)
+        check_feats(feats, self.config.hubert_dim)
         if self.uses_pitch:
             if f0_hz is None:
                 raise ValueError(f"the {self.kind.value} vocoder needs f0_hz")
-            f0_hz = _as_frames(f0_hz, feats).to(feats.device)
+            f0_hz = as_frames(f0_hz, feats).to(feats.device)
         if self.uses_harmonics and amps is None:
             raise ValueError(f"the {self.kind.value} vocoder needs amps")
         return f0_hz

@@ -298,13 +298,13 @@ class VocosGenerator(nn.Module):
         Returns:
             (B, 1, T * hop) waveform.
         """
-        from hifigan.generator import _as_frames, _check_feats
+        from hifigan.generator import as_frames, check_feats
 
         cfg = self.config
-        _check_feats(feats, cfg.input_dim)
+        check_feats(feats, cfg.input_dim)
         if f0_hz is None or amps is None:
             raise ValueError("the vocos vocoder needs f0_hz and amps")
-        f0_hz = _as_frames(f0_hz, feats).to(feats.device)
+        f0_hz = as_frames(f0_hz, feats).to(feats.device)
         if amps.dim() != 3 or amps.shape[:2] != feats.shape[:2]:
             raise ValueError(f"amps must be (B, T, H) = {tuple(feats.shape[:2])} + (H,), got {tuple(amps.shape)}")
         with _full_precision(feats.device):

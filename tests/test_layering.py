@@ -93,3 +93,33 @@ def test_training_data_loads_without_wavlm_or_the_converter():
         "wavlm", "knnsvc.pipeline", "knnsvc.encoder", "knnsvc.matching", "knnsvc.pool", "knnsvc.training.prematch"
     )
     assert not {module for module in loaded if _inside(module, converter)}
+
+
+def test_no_application_imports_another_or_a_private_name():
+    """knnsvc/apps/: each command imports the shared module `common` and the library, never another
+    command, and no project module's private (underscored) names."""
+    apps = sorted((REPO / "knnsvc" / "apps").glob("*.py"))
+    commands = {f"knnsvc.apps.{path.stem}" for path in apps} - {"knnsvc.apps.__init__", "knnsvc.apps.common"}
+    assert {"knnsvc.apps.convert", "knnsvc.apps.stream", "knnsvc.apps.cover", "knnsvc.apps.demo",
+            "knnsvc.apps.score"} <= commands
+    wrong = set()
+    for path in apps:
+        own = f"knnsvc.apps.{path.stem}"
+        wrong |= {f"{path.name}: {module}" for module in project_imports(path) if module in commands - {own}}
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and _inside(node.module, PROJECT_PACKAGES):
+                wrong |= {f"{path.name}: {node.module}.{alias.name}" for alias in node.names
+                          if alias.name.startswith("_") and not alias.name.startswith("__")}
+    assert not wrong, f"applications importing another application or a private name: {sorted(wrong)}"
+
+
+def test_no_module_imports_a_private_name_of_another():
+    """Private names stay in their module: every project import names public API."""
+    wrong = set()
+    for package in ("knnsvc", "hifigan", "wavlm"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module and _inside(node.module, PROJECT_PACKAGES):
+                    wrong |= {f"{path.relative_to(REPO)}: {node.module}.{alias.name}" for alias in node.names
+                              if alias.name.startswith("_") and not alias.name.startswith("__")}
+    assert not wrong, f"imports of private names: {sorted(wrong)}"
