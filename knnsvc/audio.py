@@ -426,26 +426,45 @@ class Resampler:
         return empty if self.stream is None else self.stream.resample_chunk(empty, last=True)
 
 
+FINITE_CHECK_ROWS = 1 << 20
+"""Rows (samples, or frames of a multichannel block) per slice of `check_finite`."""
+
+
 def check_finite(wav: torch.Tensor | np.ndarray, what: str) -> None:
-    """Raise ValueError("<what>: N non-finite samples (NaN or inf) of M") if any sample is NaN or inf."""
+    """Raise ValueError("<what>: N non-finite samples (NaN or inf) of M") if any sample is NaN or inf.
+
+    Counted `FINITE_CHECK_ROWS` rows of the first axis at a time, so the temporaries stay one
+    slice's size however long `wav` is.
+    """
     if isinstance(wav, torch.Tensor):
-        num_bad = wav.numel() - int(torch.isfinite(wav).sum())
+        rows_t = wav.reshape(1) if wav.dim() == 0 else wav
         total = wav.numel()
+        num_bad = total - sum(int(torch.isfinite(rows_t[a : a + FINITE_CHECK_ROWS]).sum())
+                              for a in range(0, rows_t.shape[0], FINITE_CHECK_ROWS))
     else:
-        num_bad = int(np.size(wav) - np.count_nonzero(np.isfinite(wav)))
-        total = int(np.size(wav))
+        rows_a = np.atleast_1d(wav)
+        total = int(rows_a.size)
+        num_bad = total - sum(int(np.count_nonzero(np.isfinite(rows_a[a : a + FINITE_CHECK_ROWS])))
+                              for a in range(0, rows_a.shape[0], FINITE_CHECK_ROWS))
     if num_bad:
         raise ValueError(f"{what}: {_nonfinite(num_bad, total)}")
 
 
+def _peak(wav: torch.Tensor) -> float:
+    """The largest magnitude of a non-empty waveform, max(-min, max) (no whole-length abs() copy;
+    NaN if it holds NaN, as ``wav.abs().max()``)."""
+    low, high = torch.aminmax(wav)
+    return max(-float(low), float(high))
+
+
 def is_silent(wav: torch.Tensor) -> bool:
     """True if the waveform never rises above -80 dBFS."""
-    return wav.numel() == 0 or float(wav.abs().max()) < SILENCE_PEAK
+    return wav.numel() == 0 or _peak(wav) < SILENCE_PEAK
 
 
 def peak_limit(wav: torch.Tensor) -> torch.Tensor:
     """Divide by the peak if it exceeds 1 (the reference's only output level control)."""
-    peak = float(wav.abs().max()) if wav.numel() else 0.0
+    peak = _peak(wav) if wav.numel() else 0.0
     return wav / peak if peak > 1.0 else wav
 
 

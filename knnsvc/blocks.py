@@ -34,6 +34,7 @@ from hifigan.generator import Vocoder, VocoderKind
 from knnsvc.config import HOP_LENGTH, PROTECT_OFF, RMS_WINDOW_FRAMES, SAMPLE_RATE, MatchConfig
 from knnsvc.matching import (
     HARMONIC_SMOOTHNESS,
+    MATCH_BLOCK,
     WAVLM_SMOOTHNESS,
     Neighbours,
     OptimiserSettings,
@@ -49,6 +50,9 @@ from knnsvc.matching import (
 from knnsvc.pitch import apply_pitch_shift
 from knnsvc.pool import ReferencePool
 from knnsvc.runtime import StageTimer
+
+ENERGY_BLOCK_FRAMES = 4096
+"""Frames per block of `frame_energy` (10 MB of float64 samples at 320 samples a frame)."""
 
 
 def matching_dtype(config: MatchConfig) -> torch.dtype:
@@ -365,8 +369,19 @@ class SummingWeights:
         return vocoder_features(indices, weights.float(), self.pool.feats, self.config, own, source_f0_hz)
 
     def amplitudes(self, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """(B, H) float32 harmonic amplitudes: the weighted sum of the rows' amplitudes."""
-        return weighted_sum(indices, weights, self.pool.amps, self.dtype).float()
+        """(B, H) float32 harmonic amplitudes: the weighted sum of the rows' amplitudes.
+
+        Summed `matching.MATCH_BLOCK` frames at a time into the float32 result (a frame's sum does
+        not depend on the frames beside it, see `weighted_sum`), so the matching-precision
+        temporaries stay one block's size whatever B.
+
+        Args:
+            indices, weights: (B, K) chosen pool rows and their weights.
+        """
+        amps = torch.empty(indices.shape[0], self.pool.amps.shape[1], dtype=torch.float32)
+        for start, stop in frame_blocks(indices.shape[0], MATCH_BLOCK):
+            amps[start:stop] = weighted_sum(indices[start:stop], weights[start:stop], self.pool.amps, self.dtype)
+        return amps
 
 
 class PhaseCursor:
@@ -486,10 +501,22 @@ def block_windows(num_frames: int, block: int, margin: int) -> Iterator[tuple[in
 
 
 def frame_energy(wav: torch.Tensor, num_frames: int, hop_length: int = HOP_LENGTH) -> torch.Tensor:
-    """(T,) float64 sum of squared samples of each frame of `hop_length` samples (missing samples count 0)."""
-    samples = wav.detach().cpu().double()[: num_frames * hop_length]
-    samples = F.pad(samples, (0, num_frames * hop_length - samples.numel()))
-    return samples.reshape(num_frames, hop_length).square().sum(dim=1)
+    """(T,) float64 sum of squared samples of each frame of `hop_length` samples (missing samples count 0).
+
+    Computed `ENERGY_BLOCK_FRAMES` frames at a time (each frame's sum is over its own samples, so
+    the result does not depend on the blocks): no float64 copy of the whole waveform.
+
+    Args:
+        wav: (L,) waveform of any float dtype, on any device.
+        num_frames: T; samples beyond T * hop_length are ignored.
+    """
+    samples = wav.detach()
+    energy = torch.empty(num_frames, dtype=torch.float64)
+    for start, stop in frame_blocks(num_frames, ENERGY_BLOCK_FRAMES):
+        block = samples[start * hop_length : stop * hop_length].cpu().double()
+        block = F.pad(block, (0, (stop - start) * hop_length - block.numel()))
+        energy[start:stop] = block.reshape(stop - start, hop_length).square().sum(dim=1)
+    return energy
 
 
 def loudness_envelope(energy: torch.Tensor, hop_length: int = HOP_LENGTH) -> torch.Tensor:

@@ -69,6 +69,9 @@ from knnsvc.runtime import StageTimer
 SPECTRUM_BLOCK = 4096
 """Frames per block when a reference's spectrum and harmonic amplitudes are computed."""
 
+CHECK_BLOCK = 1 << 20
+"""Samples per slice when `check_waveform` counts non-finite samples."""
+
 
 Progress = Callable[[str, int, int], None]
 """Progress callback ``(stage, done, total)``, called as the stages of a conversion advance."""
@@ -500,6 +503,8 @@ def _compact(store: FrameStore) -> torch.Tensor | FrameStore:
 def check_waveform(wav_16k: object, name: str) -> None:
     """Refuse what is not a mono floating-point waveform, naming the argument.
 
+    The non-finite samples are counted `CHECK_BLOCK` samples at a time (no whole-length temporaries).
+
     Raises:
         TypeError: not a tensor, or not floating point.
         ValueError: not of shape (L,), empty, or holding NaN/inf samples.
@@ -512,7 +517,8 @@ def check_waveform(wav_16k: object, name: str) -> None:
         raise ValueError(f"{name} must be a mono waveform of shape (L,), got shape {tuple(wav_16k.shape)}")
     if wav_16k.numel() == 0:
         raise ValueError(f"{name} is empty (0 samples)")
-    bad = int((~torch.isfinite(wav_16k)).sum())
+    bad = wav_16k.numel() - sum(int(torch.isfinite(wav_16k[start : start + CHECK_BLOCK]).sum())
+                                for start in range(0, wav_16k.numel(), CHECK_BLOCK))
     if bad:
         raise ValueError(f"the waveform has {bad} non-finite samples (NaN or inf)")
 

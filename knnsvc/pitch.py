@@ -126,10 +126,41 @@ def harvest_f0(wav_16k: torch.Tensor, block_seconds: float | None = None) -> tor
 
 
 def _checked_samples(wav_16k: torch.Tensor) -> np.ndarray:
-    """(L,) float64 samples of a non-empty mono waveform; ValueError otherwise."""
+    """(L,) samples of a non-empty mono waveform, float32 if float32 holds them exactly (float32,
+    float16, bfloat16) and float64 otherwise; a view of a float32 or float64 CPU tensor, not a
+    copy (the analyses convert one block at a time to float64, see :func:`_segments`).
+    ValueError otherwise."""
     if wav_16k.dim() != 1 or wav_16k.numel() == 0:
         raise ValueError(f"F0 needs a non-empty mono waveform of shape (L,), got shape {tuple(wav_16k.shape)}")
-    return wav_16k.detach().cpu().double().numpy()
+    samples = wav_16k.detach().cpu()
+    exact_in_float32 = samples.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    return (samples.float() if exact_in_float32 else samples.double()).numpy()
+
+
+MEAN_LEAF_SAMPLES = 1 << 18
+"""Largest run of samples that :func:`_mean_float64` converts to float64 at once."""
+
+
+def _mean_float64(samples: np.ndarray) -> float:
+    """``float(samples.astype(np.float64).mean())`` to the last bit, without the float64 copy.
+
+    NumPy sums a contiguous float64 array pairwise, halving it (the first half a multiple of 8
+    long) down to runs of 128; ``samples.mean(dtype=np.float64)`` instead casts in buffers of 8192
+    and adds the buffers' sums in a row, which rounds differently beyond about a million samples.
+    The same halving is followed here down to runs of at most `MEAN_LEAF_SAMPLES`, each converted
+    and summed by NumPy, so the additions are the whole float64 sum's.
+
+    Args:
+        samples: (L,) float32 or float64 samples, L >= 1.
+    """
+    def pairwise(lo: int, n: int) -> float:
+        if n <= MEAN_LEAF_SAMPLES:
+            return float(np.add.reduce(np.ascontiguousarray(samples[lo : lo + n], dtype=np.float64)))
+        half = n // 2
+        half -= half % 8
+        return pairwise(lo, half) + pairwise(lo + half, n - half)
+
+    return float(np.float64(pairwise(0, samples.shape[0])) / samples.shape[0])
 
 
 def _block_plan(n_samples: int, block_seconds: float | None, align: int) -> list[tuple[int, int, int, int]]:
@@ -158,9 +189,10 @@ def _analyse_in_blocks(
     """`analyse` over the whole recording, or over the blocks of :func:`_block_plan`, in this thread.
 
     Args:
-        samples: (L,) float64 waveform at 16 kHz.
+        samples: (L,) float32 or float64 waveform at 16 kHz; `analyse` gets float64 copies of
+            one block at a time (of the whole recording when it is one block).
         block_seconds: block length; None or 0 for one analysis of everything.
-        analyse: (S,) segment starting on the frame grid -> (S // 320 + 1,) float32 F0.
+        analyse: (S,) float64 segment starting on the frame grid -> (S // 320 + 1,) float32 F0.
         match_mean: give each block the recording's mean and length parity (WORLD, see
             :func:`harvest_f0`).
         align: segments start at multiples of this many samples (a multiple of 320), so that an
@@ -173,7 +205,7 @@ def _analyse_in_blocks(
     plan = _block_plan(samples.shape[0], block_seconds, align)
     if len(plan) == 1:
         _raise_if_stopped(stop)
-        return analyse(samples)
+        return analyse(np.asarray(samples, dtype=np.float64))
     f0_hz = np.empty(samples.shape[0] // HOP_LENGTH + 1, dtype=np.float32)
     for segment, first_frame, keep in _segments(samples, plan, match_mean):
         _raise_if_stopped(stop)
@@ -185,7 +217,8 @@ def _analyse_in_blocks(
 def _segments(
     samples: np.ndarray, plan: list[tuple[int, int, int, int]], match_mean: bool
 ) -> Iterator[tuple[np.ndarray, int, slice]]:
-    """What each block of `plan` analyses, made when asked for (one block's samples at a time).
+    """What each block of `plan` analyses, made when asked for (one block's samples at a time,
+    converted to float64 then: the whole of `samples`, float32 or float64, is never copied).
 
     Yields:
         segment: (S,) float64 samples the block analyses (with a DC tail when `match_mean`).
@@ -194,18 +227,19 @@ def _segments(
     """
     n_samples = samples.shape[0]
     n_frames = n_samples // HOP_LENGTH + 1
-    mean = float(samples.mean()) if match_mean else 0.0
+    mean = _mean_float64(samples) if match_mean else 0.0
     for start, stop, lo, hi in plan:
         first_frame = lo // HOP_LENGTH
         if match_mean:
             if hi < n_samples and (hi - lo) % 2 != n_samples % 2:
                 hi += 1  # same decimation grid as the whole recording
             tail_at_end = hi < n_samples
-            tail = _dc_tail(samples[lo:hi], mean)
-            segment = np.concatenate([samples[lo:hi], tail] if tail_at_end else [tail, samples[lo:hi]])
+            piece = samples[lo:hi].astype(np.float64)
+            tail = _dc_tail(piece, mean)
+            segment = np.concatenate([piece, tail] if tail_at_end else [tail, piece])
             first_frame = (lo - (0 if tail_at_end else tail.shape[0])) // HOP_LENGTH
         else:
-            segment = samples[lo:hi]
+            segment = samples[lo:hi].astype(np.float64)
         yield segment, first_frame, slice(start // HOP_LENGTH, stop // HOP_LENGTH if stop < n_samples else n_frames)
 
 
@@ -371,7 +405,7 @@ class _BlockPool:
         """Like :func:`_analyse_in_blocks` with the WORLD settings, the blocks analysed by the workers.
 
         Args:
-            samples: (L,) float64 waveform at 16 kHz.
+            samples: (L,) float32 or float64 waveform at 16 kHz (sent as float64, block by block).
             block_seconds: block length; None or 0 for one analysis of everything (in one worker).
             stop: once set, the call kills the workers and raises :class:`F0Stopped`.
 
@@ -395,7 +429,8 @@ class _BlockPool:
         f0_hz = np.empty(samples.shape[0] // HOP_LENGTH + 1, dtype=np.float32)
         whole: np.ndarray | None = None
         if n_blocks == 1:  # the whole recording, as the serial path analyses it (no tail)
-            jobs: Iterator[tuple[int, tuple[np.ndarray, int, slice]]] = iter([(0, (samples, 0, slice(0, None)))])
+            whole_segment = np.asarray(samples, dtype=np.float64)
+            jobs: Iterator[tuple[int, tuple[np.ndarray, int, slice]]] = iter([(0, (whole_segment, 0, slice(0, None)))])
         else:
             jobs = enumerate(_segments(samples, plan, match_mean=True))
         job = next(jobs, None)
@@ -478,8 +513,8 @@ class _Fcpe:
     frames each block keeps (the whole recording's frames, each once), and the second pass
     normalises every block with those sums, in float64. Blocks therefore agree with the whole
     recording up to float32 rounding, and the whole recording with torchfcpe's own forward pass.
-    Audio above full scale is scaled to peak 1 first (torchfcpe expects [-1, 1]; a gain does not
-    move F0).
+    Audio above full scale is scaled to peak 1 (torchfcpe expects [-1, 1]; a gain does not move
+    F0), one block at a time, in float64.
     """
 
     def __init__(self, model: Any) -> None:
@@ -489,14 +524,14 @@ class _Fcpe:
     def __call__(
         self, samples: np.ndarray, block_seconds: float | None, stop: threading.Event | None = None
     ) -> np.ndarray:
-        """(L,) float64 -> (L // 320 + 1,) float32 F0 in Hz; `stop` is looked at before each block."""
-        samples = samples / max(1.0, float(np.abs(samples).max(initial=0.0)))
+        """(L,) float32 or float64 -> (L // 320 + 1,) float32 F0 in Hz; `stop` is looked at before each block."""
+        scale = max(1.0, -float(samples.min()), float(samples.max()))  # the peak, above full scale
         norm = self.model.model.input_stack[1]
         groups = torch.zeros(2, norm.num_groups, dtype=torch.float64, device=self.device)
         count = 0
         for start, end, lo, hi in _block_plan(samples.shape[0], block_seconds, HOP_LENGTH):
             _raise_if_stopped(stop)
-            hidden = self._first_conv(samples[lo:hi])  # (1, C, S // 160 + 1)
+            hidden = self._first_conv(samples[lo:hi], scale)  # (1, C, S // 160 + 1)
             last = (end - lo) // FCPE_HOP if end < samples.shape[0] else hidden.shape[-1]
             kept = hidden[0, :, (start - lo) // FCPE_HOP : last].double().reshape(norm.num_groups, -1)
             groups += torch.stack([kept.sum(1), kept.square().sum(1)])
@@ -505,23 +540,25 @@ class _Fcpe:
         std = (groups[1] / count - mean.square() + norm.eps).sqrt()
         stats = (mean.float().repeat_interleave(norm.num_channels // norm.num_groups)[:, None],
                  std.float().repeat_interleave(norm.num_channels // norm.num_groups)[:, None])
-        segment = functools.partial(self._segment, stats)
+        segment = functools.partial(self._segment, stats, scale)
         return _analyse_in_blocks(samples, block_seconds, segment, match_mean=False, stop=stop)
 
     @torch.inference_mode()
-    def _first_conv(self, segment: np.ndarray) -> torch.Tensor:
-        """(S,) -> (1, C, S // 160 + 1): log-mel frames at i * 10 ms through the first convolution."""
-        wav = torch.from_numpy(segment.astype(np.float32)).to(self.device)
+    def _first_conv(self, segment: np.ndarray, scale: float) -> torch.Tensor:
+        """(S,) -> (1, C, S // 160 + 1): log-mel frames at i * 10 ms of ``segment / scale`` (in
+        float64, then float32) through the first convolution."""
+        wav = torch.from_numpy((segment.astype(np.float64) / scale).astype(np.float32)).to(self.device)
         mel = self.model.wav2mel(wav[None, :, None], SAMPLE_RATE)  # (1, T, n_mels)
         return self.model.model.input_stack[0](mel.transpose(1, 2))
 
     @torch.inference_mode()
-    def _segment(self, stats: tuple[torch.Tensor, torch.Tensor], segment: np.ndarray) -> np.ndarray:
-        """CFNaiveMelPE.infer with the given GroupNorm mean and std (each (C, 1)); -> 20 ms frames."""
+    def _segment(self, stats: tuple[torch.Tensor, torch.Tensor], scale: float, segment: np.ndarray) -> np.ndarray:
+        """CFNaiveMelPE.infer of ``segment / scale`` with the given GroupNorm mean and std (each (C, 1));
+        -> 20 ms frames."""
         pe = self.model.model
         norm, activation, second_conv = pe.input_stack[1], pe.input_stack[2], pe.input_stack[3]
         mean, std = stats
-        hidden = (self._first_conv(segment) - mean) / std * norm.weight[:, None] + norm.bias[:, None]
+        hidden = (self._first_conv(segment, scale) - mean) / std * norm.weight[:, None] + norm.bias[:, None]
         x = second_conv(activation(hidden)).transpose(1, 2)  # (1, T, C)
         latent = torch.sigmoid(pe.output_proj(pe.norm(pe.net(x))))  # (1, T, n_classes)
         cents = pe.latent2cents_local_decoder(latent, threshold=FCPE_THRESHOLD)
@@ -716,7 +753,7 @@ class F0Extractor:
         cache_id: changes whenever the output can change (name, package version, settings,
             and the device type where the arithmetic depends on it); key caches of F0 with it.
             It does not depend on the number of workers (the output does not).
-        analyse: the in-process analysis: (L,) float64 samples, block_seconds, stop=None ->
+        analyse: the in-process analysis: (L,) float32 or float64 samples, block_seconds, stop=None ->
             (L // 320 + 1,) float32 F0.
         workers: processes that analyse blocks (1: in the calling thread).
     """

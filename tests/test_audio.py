@@ -191,6 +191,42 @@ def test_check_finite_names_what_and_counts():
         check_finite(np.array([np.nan, 1.0]), "f0")
 
 
+def test_check_finite_counts_across_its_slices():
+    """`check_finite` counts `FINITE_CHECK_ROWS` rows at a time: every NaN and inf is counted,
+    on both sides of a slice boundary, in tensors, arrays and multichannel (frames, channels) blocks."""
+    rows = audio.FINITE_CHECK_ROWS
+    wav = torch.zeros(2 * rows + 3)
+    wav[[0, rows - 1, rows, 2 * rows + 2]] = torch.tensor([float("nan"), float("inf"), float("-inf"), float("nan")])
+    with pytest.raises(ValueError, match=rf"^source: 4 non-finite samples \(NaN or inf\) of {2 * rows + 3}$"):
+        check_finite(wav, "source")
+    with pytest.raises(ValueError, match=rf"^source: 4 non-finite samples \(NaN or inf\) of {2 * rows + 3}$"):
+        check_finite(wav.numpy(), "source")
+    frames = np.zeros((rows + 2, 2), dtype=np.float32)
+    frames[rows - 1, 1] = frames[rows, 0] = frames[rows + 1] = np.inf
+    with pytest.raises(ValueError, match=rf"^block: 4 non-finite samples \(NaN or inf\) of {2 * rows + 4}$"):
+        check_finite(frames, "block")
+    with pytest.raises(ValueError, match=rf"^block: 4 non-finite samples \(NaN or inf\) of {2 * rows + 4}$"):
+        check_finite(torch.from_numpy(frames), "block")
+    check_finite(torch.tensor(0.5), "scalar")
+    with pytest.raises(ValueError, match=r"^scalar: 1 non-finite samples \(NaN or inf\) of 1$"):
+        check_finite(np.float32(np.nan), "scalar")
+
+
+@pytest.mark.parametrize("values", [[-3.0, 1.5, 0.0], [0.2, -2.5, 2.5], [-0.5, 0.75], [1e-5, -1e-5], [-1e-3, 1e-5],
+                                    [0.0, float("nan"), 4.0], [float("-inf"), 0.5]])
+def test_peak_from_min_and_max_is_the_largest_magnitude(values):
+    """`is_silent` and `peak_limit` take the peak as max(-min, max): the same answers as the
+    largest magnitude of the whole waveform, a negative peak included."""
+    wav = torch.tensor(values)
+    peak = float(wav.abs().max())
+    assert is_silent(wav) == (peak < audio.SILENCE_PEAK)
+    limited = peak_limit(wav)
+    expected = wav / peak if peak > 1.0 else wav
+    assert torch.equal(limited.isnan(), expected.isnan())
+    assert torch.equal(limited.nan_to_num(), expected.nan_to_num())
+    assert peak_limit(torch.zeros(0)).shape == (0,) and is_silent(torch.zeros(0))
+
+
 # --- formats ---------------------------------------------------------------------------------
 
 _EXPECTED_FORMATS = {

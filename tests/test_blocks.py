@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hifigan.generator import VocoderKind, load_generator
 from knnsvc.blocks import (
+    ENERGY_BLOCK_FRAMES,
     BlockVocoder,
     FrameSelector,
     PhaseCursor,
@@ -21,7 +23,7 @@ from knnsvc.blocks import (
 )
 from knnsvc.config import HOP_LENGTH, MatchConfig
 from knnsvc.harmonics import running_cycles
-from knnsvc.matching import optimise_weights
+from knnsvc.matching import MATCH_BLOCK, optimise_weights, weighted_sum
 from knnsvc.pool import ReferencePool
 
 HARMONIC = VocoderKind.HARMONIC
@@ -234,3 +236,36 @@ def test_a_vocoder_of_another_rate_is_vocoded_and_streamed_in_blocks(golden_dir,
                     + [streamer.flush()])
     assert out.shape == expected.shape
     assert error(out) < 1e-6  # >= 60 dB
+
+
+@pytest.mark.parametrize("extra_samples", [-HOP_LENGTH * 40 - 123, -5, 0, HOP_LENGTH * 3 + 7])
+def test_frame_energies_in_blocks_are_the_whole_waveforms(extra_samples):
+    """`frame_energy` works `ENERGY_BLOCK_FRAMES` frames at a time; every frame's energy is the
+    whole-waveform computation's to the last bit, missing samples counting 0 and samples beyond
+    the last frame ignored."""
+    n = 2 * ENERGY_BLOCK_FRAMES + 41
+    gen = torch.Generator().manual_seed(11)
+    length = n * HOP_LENGTH + extra_samples
+    wav = torch.randn(length, generator=gen) * torch.linspace(1e-4, 2.0, length)
+    whole = wav.double()[: n * HOP_LENGTH]
+    whole = F.pad(whole, (0, n * HOP_LENGTH - whole.numel())).reshape(n, HOP_LENGTH).square().sum(dim=1)
+    energy = frame_energy(wav, n)
+    assert energy.dtype == torch.float64 and energy.shape == (n,)
+    assert torch.equal(energy, whole)
+    assert frame_energy(wav, 0).shape == (0,)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_harmonic_amplitudes_in_blocks_are_the_whole_sources(precision):
+    """`SummingWeights.amplitudes` sums `MATCH_BLOCK` frames at a time into a float32 table equal,
+    frame for frame, to the weighted sum over all frames at once."""
+    pool = _pool()
+    n = 2 * MATCH_BLOCK + 5
+    gen = torch.Generator().manual_seed(12)
+    indices = torch.randint(0, pool.num_frames, (n, 4), generator=gen)
+    weights = torch.rand(n, 4, generator=gen, dtype=torch.float64)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    weigh = SummingWeights(MatchConfig(precision=precision), HARMONIC, pool)
+    amps = weigh.amplitudes(indices, weights)
+    assert amps.dtype == torch.float32 and amps.shape == (n, pool.amps.shape[1])
+    assert torch.equal(amps, weighted_sum(indices, weights, pool.amps, weigh.dtype).float())

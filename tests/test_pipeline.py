@@ -7,7 +7,7 @@ import torch
 
 from hifigan.generator import VocoderKind, load_generator
 from knnsvc.encoder import WavLMEncoder
-from knnsvc.pipeline import KnnSvc, MatchConfig
+from knnsvc.pipeline import CHECK_BLOCK, KnnSvc, MatchConfig
 from wavlm import load_wavlm
 
 REFERENCE = MatchConfig()
@@ -236,6 +236,19 @@ def test_matching_layers_choose_frames_while_the_vocoder_gets_layer_6(encoder, h
 def test_analyse_refuses_what_it_cannot_convert(encoder, harmonic, bad, error, message):
     with pytest.raises(error, match=message):
         KnnSvc(encoder, harmonic[1], harmonic[0]).analyse(bad)
+
+
+def test_non_finite_samples_are_counted_across_the_check_slices(encoder, harmonic):
+    """The non-finite check works `CHECK_BLOCK` samples at a time and still counts every NaN and
+    inf of the recording: at both edges of a slice boundary, at the start and at the end."""
+    wav = torch.zeros(2 * CHECK_BLOCK + 5)
+    where = [0, CHECK_BLOCK - 1, CHECK_BLOCK, 2 * CHECK_BLOCK, 2 * CHECK_BLOCK + 4]
+    wav[where] = torch.tensor([float("nan"), float("inf"), float("-inf"), float("nan"), float("inf")])
+    converter = KnnSvc(encoder, harmonic[1], harmonic[0])
+    with pytest.raises(ValueError, match="the waveform has 5 non-finite samples"):
+        converter.analyse(wav)
+    with pytest.raises(ValueError, match="the waveform has 1 non-finite samples"):
+        converter.analyse(torch.cat([torch.zeros(CHECK_BLOCK), torch.tensor([float("nan")])]))
 
 
 def test_match_and_convert_name_the_source_argument(encoder, harmonic, pool):

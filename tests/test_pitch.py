@@ -179,6 +179,41 @@ def test_blocks_agree_with_the_whole_recording(name):
     assert np.abs(cents(blocks[both], whole[both])).max() < 1.0
 
 
+@pytest.mark.parametrize(("seed", "n"), [(2, 3_000_001), (0, 1_000_003), (1, 262_145), (0, 7)])
+def test_the_blocked_mean_is_the_float64_copys_to_the_last_bit(seed, n):
+    """The recording's mean (the WORLD blocks' DC tail) is summed from float32 samples one run at
+    a time, and equals the mean of a whole float64 copy (seed 2: where a buffered cast does not)."""
+    samples = (np.random.default_rng(seed).standard_normal(n) * 0.3 + 0.01).astype(np.float32)
+    assert pitch._mean_float64(samples) == float(samples.astype(np.float64).mean())
+    assert pitch._mean_float64(samples.astype(np.float64)) == float(samples.astype(np.float64).mean())
+
+
+@pytest.mark.parametrize(("name", "block_seconds", "workers"), [
+    ("harvest", 1.5, 1), ("dio", 1.3, 1), ("dio", 1.3, 2), ("dio", None, 2), ("swiftf0", 1.3, 1)])
+def test_float32_input_gives_the_float64_copys_f0_bit_for_bit(name, block_seconds, workers):
+    """A float32 waveform is converted to float64 block by block (no whole float64 copy): the F0
+    is the one of its float64 copy, bit for bit, in-process and in worker processes."""
+    if name in PACKAGES:
+        track = extractor(name)
+    else:
+        track = get_f0_extractor(name, workers=workers)
+    wav = notes_with_gaps()
+    assert wav.dtype == torch.float32
+    assert torch.equal(track(wav, block_seconds), track(wav.double(), block_seconds))
+
+
+@pytest.mark.parametrize("block_seconds", [None, 1.3])
+def test_fcpe_scales_loud_audio_block_by_block_as_the_whole(block_seconds):
+    """fcpe divides audio above full scale by its peak one block at a time: the F0 of a loud
+    float32 waveform is the F0 of the whole float64 waveform divided by its peak (peak 1)."""
+    track = extractor("fcpe")
+    loud = notes_with_gaps() * 3.0
+    loud[1000] = -4.0  # a negative peak
+    scaled = torch.from_numpy(loud.double().numpy() / 4.0)
+    assert float(scaled.abs().max()) == 1.0
+    assert torch.equal(track(loud, block_seconds), track(scaled, block_seconds))
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_empty_or_multichannel_audio_is_refused(workers):
     for wav in (torch.zeros(0), torch.zeros(2, 800)):
