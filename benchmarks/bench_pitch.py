@@ -11,7 +11,7 @@ For each extractor:
 - agreement with Harvest on the clips (Harvest is what the released vocoders were trained on):
   cents RMSE over frames voiced in both, the share of those frames within 50 cents (no octave
   or gross error), V/UV agreement over all frames, and the share of frames voiced;
-- accuracy on synthetic sung vowels (tests/conftest.py `sung_vowel`: harmonic-rich, 5 Hz / 30
+- accuracy on synthetic sung vowels (`knnsvc.synthetic.sung_vowel`: harmonic-rich, 5 Hz / 30
   cent vibrato, 2 s) at 100-800 Hz, whose F0 is known: cents RMSE over voiced frames and V/UV
   recall, both over the frames 0.1 s or more from the ends.
 
@@ -31,20 +31,15 @@ import logging
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from conftest import sung_vowel  # noqa: E402
-
-from knnsvc.audio import load_audio  # noqa: E402
-from knnsvc.pitch import F0_EXTRACTORS, F0Extractor, get_f0_extractor, harvest_f0  # noqa: E402
+from knnsvc.audio import load_audio
+from knnsvc.pitch import F0_EXTRACTORS, F0Extractor, get_f0_extractor, harvest_f0
+from knnsvc.synthetic import sung_vowel
 
 SYNTHETIC_HZ = (100.0, 150.0, 220.0, 330.0, 440.0, 600.0, 800.0)
 VIBRATO_HZ, VIBRATO_CENTS, SYNTHETIC_SECONDS, EDGE_SECONDS = 5.0, 30.0, 2.0, 0.1
@@ -150,7 +145,7 @@ def main() -> None:
     parser.add_argument("--scaling-seconds", type=float, default=600.0, help="length of the scaling run's recording")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)  # after importing conftest, which sets one thread for the tests
+    torch.set_num_threads(args.threads)
     if args.workers:
         names = args.extractors.split(",") if args.extractors != ",".join(F0_EXTRACTORS) else ["harvest"]
         worker_scaling(names, [int(n) for n in args.workers.split(",")], args.scaling_seconds, args.block_seconds,

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from knnsvc import synthetic
 from knnsvc.apps import convert
 from knnsvc.pipeline import DEFAULT_BLOCK_SECONDS, KnnSvc, MatchConfig
 
@@ -33,13 +34,8 @@ def snr_db(estimate: np.ndarray, target: np.ndarray) -> float:
 
 
 def sung_vowel(seconds: float, f0_hz: float = 220.0, seed: int = 0) -> np.ndarray:
-    """A harmonic tone with vibrato and a little noise: voiced for Harvest, cheap to encode."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * SR)) / SR
-    f0 = f0_hz * (1 + 0.02 * np.sin(2 * np.pi * 5 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    wav = sum(0.3 / k * np.sin(k * phase) for k in range(1, 8))
-    return (wav + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
+    """`knnsvc.synthetic.sung_vowel` as the numpy array these tests write to files."""
+    return synthetic.sung_vowel(seconds, f0_hz, seed=seed).numpy()
 
 
 @pytest.fixture(scope="module")
