@@ -392,6 +392,10 @@ def too_short(seconds: float, needed: float | None = None, frames: int | None = 
     return text
 
 
+MEDIAN_UNDEFINED = "its median pitch is undefined"
+"""What an automatic pitch shift lacks without voiced frames (`no_voiced_frames(MEDIAN_UNDEFINED)`)."""
+
+
 def no_voiced_frames(consequence: str | None = None) -> str:
     """``"no voiced frames"``, or ``"no voiced frames, so <consequence>"``."""
     return "no voiced frames" + (f", so {consequence}" if consequence else "")

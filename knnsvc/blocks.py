@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from hifigan.excitation import running_cycles
 from hifigan.generator import Vocoder, VocoderKind
+from knnsvc.audio import MEDIAN_UNDEFINED, no_voiced_frames, too_short
 from knnsvc.config import HOP_LENGTH, PROTECT_OFF, RMS_WINDOW_FRAMES, SAMPLE_RATE, MatchConfig
 from knnsvc.matching import (
     HARMONIC_SMOOTHNESS,
@@ -76,10 +77,8 @@ def check_pool(pool: ReferencePool, config: MatchConfig, encoder_id: str | None,
     if not isinstance(pool, ReferencePool):
         raise TypeError(f"pool must be a ReferencePool, got {type(pool).__name__}")
     if pool.num_frames < config.n_candidates:
-        raise ValueError(
-            f"the reference is too short: {pool.num_frames} frames "
-            f"({pool.seconds:.2f} s), at least {config.n_candidates} needed"
-        )
+        needed = config.n_candidates * HOP_LENGTH / SAMPLE_RATE
+        raise ValueError(f"the reference is {too_short(pool.seconds, needed, frames=pool.num_frames)}")
     if encoder_id is not None and pool.encoder_id is not None and pool.encoder_id != encoder_id:
         raise ValueError(
             f"the reference pool was built by another encoder (pool: {pool.encoder_id}, converter: {encoder_id}); "
@@ -117,9 +116,9 @@ def target_f0(
         if not bool((source_f0_hz > 0).any()):
             if running:
                 return source_f0_hz.clone(), 0.0
-            raise ValueError("the source has no voiced frame: its median pitch is undefined")
+            raise ValueError(f"the source has {no_voiced_frames(MEDIAN_UNDEFINED)}")
         if not bool((pool_f0_hz > 0).any()):
-            raise ValueError("the reference has no voiced frame: its median pitch is undefined")
+            raise ValueError(f"the reference has {no_voiced_frames(MEDIAN_UNDEFINED)}")
     return apply_pitch_shift(source_f0_hz, pool_f0_hz, shift)
 
 

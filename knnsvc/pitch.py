@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from knnsvc.audio import MEDIAN_UNDEFINED, no_voiced_frames
 from knnsvc.config import (  # noqa: F401  (the pitch-shift setting lives with the settings; re-exported)
     AUTO_SHIFTS,
     HOP_LENGTH,
@@ -997,7 +998,7 @@ def median_log_f0(f0_hz: torch.Tensor) -> torch.Tensor:
     """
     voiced = f0_hz[f0_hz > 0]
     if voiced.numel() == 0:
-        raise ValueError("no voiced frames: the median pitch is undefined")
+        raise ValueError(no_voiced_frames(MEDIAN_UNDEFINED))
     return torch.log(voiced).median()
 
 

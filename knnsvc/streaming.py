@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from knnsvc.audio import MEDIAN_UNDEFINED, no_voiced_frames
 from knnsvc.blocks import BlockVocoder, FrameSelector, SummingWeights, check_pool, frame_energy, target_f0
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
 from knnsvc.pipeline import KnnSvc
@@ -199,7 +200,7 @@ class StreamingConverter:
             raise ValueError(f"match_layers={self.match_layers}: the encoder has "
                              f"{converter.encoder.wavlm.num_layers} layers loaded")
         if isinstance(cfg.pitch_shift, str) and converter.kind.uses_pitch and not bool((pool.f0_hz > 0).any()):
-            raise ValueError("the reference has no voiced frame: its median pitch is undefined")
+            raise ValueError(f"the reference has {no_voiced_frames(MEDIAN_UNDEFINED)}")
         self.f0_curve = None if f0_hz is None else _checked_f0_curve(f0_hz)
 
         vocoder = converter.vocoder
