@@ -87,7 +87,7 @@ def _watch(owner: object, name: str, stage: str, enter) -> None:
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    from knnsvc import conversion, pipeline
+    from knnsvc import blocks, conversion
     from knnsvc.apps import common, convert
     from knnsvc.conversion import Options, convert_file
 
@@ -103,8 +103,8 @@ def child(args: argparse.Namespace) -> None:
         exact.enter(stage)
 
     _watch(conversion, "usable_recording", "read", enter)
-    _watch(pipeline, "frame_energy", "energy", enter)
-    _watch(pipeline.KnnSvc, "_weights", "optimise", enter)
+    _watch(blocks, "frame_energy", "energy", enter)
+    _watch(blocks.SummingWeights, "_weights", "optimise", enter)
     with TreeMemorySampler() as sampler, tempfile.TemporaryDirectory(dir=args.cache) as work:
         options = [str(args.source), str(args.reference), "--wavlm", str(args.wavlm), "--vocoder", str(args.vocoder),
                    "--block-seconds", str(args.block_seconds), "--pool-cache", str(args.pool_cache), "-q"]

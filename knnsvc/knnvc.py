@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hifigan.config import HiFiGANConfig
-from knnsvc.audio import load_audio, loudness_normalise, too_short
+from knnsvc.audio import check_finite, load_audio, loudness_normalise, too_short
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.matching import cosine_topk
 from knnsvc.runtime import resolve_device
@@ -250,8 +250,7 @@ def _mono_waveform(wav: torch.Tensor, name: str) -> torch.Tensor:
     wav = wav.float()
     if wav.dim() == 2:
         wav = wav.mean(dim=0)
-    if not bool(torch.isfinite(wav).all()):
-        raise ValueError(f"{name} holds NaN or infinite samples")
+    check_finite(wav, name)  # in slices: no whole-length mask
     return wav
 
 

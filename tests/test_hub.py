@@ -208,7 +208,7 @@ def test_knn_vc_match_refuses_features_it_cannot_use(knn_vc, query, matching, sy
     (torch.zeros(2, 0), ValueError, r"path must be a non-empty waveform"),
     (torch.zeros(1, 2, 16000), ValueError, r"got shape \(1, 2, 16000\)"),
     (torch.zeros(100), ValueError, "path: the recording is too short"),
-    (torch.full((16000,), float("nan")), ValueError, "path holds NaN or infinite samples"),
+    (torch.full((16000,), float("nan")), ValueError, r"path: 16000 non-finite samples \(NaN or inf\)"),
     (torch.zeros(16000, dtype=torch.complex64), TypeError, "real-valued waveform"),
     (16000, TypeError, "path must be an audio file path or a waveform tensor"),
 ])
