@@ -631,11 +631,16 @@ def _is_folded(state_dict: Mapping, kind: VocoderKind) -> bool:
 
 def _check_state_dict(model: nn.Module, state_dict: Mapping, cfg: HiFiGANConfig, kind: VocoderKind) -> None:
     """Raise a one-line ValueError naming the first key or shape that does not fit ``model``."""
-    expected = model.state_dict()
     summary = (
         f"{kind.value} vocoder with hubert_dim={cfg.hubert_dim}, hifi_dim={cfg.hifi_dim}, "
         f"upsample_initial_channel={cfg.upsample_initial_channel}, n_harmonic={cfg.n_harmonic}"
     )
+    check_keys(model.state_dict(), state_dict, summary)
+
+
+def check_keys(expected: Mapping, state_dict: Mapping, summary: str) -> None:
+    """Raise a one-line ValueError naming the first missing, unexpected or misshapen key of
+    `state_dict` against the model's own `expected` state dict (`summary` describes the model)."""
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
     if missing or unexpected:
@@ -709,25 +714,11 @@ def _load_vocos(state_dict: Mapping, cfg: Any) -> nn.Module:
 
     with torch.device("meta"):
         model = VocosGenerator(cfg)
-    expected = model.state_dict()
     summary = (
         f"vocos vocoder at {cfg.sample_rate} Hz with input_dim={cfg.input_dim}, dim={cfg.dim}, "
         f"num_layers={cfg.num_layers}, n_fft={cfg.fft_length}"
     )
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    if missing or unexpected:
-        raise ValueError(
-            f"state dict does not fit the {summary}: missing keys {missing[:4]}, unexpected keys {unexpected[:4]}"
-        )
-    for key, tensor in expected.items():
-        found = state_dict[key]
-        if not isinstance(found, torch.Tensor) or found.shape != tensor.shape:
-            found_shape = tuple(found.shape) if isinstance(found, torch.Tensor) else type(found).__name__
-            raise ValueError(
-                f"state dict does not fit the {summary}: key {key!r} has shape {found_shape} "
-                f"in the checkpoint but {tuple(tensor.shape)} in the model"
-            )
+    check_keys(model.state_dict(), state_dict, summary)
     model.load_state_dict({key: value.float() for key, value in state_dict.items()}, strict=True, assign=True)
     model.window = torch.hann_window(cfg.fft_length, periodic=True)  # a buffer, not in the state dict
     model.eval()
