@@ -4,8 +4,6 @@ pool cache whose write failures never end a run."""
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -145,32 +143,18 @@ def test_interrupts_while_caching_are_not_swallowed(recording, tmp_path, monkeyp
         PoolCache(tmp_path / "cache", {}).store(recording, pool)
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A 64 KiB tmpfs (root only; skipped where mounting is not permitted), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    folder = tmp_path / "small"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace').strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
-def test_a_really_full_disk_under_the_cache_is_one_warning(converter, recording, tiny_tmpfs, caplog):
-    (tiny_tmpfs / "filler").write_bytes(bytes(40 * 1024))  # a little room, less than one entry
-    cache = PoolCache(tiny_tmpfs / "cache", converter.pool_settings())
+def test_a_really_full_disk_under_the_cache_is_one_warning(converter, recording, tiny_disk, caplog):
+    (tiny_disk / "filler").write_bytes(bytes(40 * 1024))  # a little room, less than one entry
+    cache = PoolCache(tiny_disk / "cache", converter.pool_settings())
     big = ReferencePool(torch.randn(400, 64), torch.full((400,), 100.0), torch.ones(400, 49), starts=[0],
                         names=[str(recording)])  # 400 frames: about 180 KB as a cache entry
     with caplog.at_level(logging.WARNING):
         cache.store(recording, big)
         pool = file_pool(converter, recording, cache)  # the run goes on, uncached
     [warning] = _warnings(caplog)
-    assert warning.getMessage().startswith(f"cannot write the pool cache in {tiny_tmpfs / 'cache'} (")
+    assert warning.getMessage().startswith(f"cannot write the pool cache in {tiny_disk / 'cache'} (")
     assert warning.getMessage().endswith("): continuing without caching")
     assert pool.num_frames > 0 and not cache.writable
-    assert [p.name for p in (tiny_tmpfs / "cache").iterdir()] == []  # the temporary was removed
+    assert [p.name for p in (tiny_disk / "cache").iterdir()] == []  # the temporary was removed
