@@ -225,6 +225,12 @@ class KnnSvc:
         self._timer.seconds = value
 
     @property
+    def sample_rate(self) -> int:
+        """The output rate: the vocoder's own (16 kHz for the released vocoders, 24 or 44.1 kHz for
+        the families trained at a higher rate)."""
+        return int(getattr(self.vocoder, "sample_rate", SAMPLE_RATE))
+
+    @property
     def block_frames(self) -> int:
         """Frames per F0/vocoder block (0 = whole recordings)."""
         return round(self.block_seconds * SAMPLE_RATE / HOP_LENGTH)
