@@ -249,8 +249,10 @@ def load_vocoder(
 ) -> tuple[VocoderKind, Vocoder]:
     """Build the generator stored in a ``{'generator': state_dict}`` file, ready for inference.
 
-    The architecture (harmonic, f0-sine or kNN-VC) is detected from the state dict; widths and
-    rates come from `config_json` (a file in the official ``config_v1_wavlm.json`` format, or a
+    A self-describing file (``{'generator': ..., 'config': {'kind', 'sample_rate', 'hop_length',
+    'architecture'}}``, written by training at other rates and for the Vocos kind) is rebuilt from
+    its config. Otherwise the architecture (harmonic, f0-sine or kNN-VC) is detected from the
+    state dict; widths and rates come from `config_json` (a file in the official ``config_v1_wavlm.json`` format, or a
     `HiFiGANConfig`) or, without one, are inferred from the tensor shapes over the official
     defaults. Weight norm is folded away.
 
@@ -278,12 +280,17 @@ def load_vocoder(
             config = HiFiGANConfig.from_json(config_json)
         except (OSError, ValueError, TypeError) as err:
             raise CheckpointError(f"{config_json}: not a usable HiFi-GAN config ({first_line(err)})") from None
+    metadata = ckpt.get("config") if "generator" in ckpt else None
+    if metadata is not None:  # a self-describing file (other rates, the Vocos kind): its config rebuilds it
+        stored: dict = {"generator": state, "config": metadata}
+    else:
+        stored = state
+        try:
+            detect_kind(state)
+        except ValueError as err:
+            raise CheckpointError(f"{path}: not a vocoder checkpoint ({first_line(err)})") from None
     try:
-        detect_kind(state)
-    except ValueError as err:
-        raise CheckpointError(f"{path}: not a vocoder checkpoint ({first_line(err)})") from None
-    try:
-        kind, generator = load_generator(state, config)
+        kind, generator = load_generator(stored, config)
     except (ValueError, KeyError, RuntimeError, TypeError) as err:
         where = f" with config {config_json}" if isinstance(config_json, (str, os.PathLike)) else ""
         raise CheckpointError(f"{path}: cannot load the vocoder{where} ({first_line(err)})") from None
