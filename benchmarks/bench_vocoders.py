@@ -12,12 +12,17 @@ For each it prints a markdown table row:
   the excitation are not counted by the counter);
 - seconds of compute per second of audio on this CPU (best of ``--repeats`` after one warm-up,
   weight norm folded, ``torch.inference_mode``), and its inverse, the real-time factor;
+- the real-time factor of one streaming step at the default latency: the vocoder over what
+  `knnsvc.streaming.StreamingConverter` hands it for one 160 ms block (its past margin of
+  ``context_frames``, the 40 ms crossfade, the 8-frame block and the 80 ms lookahead), timed
+  per step and divided by the block's 160 ms (median of ``--repeats`` after one warm-up);
 - parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -78,6 +83,27 @@ def seconds_per_second(kind: str, sample_rate: int, n_harmonics: int, seconds: f
     return best / seconds
 
 
+STEP_BLOCK, STEP_CROSSFADE, STEP_LOOKAHEAD = 8, 2, 4
+"""Frames of one streaming step at the default 280 ms latency (160 ms block, 40 ms crossfade, 80 ms lookahead)."""
+
+
+def step_rtf(kind: str, sample_rate: int, n_harmonics: int, repeats: int) -> float:
+    """Seconds the vocoder takes for one default streaming step, divided by the block's duration."""
+    torch.manual_seed(0)
+    model = build(kind, sample_rate).eval()
+    model.remove_weight_norm()
+    frames = model.context_frames + STEP_CROSSFADE + STEP_BLOCK + STEP_LOOKAHEAD
+    batch = inputs(frames, n_harmonics)
+    times = []
+    with torch.inference_mode():
+        model(*batch)  # warm-up
+        for _ in range(max(repeats, 1)):
+            start = time.perf_counter()
+            model(*batch)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) / (STEP_BLOCK / FRAME_RATE)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="audio per timed call")
@@ -88,16 +114,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"{args.seconds:g} s of audio per call, best of {args.repeats}, {args.threads} thread(s), "
           f"{args.harmonics} harmonics, torch {torch.__version__}")
-    print("| vocoder | rate | GFLOP / s audio | vs HiFi-GAN V1 16 kHz | CPU s / s audio | x real time | params |")
-    print("|---|---|---|---|---|---|---|")
+    print("| vocoder | rate | GFLOP / s audio | vs HiFi-GAN V1 16 kHz | CPU s / s audio | x real time "
+          "| stream step RTF | params |")
+    print("|---|---|---|---|---|---|---|---|")
     reference = None
     for name, kind, sample_rate in ROWS:
         gflop = gflop_per_second(kind, sample_rate, args.harmonics)
         reference = reference if reference is not None else gflop
         cost = seconds_per_second(kind, sample_rate, args.harmonics, args.seconds, args.repeats)
+        step = step_rtf(kind, sample_rate, args.harmonics, args.repeats)
         params = sum(p.numel() for p in build(kind, sample_rate).parameters()) / 1e6
         print(f"| {name} | {sample_rate / 1000:g} kHz | {gflop:.2f} | {gflop / reference:.3f} | {cost:.3f} | "
-              f"{1 / cost:.1f} | {params:.1f} M |", flush=True)
+              f"{1 / cost:.1f} | {step:.2f} | {params:.1f} M |", flush=True)
 
 
 if __name__ == "__main__":
