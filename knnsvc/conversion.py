@@ -3,6 +3,10 @@
     source file ─► checked recording ─► `KnnSvc.analyse` (+ an F0 curve file) ─► `match` ─►
     `vocode_blocks` ─► `AudioWriter` (block by block, atomic, optional loudness target)
 
+The input is read at 16 kHz (WavLM and F0); the output is written at the vocoder's rate
+(`KnnSvc.sample_rate`: 16 kHz for the released vocoders, 24 or 44.1 kHz for the families trained
+at a higher rate), T frames of `samples_per_frame` samples each.
+
 Every application that converts files (knnsvc-convert, knnsvc-cover, the web demo, the
 evaluation) goes through `convert_file`, so a recording is checked, converted and written the same
 way everywhere.
@@ -69,13 +73,21 @@ def read_f0_file(path: Path, num_frames: int) -> torch.Tensor:
         raise F0FileError(message) from None
 
 
+def samples_per_frame(converter: KnnSvc) -> int:
+    """Output samples per feature frame of `converter`'s vocoder (320 at 16 kHz, 480 at 24 kHz, 882 at
+    44.1 kHz; `HOP_LENGTH` without a vocoder)."""
+    return int(getattr(converter.vocoder, "samples_per_frame", HOP_LENGTH))
+
+
 @dataclass
 class Converted:
-    """What `convert_file` did: the output, its length and the match (for reports and plots)."""
+    """What `convert_file` did: the output, its length in seconds, the match (for reports and plots)
+    and the output's rate (the vocoder's)."""
 
     output: Path
     seconds: float
     result: MatchResult
+    sample_rate: int = SAMPLE_RATE
 
     def describe(self, uses_pitch: bool) -> str:
         """A short description for the log (duration, pitch shift)."""
@@ -92,7 +104,10 @@ def needs_voicing(converter: KnnSvc) -> bool:
 
 def convert_file(converter: KnnSvc, pool: ReferencePool, source: Path, output: Path, options: Options,
                  progress: Progress | None = None) -> Converted:
-    """Convert the recording `source` into `output` (written block by block, atomically).
+    """Convert the recording `source` into `output` (written block by block, atomically), at the
+    vocoder's rate `converter.sample_rate`: T * `samples_per_frame(converter)` samples for the T
+    frames of the 16 kHz source. Samples beyond ±1 (a Vocos vocoder's iSTFT output is not
+    tanh-bounded) are clipped in integer formats by `AudioWriter`, or peak-limited with a loudness target.
 
     Raises:
         AudioError, ValueError: the source cannot be used, or the output cannot be written.
@@ -101,8 +116,10 @@ def convert_file(converter: KnnSvc, pool: ReferencePool, source: Path, output: P
     limits = {} if options.max_seconds is None or not accepts(usable_recording, "max_seconds") else {
         "max_seconds": options.max_seconds}
     wav_16k = usable_recording(source, converter, nonfinite="repair" if options.repair_audio else "error", **limits)
-    n_samples = converter.encoder.num_frames(wav_16k.numel()) * HOP_LENGTH
-    check_disk_space(output, output_bytes(n_samples, output, loudness=options.loudness is not None))
+    rate = converter.sample_rate
+    n_samples = converter.encoder.num_frames(wav_16k.numel()) * samples_per_frame(converter)
+    check_disk_space(output, output_bytes(n_samples, output, rate, options.subtype,
+                                          loudness=options.loudness is not None))
 
     features = converter.analyse(wav_16k, progress)
     del wav_16k
@@ -113,9 +130,9 @@ def convert_file(converter: KnnSvc, pool: ReferencePool, source: Path, output: P
             raise AudioError(source, no_voiced_frames("the automatic pitch shift to the reference is undefined "
                                                       "(use --pitch-shift 0 or none)"))
         result = converter.match(features, pool, progress)
-        with AudioWriter(output, subtype=options.subtype, loudness_lufs=options.loudness) as writer:
+        with AudioWriter(output, rate, subtype=options.subtype, loudness_lufs=options.loudness) as writer:
             for block in converter.vocode_blocks(result, progress):
                 writer.write(block)
     finally:
         features.close()
-    return Converted(output, writer.samples_written / SAMPLE_RATE, result)
+    return Converted(output, writer.samples_written / rate, result, rate)

@@ -7,11 +7,25 @@
 Every checkpoint argument takes a release name (see `knnsvc.checkpoints.RELEASES`, downloaded
 once into the torch hub cache) or a local file path. ``pretrained=False`` builds the same
 architecture with random weights, offline: full size by default, or any size from a config
-(``wavlm_config`` = a WavLM ``cfg`` dict, ``vocoder_config`` = a HiFi-GAN JSON path or dict).
+(``wavlm_config`` = a WavLM ``cfg`` dict, ``vocoder_config`` = a JSON path or dict, see below).
+
+Output rate: a converter writes at its vocoder's rate (`KnnSvc.sample_rate`); the input stays
+16 kHz. A pretrained vocoder file says its own rate (the released ones: 16 kHz; a self-describing
+file from training at 24 or 44.1 kHz, or of the Vocos kind, carries its config). For random
+weights, ``vocoder_config`` chooses it:
+
+- HiFi-GAN kinds (harmonic, sine, knnvc): a dict or JSON in the official ``config_v1_wavlm.json``
+  layout; default 16 kHz (the official config). ``{"sampling_rate": 24000}`` (or 44100) without
+  ``upsample_rates`` takes that rate's upsampling stack from `hifigan.presets.hifigan_config`;
+  the other keys override it (e.g. widths for a tiny model).
+- vocos: a dict or JSON of `hifigan.vocos.VocosConfig` fields, or a VocosConfig; default
+  ``vocos_config(24000)``. ``{"sample_rate": 44100}`` without ``hop_length`` takes that rate's hop
+  (``sample_rate / 50``, `hifigan.vocos.vocos_config`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +35,8 @@ import torch
 
 from hifigan.config import HiFiGANConfig
 from hifigan.generator import Vocoder, VocoderKind, build_generator
+from hifigan.presets import hifigan_config, hop_for_rate
+from hifigan.vocos import VocosConfig, vocos_config
 from knnsvc import checkpoints
 from knnsvc.checkpoints import RELEASES
 from knnsvc.config import DEFAULT_BLOCK_SECONDS, DEFAULT_F0, DEFAULT_VOCODER, DEFAULT_WAVLM, MatchConfig
@@ -32,7 +48,8 @@ from wavlm.config import WAVLM_LARGE_CFG
 
 __all__ = ["hifigan_wavlm", "knn_svc", "knn_vc", "wavlm_large"]
 
-ConfigLike = str | os.PathLike | Mapping[str, Any] | HiFiGANConfig
+ConfigLike = str | os.PathLike | Mapping[str, Any] | HiFiGANConfig | VocosConfig
+"""A vocoder architecture: a JSON path, a dict, or a config object (see the module docstring)."""
 
 
 def wavlm_large(
@@ -151,12 +168,17 @@ def knn_svc(
     Args:
         pretrained: load the checkpoints; False: random weights (see the module docstring).
         progress: show download progress bars.
-        vocoder: release name or path; "knnsvc-singing" (default), "knnsvc-speech", or a kNN-VC /
-            f0-sine vocoder (architecture detected from the weights). With ``pretrained=False`` a
-            release name or a kind ("harmonic", "sine", "knnvc") picks the architecture.
+        vocoder: release name or path; "knnsvc-singing" (default), "knnsvc-speech", a kNN-VC /
+            f0-sine vocoder (architecture detected from the weights), or a self-describing file
+            (another output rate, or the Vocos kind: rebuilt from the config it holds). With
+            ``pretrained=False`` a release name or a kind ("harmonic", "sine", "knnvc", "vocos")
+            picks the architecture.
         wavlm: release name or path of the WavLM checkpoint.
-        vocoder_config: HiFi-GAN config (JSON path, dict or HiFiGANConfig); default: official
-            values, or for a checkpoint the widths read from its shapes.
+        vocoder_config: the vocoder's architecture (see the module docstring; JSON path, dict,
+            HiFiGANConfig or, for vocos, VocosConfig); with ``pretrained=False`` it also sets the
+            output rate (``{"sampling_rate": 24000}``, vocos ``{"sample_rate": 44100}``). Default:
+            official values at 16 kHz (vocos: ``vocos_config(24000)``), or for a checkpoint the
+            widths read from its shapes (a self-describing file: its own config).
         device: where the converter runs.
         wavlm_config: WavLM architecture for ``pretrained=False`` (default: WavLM-Large).
         seed: random initialisation seed for ``pretrained=False``.
@@ -167,13 +189,15 @@ def knn_svc(
             ``index_rate``, ``protect``, ``rms_mix``).
 
     Returns:
-        A `KnnSvc`: ``build_pool(wavs)`` then ``convert(wav_16k, pool)``. Only the WavLM blocks
-        the converter uses are kept in memory.
+        A `KnnSvc`: ``build_pool(wavs)`` then ``convert(wav_16k, pool)``, which returns audio at
+        ``converter.sample_rate`` (the vocoder's). Only the WavLM blocks the converter uses are kept
+        in memory.
 
     Raises:
         ValueError: a match option out of range (`MatchConfig`), a file path with ``pretrained=False``.
         TypeError: an unknown match option.
-        CheckpointError: see `knnsvc.checkpoints.build_converter`.
+        CheckpointError: see `knnsvc.checkpoints.build_converter`; also a `vocoder_config` that does
+            not describe the vocoder's kind (one line).
     """
     device = resolve_device(device)
     config = MatchConfig(**match_options)
@@ -196,11 +220,11 @@ def _vocoder(
     progress: bool,
     seed: int,
 ) -> tuple[VocoderKind, Vocoder]:
-    """A vocoder ready for inference: loaded, or random with the architecture `name_or_path` names."""
+    """A vocoder ready for inference: loaded, or random with the architecture `name_or_path` names
+    (and `config` describes: see the module docstring)."""
     if pretrained:  # a JSON path goes through as is, for load_vocoder's one-line errors
         config = config if isinstance(config, (str, os.PathLike)) else _hifigan_config(config)
         return checkpoints.load_vocoder(name_or_path, config, device=device, progress=progress)
-    hifigan_config = _hifigan_config(config)
     text = os.fspath(name_or_path)
     release = RELEASES.get(text)
     if release is not None and release.vocoder_kind is not None:
@@ -211,23 +235,79 @@ def _vocoder(
         _refuse_path(name_or_path, "vocoder")
         known = ", ".join([n for n, r in RELEASES.items() if r.role == "vocoder"] + [k.value for k in VocoderKind])
         raise checkpoints.CheckpointError(f"unknown vocoder '{text}' (known: {known})")
+    architecture = _random_config(kind, config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        generator = build_generator(kind, hifigan_config)
+        generator = build_generator(kind, architecture)
     generator.remove_weight_norm()
     return kind, generator.to(device).eval()
 
 
 def _hifigan_config(config: ConfigLike | None) -> HiFiGANConfig | None:
+    """The HiFi-GAN config `config` describes, as given (a pretrained file's widths: no preset filled in)."""
     if config is None or isinstance(config, HiFiGANConfig):
         return config
+    if isinstance(config, VocosConfig):
+        raise checkpoints.CheckpointError("vocoder_config: a VocosConfig, but a HiFi-GAN config is needed here")
     try:
         if isinstance(config, Mapping):
             return HiFiGANConfig.from_dict(dict(config))
         return HiFiGANConfig.from_json(config)
     except (OSError, ValueError, TypeError) as err:
-        where = os.fspath(config) if isinstance(config, (str, os.PathLike)) else "vocoder_config"
-        raise checkpoints.CheckpointError(f"{where}: not a usable HiFi-GAN config ({first_line(err)})") from None
+        raise checkpoints.CheckpointError(f"{_where(config)}: not a usable HiFi-GAN config ({first_line(err)})") \
+            from None
+
+
+def _random_config(kind: VocoderKind, config: ConfigLike | None) -> HiFiGANConfig | VocosConfig:
+    """The architecture of a random `kind` vocoder: `config` (see the module docstring), with the
+    preset of its output rate filled in where it names a rate but not the upsampling (or hop)."""
+    if kind is VocoderKind.VOCOS:
+        if isinstance(config, VocosConfig):
+            return config
+        if config is None:
+            return vocos_config(24_000)
+        if isinstance(config, HiFiGANConfig):
+            raise checkpoints.CheckpointError("vocoder_config: a HiFiGANConfig, but the vocos vocoder takes a "
+                                              "VocosConfig (or a dict of its fields)")
+        try:
+            values = _config_values(config)
+            if isinstance(values, dict) and "hop_length" not in values:
+                values["hop_length"] = hop_for_rate(int(values.get("sample_rate", VocosConfig.sample_rate)))
+            return VocosConfig.from_dict(values)
+        except (OSError, ValueError, TypeError) as err:
+            raise checkpoints.CheckpointError(f"{_where(config)}: not a usable Vocos config ({first_line(err)})") \
+                from None
+    if isinstance(config, VocosConfig):
+        raise checkpoints.CheckpointError(f"vocoder_config: a VocosConfig, but the {kind.value} vocoder takes a "
+                                          "HiFi-GAN config")
+    if config is None or isinstance(config, HiFiGANConfig):
+        return config if config is not None else HiFiGANConfig()
+    try:
+        values = _config_values(config)
+        if isinstance(values, dict) and "sample_rate" in values and "sampling_rate" not in values:
+            raise ValueError("a HiFi-GAN config names its output rate 'sampling_rate', not 'sample_rate'")
+        if isinstance(values, dict) and "sampling_rate" in values and "upsample_rates" not in values:
+            preset = hifigan_config(int(values["sampling_rate"]))
+            values = {"upsample_rates": preset.upsample_rates,
+                      "upsample_kernel_sizes": preset.upsample_kernel_sizes, **values}
+        return HiFiGANConfig.from_dict(values)
+    except (OSError, ValueError, TypeError) as err:
+        raise checkpoints.CheckpointError(f"{_where(config)}: not a usable HiFi-GAN config ({first_line(err)})") \
+            from None
+
+
+def _config_values(config: str | os.PathLike | Mapping[str, Any]) -> Any:
+    """A copy of the dict `config`, or the JSON value in the file `config` (the config classes' `from_dict`
+    refuse anything but an object)."""
+    if isinstance(config, Mapping):
+        return dict(config)
+    with open(config, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _where(config: object) -> str:
+    """How a message names `config`: its path, or ``vocoder_config``."""
+    return os.fspath(config) if isinstance(config, (str, os.PathLike)) else "vocoder_config"
 
 
 def _refuse_path(value: str | os.PathLike, what: str) -> None:

@@ -267,3 +267,96 @@ def test_knn_svc_offline_with_the_tiny_knnvc_vocoder(golden):
     assert converter.kind == VocoderKind.KNNVC
     out = converter.convert(golden["src_wav"][:SR], converter.build_pool([golden["ref_wav"][: 2 * SR]]))
     assert out.shape == (SR // 320 * 320,) and torch.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------- vocoders above 16 kHz
+TINY_VOCOS = {"input_dim": 32, "dim": 32, "intermediate_dim": 64, "num_layers": 2}
+TINY_HARMONIC = {"upsample_initial_channel": 32, "hubert_dim": 32, "hifi_dim": 16, "n_harmonic": 4}
+
+
+def test_random_vocos_is_full_size_at_24k_by_default(tiny_wavlm_cfg):
+    """``knn_svc(pretrained=False, vocoder="vocos")``: `vocos_config(24000)`, 480 samples a frame (its
+    features 1024 wide, so the tiny WavLM is widened to 1024 here)."""
+    from hifigan.vocos import vocos_config
+
+    wide = {**tiny_wavlm_cfg, "encoder_layers": 6, "encoder_embed_dim": 1024}
+    converter = hub.knn_svc(pretrained=False, vocoder="vocos", wavlm_config=wide)
+    assert converter.kind == VocoderKind.VOCOS and converter.vocoder.config == vocos_config(24_000)
+    assert converter.sample_rate == 24_000
+    assert converter.convert(vowel(1.0), converter.build_pool([vowel(1.0, 180.0)])).shape == (50 * 480,)
+
+
+@pytest.mark.parametrize(("vocoder", "vocoder_config", "rate"), [
+    ("vocos", TINY_VOCOS, 24_000),
+    ("vocos", {**TINY_VOCOS, "sample_rate": 44_100}, 44_100),
+    ("harmonic", {**TINY_HARMONIC, "sampling_rate": 24_000}, 24_000),
+    ("sine", {**TINY_HARMONIC, "sampling_rate": 44_100}, 44_100),
+    ("harmonic", TINY_HARMONIC, 16_000),
+])
+def test_random_vocoders_at_a_chosen_rate_convert_at_that_rate(tiny_wavlm_cfg, vocoder, vocoder_config, rate):
+    """A rate in `vocoder_config` without the upsampling stack (or the Vocos hop) takes that rate's preset."""
+    from hifigan.presets import hifigan_config
+
+    first = hub.knn_svc(pretrained=False, vocoder=vocoder, wavlm_config=tiny_wavlm_cfg, vocoder_config=vocoder_config,
+                        seed=5)
+    hop = rate // 50
+    assert (first.kind, first.sample_rate, first.vocoder.samples_per_frame) == (VocoderKind(vocoder), rate, hop)
+    if vocoder != "vocos":
+        assert first.vocoder.config.upsample_rates == hifigan_config(rate).upsample_rates
+    second = hub.knn_svc(pretrained=False, vocoder=vocoder, wavlm_config=tiny_wavlm_cfg,
+                         vocoder_config=vocoder_config, seed=5)
+    for a, b in zip(first.vocoder.state_dict().values(), second.vocoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    out = first.convert(vowel(1.0), first.build_pool([vowel(1.0, 180.0)]))
+    assert out.shape == (50 * hop,) and torch.isfinite(out).all()
+
+
+def test_a_vocos_config_json_file_builds_a_random_vocos(tiny_wavlm_cfg, tmp_path):
+    from hifigan.vocos import VocosConfig, vocos_config
+
+    path = tmp_path / "vocos.json"
+    vocos_config(44_100, **TINY_VOCOS).to_json(path)
+    converter = hub.knn_svc(pretrained=False, vocoder="vocos", wavlm_config=tiny_wavlm_cfg, vocoder_config=path)
+    assert converter.vocoder.config == VocosConfig.from_json(path) and converter.sample_rate == 44_100
+
+
+@pytest.mark.parametrize(("vocoder", "vocoder_config", "message"), [
+    ("harmonic", {"sample_rate": 24_000}, "names its output rate 'sampling_rate', not 'sample_rate'"),
+    ("harmonic", {"sampling_rate": 22_050}, "no HiFi-GAN upsampling stack for 22050 Hz"),
+    ("vocos", {"sampling_rate": 24_000}, r"not a usable Vocos config \(unknown Vocos config keys \['sampling_rate'\]"),
+    ("vocos", {"sample_rate": 11_025}, "not a usable Vocos config .*11025 Hz is not a whole number of samples"),
+    ("vocos", HiFiGANConfig(), "a HiFiGANConfig, but the vocos vocoder takes a VocosConfig"),
+    ("sine", "vocos-config", "a VocosConfig, but the sine vocoder takes a HiFi-GAN config"),
+])
+def test_a_vocoder_config_of_the_wrong_kind_or_rate_is_one_line(tiny_wavlm_cfg, vocoder, vocoder_config, message):
+    from hifigan.vocos import vocos_config
+
+    if vocoder_config == "vocos-config":
+        vocoder_config = vocos_config(24_000)
+    with pytest.raises(CheckpointError, match=message) as raised:
+        hub.knn_svc(pretrained=False, vocoder=vocoder, wavlm_config=tiny_wavlm_cfg, vocoder_config=vocoder_config)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("kind", "rate"), [("harmonic", 44_100), ("vocos", 24_000)])
+def test_a_self_describing_vocoder_file_loads_through_the_hub_at_its_rate(tmp_path, kind, rate):
+    """A file saved by training at another rate (or of the Vocos kind) needs no vocoder_config."""
+    from hifigan.generator import build_generator, generator_file
+    from hifigan.presets import hifigan_config
+    from hifigan.vocos import vocos_config
+
+    if kind == "vocos":
+        cfg = vocos_config(rate, **TINY_VOCOS)
+    else:
+        cfg = hifigan_config(rate)
+        for name, value in TINY_HARMONIC.items():
+            setattr(cfg, name, value)
+    torch.manual_seed(0)
+    generator = build_generator(kind, cfg)
+    path = tmp_path / f"{kind}_{rate}.pt"
+    torch.save(generator_file(generator), path)
+
+    converter = torch.hub.load(str(REPO), "knn_svc", source="local", wavlm=WAVLM, vocoder=str(path))
+    assert (converter.kind, converter.sample_rate) == (VocoderKind(kind), rate)
+    out = converter.convert(vowel(1.0), converter.build_pool([vowel(1.0, 180.0)]))
+    assert out.shape == (50 * rate // 50,) and torch.isfinite(out).all()

@@ -14,7 +14,9 @@ Output names (never inside an input folder unless asked to with -o):
 ``<ref_stem>`` is the reference file's stem or the reference folder's name. Existing outputs are
 kept (and reported as skipped) unless --overwrite is given; outputs are written block by block into
 a temporary file that is renamed at the end, so a failed or interrupted run leaves no partial
-file, and a rerun converts only what is missing.
+file, and a rerun converts only what is missing. Outputs are mono at the vocoder's rate (16 kHz for
+the released vocoders; a vocoder trained at 24 or 44.1 kHz writes at that rate); the inputs are read
+at 16 kHz whatever their own rate.
 
 Exit status: 0 when every file was converted or already there, 1 when anything failed (each
 failure is one line on stderr naming the file and the problem; the rest of a batch is still
@@ -136,8 +138,8 @@ def run(args: argparse.Namespace, batch: Batch) -> int:
     except (CheckpointError, ValueError, ImportError) as err:
         log.error("%s", first_line(err))
         return 1
-    log.info("vocoder: %s (%s), device %s, precision %s, blocks of %g s", args.vocoder, converter.kind.value,
-             args.device, args.precision, converter.block_seconds)
+    log.info("vocoder: %s (%s, output at %d Hz), device %s, precision %s, blocks of %g s", args.vocoder,
+             converter.kind.value, converter.sample_rate, args.device, args.precision, converter.block_seconds)
 
     bars = StageBars(disabled=args.quiet)
     try:

@@ -6,10 +6,11 @@ converted vocal back into the original accompaniment. Written into OUT_DIR:
 
 - ``vocals.wav``, ``accompaniment.wav``: the stems at the song's rate and channel count, 32-bit
   float (the accompaniment is the song minus the vocals, so the two add up to the song);
-- ``vocals_converted.wav``: the converted vocal, 16 kHz mono, as loud as the vocal stem
+- ``vocals_converted.wav``: the converted vocal, mono at the vocoder's rate (16 kHz for the
+  released vocoders, 24 or 44.1 kHz for a vocoder trained at that rate), as loud as the vocal stem
   (integrated loudness of its mono mix) unless ``--loudness`` says otherwise;
-- ``remix.<ext>`` (``--format``, default wav): accompaniment + converted vocal in every channel,
-  at the song's rate, channel count and length, peak-limited.
+- ``remix.<ext>`` (``--format``, default wav): accompaniment + converted vocal (resampled to the
+  song's rate) in every channel, at the song's rate, channel count and length, peak-limited.
 
 OUT_DIR defaults to ``./<song_stem>_cover_<ref_stem>/``; for a folder of songs, each song gets
 ``<OUT_DIR or ./<folder>_cover_<ref_stem>>/<sub/dirs>/<song_stem>/``. The pitch shift defaults to
@@ -257,7 +258,8 @@ def cover_song(job: CoverJob, tools: Tools, progress: StageBars | None = None) -
         raise AudioError(job.song, too_long(info.seconds, tools.max_seconds))
     if "remix" in job.todo:
         StemWriter(job.path("remix"), info.sample_rate, info.channels)  # a format that cannot hold the song: now
-    check_disk_space(job.path("remix"), _needed_bytes(job, info))
+    output_rate = tools.converter.sample_rate if tools.converter is not None else SAMPLE_RATE
+    check_disk_space(job.path("remix"), _needed_bytes(job, info, output_rate))
     stems = [name for name in STEMS if name in job.todo]
     if stems:
         assert tools.separator is not None  # loaded whenever a song needs its stems
@@ -300,14 +302,15 @@ def _convert_vocals(job: CoverJob, tools: Tools, progress: StageBars | None) -> 
         raise AudioError(job.song, f"no vocals found in the separated vocal stem ({err.problem})") from None
 
 
-def _needed_bytes(job: CoverJob, info: SongInfo) -> int:
-    """Upper estimate of the disk space the outputs still to make take (see `output_bytes`)."""
+def _needed_bytes(job: CoverJob, info: SongInfo, output_rate: int = SAMPLE_RATE) -> int:
+    """Upper estimate of the disk space the outputs still to make take (see `output_bytes`); the
+    converted vocal is mono at `output_rate` (the vocoder's)."""
     samples = info.frames * info.channels
     sizes = {
         "vocals": output_bytes(samples, job.path("vocals"), info.sample_rate, STEM_SUBTYPE),
         "accompaniment": output_bytes(samples, job.path("accompaniment"), info.sample_rate, STEM_SUBTYPE),
-        "vocals_converted": output_bytes(math.ceil(info.frames * SAMPLE_RATE / info.sample_rate),
-                                         job.path("vocals_converted"), loudness=True),
+        "vocals_converted": output_bytes(math.ceil(info.frames * output_rate / info.sample_rate),
+                                         job.path("vocals_converted"), output_rate, loudness=True),
         "remix": output_bytes(samples, job.path("remix"), info.sample_rate),
     }
     return sum(sizes[name] for name in job.todo)

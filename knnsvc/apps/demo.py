@@ -8,7 +8,8 @@ The page takes a source (an uploaded file or a microphone recording) and one or 
 the target singer, the vocoder (a release name, or the checkpoint given with --vocoder) and the
 controls of `knnsvc-convert`: pitch shift (auto, auto-semitone, auto-octave, a number of semitones,
 none), pitch extractor, post-opt m (or off), top-k, index rate, protect, rms mix, block length.
-Convert shows the result in an audio player (16-bit WAV, 16 kHz, downloadable), the F0 contours
+Convert shows the result in an audio player (16-bit WAV at the vocoder's rate: 16 kHz for the
+released vocoders, 24 or 44.1 kHz for a vocoder trained at that rate; downloadable), the F0 contours
 (source, shifted, and the output's own), the provenance of every output frame (which reference
 file and time it came from), and one line with the applied shift and the time taken. The same
 conversion is the API endpoint ``/convert`` (callable with `gradio_client`).
@@ -98,8 +99,8 @@ DEFAULT_MAX_SECONDS = 600.0
 
 OUTPUT_SUFFIX = ".wav"
 OUTPUT_SUBTYPE = "PCM_16"
-"""The converted audio is written by `knnsvc.conversion.convert_file` as 16-bit WAV at 16 kHz (plays in
-every current browser)."""
+"""The converted audio is written by `knnsvc.conversion.convert_file` as 16-bit WAV at the vocoder's rate
+(plays in every current browser)."""
 
 NO_AUTOMATIC_SHIFT = "the automatic pitch shift is undefined: choose a number of semitones or none"
 """What follows "no voiced frames, so" when the reference or the source has no pitch to shift from."""
@@ -201,12 +202,14 @@ class DemoResult:
     """What one conversion gives the page.
 
     Attributes:
-        wav_path: the converted audio, 16-bit WAV at 16 kHz, 320 samples per source frame.
+        wav_path: the converted audio, 16-bit WAV at `sample_rate`, the vocoder's samples per frame
+            (320 at 16 kHz, 480 at 24 kHz, 882 at 44.1 kHz) per source frame.
         f0_plot: PNG of the source, shifted and output F0 contours.
         provenance_plot: PNG of the reference file and time each output frame came from.
         summary: one line: the applied shift, the durations and the time taken.
         num_frames: T, the source's frames.
         semitones: the applied transposition (0 when the vocoder takes no pitch).
+        sample_rate: the rate of `wav_path` (the vocoder's output rate).
     """
 
     wav_path: Path
@@ -215,6 +218,7 @@ class DemoResult:
     summary: str
     num_frames: int
     semitones: float
+    sample_rate: int = SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -390,10 +394,10 @@ class DemoEngine:
         f0_plot = plot_f0_contours(folder / "f0.png", contours, title=f"F0, shift {semitones:+.2f} semitones")
         provenance_plot = plot_provenance(folder / "provenance.png", result.indices_wavlm, result.weights_wavlm,
                                           pool.starts, pool.names)
-        n_samples = round(converted.seconds * SAMPLE_RATE)
-        summary = self._summary(converter, semitones, result.shift_ratio, n_samples, pool, seconds)
+        summary = self._summary(converter, semitones, result.shift_ratio, converted.seconds, pool, seconds)
         log.info("%s", summary)
-        return DemoResult(converted.output, f0_plot, provenance_plot, summary, result.num_frames, semitones)
+        return DemoResult(converted.output, f0_plot, provenance_plot, summary, result.num_frames, semitones,
+                          converter.sample_rate)
 
     def reference_pool(
         self, converter: KnnSvc, files: Sequence[Path], progress: Progress | None = None
@@ -437,14 +441,14 @@ class DemoEngine:
         return folder
 
     @staticmethod
-    def _summary(converter: KnnSvc, semitones: float, ratio: float, n_samples: int, pool: ReferencePool,
+    def _summary(converter: KnnSvc, semitones: float, ratio: float, audio_seconds: float, pool: ReferencePool,
                  seconds: float) -> str:
         if converter.kind.uses_pitch:
             shift = f"pitch shift {semitones:+.2f} semitones (x{ratio:.4f})"
         else:
             shift = f"pitch shift none (the {converter.kind.value} vocoder takes no pitch)"
         files = f"{len(pool.names)} reference file{'s' if len(pool.names) != 1 else ''}"
-        return (f"{shift}; {n_samples / SAMPLE_RATE:.2f} s of audio converted in {seconds:.2f} s "
+        return (f"{shift}; {audio_seconds:.2f} s of audio converted in {seconds:.2f} s "
                 f"({files}, {pool.seconds:.1f} s)")
 
 

@@ -4,8 +4,14 @@ The file is fed to `knnsvc.streaming.StreamingConverter` in chunks of one block,
 interface would deliver them; the output is written as it comes out (into a temporary file beside
 OUT, renamed at the end), a bar shows the seconds of input done (unless -q), and the run ends by
 printing one JSON line: ``algorithmic_latency_ms`` (block + lookahead + crossfade), ``rtf``
-(compute time per block / block duration: median and max), ``blocks`` and the settings. With
-``--live`` (the optional extra ``sounddevice``) it runs microphone -> speaker instead, until Ctrl-C.
+(compute time per block / block duration: median and max), ``blocks``, the settings and
+``sample_rate`` (the output's). With ``--live`` (the optional extra ``sounddevice``) it runs
+microphone -> speaker instead, until Ctrl-C.
+
+The input is read (or recorded) at 16 kHz; the output (OUT, or the speaker) is at the vocoder's
+rate: 16 kHz for the released vocoders, 24 or 44.1 kHz for a vocoder trained at that rate, as
+long as ``knnsvc-convert``'s output of the same file. Samples beyond ±1 (a Vocos vocoder is not
+tanh-bounded) are clipped.
 
 Every conversion option of ``knnsvc-convert`` means the same here, except ``--block-seconds``
 (offline blocks; streaming works in blocks of ``--block-ms``: refused), and, with ``--live``,
@@ -61,7 +67,7 @@ from knnsvc.apps.common import (
 from knnsvc.audio import OUTPUT_SUFFIXES, AudioError, AudioWriter, check_disk_space, output_bytes
 from knnsvc.checkpoints import CheckpointError
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
-from knnsvc.conversion import accepts, read_f0_file
+from knnsvc.conversion import accepts, read_f0_file, samples_per_frame
 from knnsvc.pipeline import KnnSvc
 from knnsvc.pool import ReferencePool
 from knnsvc.references import usable_recording
@@ -229,17 +235,24 @@ def _converter(args: argparse.Namespace, converter: KnnSvc, pool: ReferencePool,
                               args.sola_ms, args.f0_context_s, **extra)
 
 
+def output_rate(stream: StreamingConverter) -> int:
+    """The rate `stream`'s output comes out at: its vocoder's (16 kHz for the released vocoders)."""
+    return stream.converter.sample_rate
+
+
 def _stream_file(stream: StreamingConverter, wav_16k: torch.Tensor, output: Path, loudness: float | None,
                  quiet: bool) -> None:
-    """Push `wav_16k` (L,) through `stream` one block at a time into `output` (atomically), with a bar
-    in seconds of input."""
-    n_out = (wav_16k.numel() // HOP_LENGTH) * HOP_LENGTH
-    check_disk_space(output, output_bytes(n_out, output, loudness=loudness is not None))
+    """Push `wav_16k` (L,) through `stream` one block at a time into `output` (atomically, at the
+    stream's output rate: floor(L / 320) frames of the vocoder's samples per frame), with a bar in
+    seconds of input."""
+    rate = output_rate(stream)
+    n_out = (wav_16k.numel() // HOP_LENGTH) * samples_per_frame(stream.converter)
+    check_disk_space(output, output_bytes(n_out, output, rate, loudness=loudness is not None))
     chunk = stream.block * HOP_LENGTH
     seconds = wav_16k.numel() / SAMPLE_RATE
     with tqdm(total=math.ceil(seconds * 100) / 100, desc="streaming", unit="s", disable=quiet, leave=False,
               dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]") as bar, \
-            AudioWriter(output, loudness_lufs=loudness) as writer:
+            AudioWriter(output, rate, loudness_lufs=loudness) as writer:
         for start in range(0, wav_16k.numel(), chunk):
             piece = wav_16k[start : start + chunk]
             writer.write(stream.push(piece))
@@ -259,11 +272,13 @@ def report(stream: StreamingConverter) -> dict:
         "lookahead_ms": stream.lookahead * 1000 * HOP_LENGTH / SAMPLE_RATE,
         "crossfade_ms": stream.crossfade * 1000 * HOP_LENGTH / SAMPLE_RATE,
         "semitones": stream.semitones,
+        "sample_rate": output_rate(stream),
     }
 
 
 def _live(stream: StreamingConverter) -> int:
-    """Microphone -> speaker: blocks from the input callback are converted on this thread."""
+    """Microphone (16 kHz) -> speaker (the stream's output rate, samples clipped to ±1): blocks from the
+    input callback are converted on this thread."""
     import sounddevice
 
     blocks: queue.Queue = queue.Queue()
@@ -274,16 +289,17 @@ def _live(stream: StreamingConverter) -> int:
             log.warning("audio input: %s", status)
         blocks.put(indata[:, 0].copy())
 
-    log.info("streaming the microphone with %.0f ms of algorithmic latency; Ctrl-C stops",
-             stream.algorithmic_latency_ms)
+    rate = output_rate(stream)
+    log.info("streaming the microphone with %.0f ms of algorithmic latency, output at %d Hz; Ctrl-C stops",
+             stream.algorithmic_latency_ms, rate)
     with sounddevice.InputStream(samplerate=SAMPLE_RATE, channels=1, blocksize=chunk, dtype="float32",
                                  callback=captured), \
-            sounddevice.OutputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32") as speaker:
+            sounddevice.OutputStream(samplerate=rate, channels=1, dtype="float32") as speaker:
         try:
             while True:
                 out = stream.push(blocks.get())
                 if out.numel():
-                    speaker.write(out.numpy()[:, None])
+                    speaker.write(out.clamp(-1.0, 1.0).numpy()[:, None])
         except KeyboardInterrupt:
             print(json.dumps(report(stream)), flush=True)
             return OK_STATUS

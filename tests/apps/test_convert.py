@@ -63,9 +63,9 @@ def count_encodes(monkeypatch) -> list[int]:
     calls = [0]
     original = KnnSvc.reference_pool
 
-    def counting(self, wav_16k, name=""):
+    def counting(self, wav_16k, name="", **options):
         calls[0] += 1
-        return original(self, wav_16k, name)
+        return original(self, wav_16k, name, **options)
 
     monkeypatch.setattr(KnnSvc, "reference_pool", counting)
     return calls

@@ -107,9 +107,9 @@ def test_engine_converts_and_reuses_models_and_pools(engine, audio, tmp_path, mo
     encoded: list[str] = []
     original = KnnSvc.reference_pool
 
-    def counting(self, wav_16k, name=""):
+    def counting(self, wav_16k, name="", **options):
         encoded.append(name)
-        return original(self, wav_16k, name)
+        return original(self, wav_16k, name, **options)
 
     monkeypatch.setattr(KnnSvc, "reference_pool", counting)
     singer = tmp_path / "first_upload" / "singer.wav"  # audio no other test uses: not in the cache yet
