@@ -31,10 +31,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from hifigan.generator import Vocoder, VocoderKind
 from knnsvc import matching
+from knnsvc.audio import Resampler
 from knnsvc.blocks import (  # noqa: F401  (frame_energy, follow_loudness, loudness_envelope: re-exported)
     BlockVocoder,
     FrameSelector,
@@ -53,14 +55,19 @@ from knnsvc.config import (  # noqa: F401  (PROTECT_OFF: re-exported, the README
     HOP_LENGTH,
     MAX_BLOCK_SECONDS,
     MIN_BLOCK_SECONDS,
-    N_HARMONICS,
     PROTECT_OFF,
     SAMPLE_RATE,
     MatchConfig,
 )
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.frames import FrameStore
-from knnsvc.harmonics import harmonic_amplitudes, magnitude_spectrogram
+from knnsvc.harmonics import (
+    amplitude_rate,
+    harmonic_amplitudes,
+    harmonics_for_rate,
+    magnitude_spectrogram,
+    spectrum_size,
+)
 from knnsvc.matching import frame_blocks
 from knnsvc.pitch import F0Extractor, get_f0_extractor
 from knnsvc.pool import ReferencePool, module_fingerprint
@@ -231,6 +238,18 @@ class KnnSvc:
         return int(getattr(self.vocoder, "sample_rate", SAMPLE_RATE))
 
     @property
+    def n_harmonics(self) -> int:
+        """H, the harmonic amplitude columns of this converter's pools: 49 at 16 kHz, as many as fit
+        below the output rate's Nyquist otherwise (`knnsvc.harmonics.harmonics_for_rate`)."""
+        return harmonics_for_rate(self.sample_rate)
+
+    def amplitude_rate(self, original_rate: int) -> int:
+        """The rate the harmonic amplitudes of a recording made at `original_rate` are measured at:
+        16 kHz for a 16 kHz vocoder, else min(original rate, output rate), at least 16 kHz
+        (`knnsvc.harmonics.amplitude_rate`)."""
+        return amplitude_rate(original_rate, self.sample_rate)
+
+    @property
     def block_frames(self) -> int:
         """Frames per F0/vocoder block (0 = whole recordings)."""
         return round(self.block_seconds * SAMPLE_RATE / HOP_LENGTH)
@@ -306,41 +325,90 @@ class KnnSvc:
                 return extract(wav_16k, self.block_seconds or None, stop=stop)
             return extract(wav_16k, self.block_seconds or None)
 
-    def reference_pool(self, wav_16k: torch.Tensor, name: str = "") -> ReferencePool:
+    def reference_pool(
+        self,
+        wav_16k: torch.Tensor,
+        name: str = "",
+        wav: torch.Tensor | None = None,
+        wav_rate: int | None = None,
+        output_rate: int | None = None,
+    ) -> ReferencePool:
         """A one-file pool: features, F0 and per-frame harmonic amplitudes (spec §8.1–8.2),
-        recording this encoder's fingerprint (`encoder_id`).
+        recording this encoder's fingerprint (`encoder_id`) and the amplitudes' measuring rate.
 
+        The features and F0 come from `wav_16k`. The amplitudes (`harmonics_for_rate(output_rate)`
+        columns, `n_harmonics` by default) are measured at `amplitude_rate(wav_rate, output_rate)`:
+        from `wav_16k` at 16 kHz (always for a 16 kHz vocoder, and when no `wav` is given), else from
+        `wav` (resampled to the measuring rate when it is above it), so a vocoder above 16 kHz gets
+        harmonics above 8 kHz from a recording that has them.
         The spectrum and amplitudes are computed `SPECTRUM_BLOCK` frames at a time.
 
+        Args:
+            wav_16k: (L,) the recording at 16 kHz.
+            name: the file's name in the pool.
+            wav: (L',) the same recording at its original rate `wav_rate` (None: only `wav_16k`).
+            wav_rate: the rate of `wav`.
+            output_rate: the vocoder rate the pool is for (None: this converter's `sample_rate`;
+                prematching passes the rate the vocoder is trained at).
+
         Raises:
-            TypeError, ValueError: as `analyse`.
+            TypeError, ValueError: as `analyse`; `wav` without `wav_rate` or not a mono waveform.
         """
+        output_rate = self.sample_rate if output_rate is None else output_rate
+        n_harmonics = harmonics_for_rate(output_rate)
+        rate = SAMPLE_RATE
+        wav_measured: torch.Tensor | None = None
+        if wav is not None:
+            if not isinstance(wav_rate, numbers.Integral) or isinstance(wav_rate, bool) or wav_rate <= 0:
+                raise ValueError(f"reference_pool needs wav_rate, the rate of wav in whole Hz, got {wav_rate!r}")
+            check_waveform(wav, "wav")
+            rate = amplitude_rate(int(wav_rate), output_rate)
+            if rate != SAMPLE_RATE:
+                wav_measured = _resampled(wav.detach().cpu(), wav_rate, rate)
         source = self.analyse(wav_16k)
         n_frames = source.num_frames
         feats = source.feats[0:n_frames]
         match_feats = None if source.match_feats is None else source.match_feats[0:n_frames]
         source.close()
         with self._timer("harmonics", sync=False):
-            wav_cpu = wav_16k.detach().cpu()
-            amps = torch.empty(n_frames, N_HARMONICS)
+            wav_cpu = wav_16k.detach().cpu() if wav_measured is None else _frames_long(wav_measured, n_frames, rate)
+            amps = torch.empty(n_frames, n_harmonics)
             for start, stop in frame_blocks(n_frames, SPECTRUM_BLOCK):
-                spec = magnitude_spectrogram(wav_cpu, start, stop - start)
-                amps[start:stop] = harmonic_amplitudes(spec, source.f0_hz[start:stop])
+                spec = magnitude_spectrogram(wav_cpu, start, stop - start, sample_rate=rate)
+                amps[start:stop] = harmonic_amplitudes(spec, source.f0_hz[start:stop], n_harmonics, rate)
         return ReferencePool(feats=feats, f0_hz=source.f0_hz, amps=amps, starts=[0], names=[name],
-                             match_feats=match_feats, encoder_id=self.encoder_id)
+                             match_feats=match_feats, encoder_id=self.encoder_id, amp_rates=[rate])
 
     def build_pool(
-        self, wavs: Sequence[torch.Tensor], names: Sequence[str] | None = None
+        self,
+        wavs: Sequence[torch.Tensor],
+        names: Sequence[str] | None = None,
+        originals: Sequence[tuple[torch.Tensor, int] | None] | None = None,
     ) -> ReferencePool:
         """Pool of several recordings of one singer, concatenated in order.
 
+        Args:
+            wavs: the recordings at 16 kHz, each (L,).
+            names: one name per recording (default "0", "1", ...).
+            originals: per recording, ``(waveform (L',), rate)`` at its original rate, or None;
+                a vocoder above 16 kHz measures the harmonic amplitudes from them (`reference_pool`).
+
         Raises:
-            ValueError: `names` does not give one name per recording.
+            ValueError: `names` or `originals` does not give one entry per recording.
         """
         names = list(names) if names is not None else [str(i) for i in range(len(wavs))]
         if len(names) != len(wavs):
             raise ValueError(f"{len(wavs)} recordings but {len(names)} names")
-        return ReferencePool.concat([self.reference_pool(w, n) for w, n in zip(wavs, names, strict=True)])
+        given = list(originals) if originals is not None else [None] * len(wavs)
+        if len(given) != len(wavs):
+            raise ValueError(f"{len(wavs)} recordings but {len(given)} original-rate recordings")
+        pools = []
+        for wav_16k, name, original in zip(wavs, names, given, strict=True):
+            if original is None:
+                pools.append(self.reference_pool(wav_16k, name))
+            else:
+                pools.append(self.reference_pool(wav_16k, name, wav=original[0], wav_rate=original[1]))
+        return ReferencePool.concat(pools)
 
     def pool_settings(self) -> dict:
         """Settings that determine a pool's contents (the rest of its cache key)."""
@@ -351,6 +419,8 @@ class KnnSvc:
             "f0": self.f0.cache_id,
             "f0_block_seconds": self.block_seconds,
             "match_layers": self.config.match_layers,
+            "output_rate": self.sample_rate,
+            "harmonics": self.n_harmonics,
         }
 
     # ----------------------------------------------------------------------------- matching
@@ -499,6 +569,23 @@ def matching_tables(
         missing = "source" if source.match_feats is None else "reference pool"
         raise ValueError(f"match_layers={config.match_layers}, but the {missing} was analysed without them")
     return source.match_feats, pool.match_feats
+
+
+def _resampled(wav: torch.Tensor, rate_in: int, rate_out: int) -> torch.Tensor:
+    """(L,) -> (L',) float32, soxr VHQ (`knnsvc.audio.Resampler`: as `load_audio` reads a file at `rate_out`)."""
+    if rate_in == rate_out:
+        return wav.float()
+    resampler = Resampler(rate_in, rate_out, 1)
+    block = resampler(wav.float().numpy()[:, None])
+    return torch.from_numpy(np.concatenate([block, resampler.flush()])[:, 0])
+
+
+def _frames_long(wav: torch.Tensor, n_frames: int, sample_rate: int) -> torch.Tensor:
+    """`wav` at `sample_rate`, zero-padded at the end if it has fewer than `n_frames` spectrum frames
+    (resampled lengths round; WavLM's frames never outnumber them by more than one)."""
+    hop = spectrum_size(sample_rate)[1]
+    missing = (n_frames - 1) * hop - wav.numel()
+    return torch.cat([wav, wav.new_zeros(missing)]) if missing > 0 else wav
 
 
 def _compact(store: FrameStore) -> torch.Tensor | FrameStore:

@@ -4,8 +4,10 @@ A pool is built once per singer and reused across conversions; `save`/`load` use
 `torch.load(weights_only=True)` format that checks itself (format name and version, dtypes,
 shapes, and a checksum of the tensor bytes), so a truncated, foreign or bit-flipped file is
 refused with one line instead of being used. A pool records the fingerprint of the encoder that
-made its features (`encoder_id`), so a converter can refuse a pool of another encoder; files of
-an earlier format version (which did not record it) are refused, to be rebuilt.
+made its features (`encoder_id`), so a converter can refuse a pool of another encoder, and the
+rate each file's harmonic amplitudes were measured at (`amp_rates`: 16 kHz, or up to the vocoder's
+output rate for vocoders above 16 kHz); files of an earlier format version (which did not record
+these) are refused, to be rebuilt.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from typing import Sequence
 
 import torch
 
-from knnsvc.config import HOP_LENGTH, N_HARMONICS, SAMPLE_RATE
+from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
 from knnsvc.files import atomic_path
 from knnsvc.runtime import first_line
 
 POOL_FORMAT = "knnsvc-reference-pool"
-POOL_FORMAT_VERSION = 3
-"""3: the encoder fingerprint is stored (2 did not store it)."""
+POOL_FORMAT_VERSION = 4
+"""4: the amplitude measuring rate of each file is stored and H may differ from 49 (3 did not store
+it); 3: the encoder fingerprint is stored (2 did not store it)."""
 
 
 class PoolFileError(ValueError):
@@ -37,13 +40,16 @@ class ReferencePool:
     Attributes:
         feats: (N, D) float32 WavLM layer-6 features.
         f0_hz: (N,) float32 Harvest F0, 0 = unvoiced.
-        amps: (N, H) float32 harmonic amplitudes read off each frame's own spectrum.
+        amps: (N, H) float32 harmonic amplitudes read off each frame's own spectrum (H = 49 for the
+            released 16 kHz vocoders, `knnsvc.harmonics.harmonics_for_rate` of the output rate).
         starts: first row of each file, ascending, starts[0] == 0.
         names: one name per file (its path as given when the pool was built).
         match_feats: (N, D) float32 features of the matching layers, when the pool was built for
             `MatchConfig.match_layers` (None: matching uses `feats`).
         encoder_id: fingerprint of the encoder that made the features (`KnnSvc.encoder_id`);
             None: unknown (a pool assembled by hand), not checked.
+        amp_rates: per file, the sample rate its amplitudes were measured at (default: 16 kHz for
+            every file); harmonics at or above half of it are 0 in `amps`.
     """
 
     feats: torch.Tensor
@@ -53,6 +59,7 @@ class ReferencePool:
     names: list[str] = field(default_factory=lambda: [""])
     match_feats: torch.Tensor | None = None
     encoder_id: str | None = None
+    amp_rates: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = self.feats.shape[0]
@@ -65,6 +72,12 @@ class ReferencePool:
             raise ValueError("pool needs one start row per file name")
         if self.match_feats is not None and self.match_feats.shape[0] != n:
             raise ValueError(f"pool matching features have {self.match_feats.shape[0]} rows, expected {n}")
+        if self.amps.dim() != 2 or self.amps.shape[1] < 1:
+            raise ValueError(f"pool amplitudes must be (N, H) with H >= 1, got shape {tuple(self.amps.shape)}")
+        if not self.amp_rates:
+            self.amp_rates = [SAMPLE_RATE] * len(self.names)
+        if len(self.amp_rates) != len(self.names) or not all(_positive_int(r) for r in self.amp_rates):
+            raise ValueError(f"pool needs one positive amplitude rate per file, got {self.amp_rates}")
 
     @property
     def num_frames(self) -> int:
@@ -74,15 +87,27 @@ class ReferencePool:
     def seconds(self) -> float:
         return self.num_frames * HOP_LENGTH / SAMPLE_RATE
 
+    @property
+    def n_harmonics(self) -> int:
+        """H, the amplitude columns (49 for the released vocoders)."""
+        return self.amps.shape[1]
+
+    @property
+    def amp_rate(self) -> int:
+        """The lowest rate any file's amplitudes were measured at: every frame's amplitudes are
+        measured up to half of it (8 kHz when a file was measured at 16 kHz)."""
+        return min(self.amp_rates)
+
     @classmethod
     def concat(cls, pools: Sequence[ReferencePool]) -> ReferencePool:
         """Join pools in order (the reference concatenates its files' frames the same way).
 
         The result records the pools' encoder fingerprint when they all record the same one,
-        None when some record none.
+        None when some record none, and each file's amplitude rate.
 
         Raises:
-            ValueError: no pools, or pools built by different encoders.
+            ValueError: no pools, pools built by different encoders, or pools of different numbers
+                of harmonic columns (built for vocoders of different output rates).
         """
         return cls.join(list(pools))
 
@@ -97,6 +122,12 @@ class ReferencePool:
         if len(known) > 1:
             raise ValueError(f"cannot join reference pools built by different encoders ({', '.join(known)})")
         encoder_id = known[0] if len(encoder_ids) == 1 and known else None
+        widths = sorted({p.n_harmonics for p in pools})
+        if len(widths) > 1:
+            raise ValueError(
+                f"cannot join reference pools of {' and '.join(map(str, widths))} harmonic columns (built for "
+                "vocoders of different output rates); build every pool with the same converter"
+            )
         if len(pools) == 1:
             return pools.pop()
         n_frames = sum(p.num_frames for p in pools)
@@ -108,6 +139,7 @@ class ReferencePool:
         match_feats = torch.empty_like(feats) if with_matching else None
         starts: list[int] = []
         names: list[str] = []
+        amp_rates: list[int] = []
         offset = 0
         while pools:
             pool = pools.pop(0)
@@ -117,9 +149,10 @@ class ReferencePool:
                 match_feats[rows] = pool.match_feats
             starts.extend(offset + s for s in pool.starts)
             names.extend(pool.names)
+            amp_rates.extend(pool.amp_rates)
             offset += pool.num_frames
         return cls(feats=feats, f0_hz=f0_hz, amps=amps, starts=starts, names=names, match_feats=match_feats,
-                   encoder_id=encoder_id)
+                   encoder_id=encoder_id, amp_rates=amp_rates)
 
     def head(self, seconds: float) -> ReferencePool:
         """The first `seconds` of the pool (frame-exact), for reference-duration studies."""
@@ -133,6 +166,7 @@ class ReferencePool:
             names=[self.names[i] for i in keep],
             match_feats=None if self.match_feats is None else self.match_feats[:n],
             encoder_id=self.encoder_id,
+            amp_rates=[self.amp_rates[i] for i in keep],
         )
 
     def locate(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,24 +197,26 @@ class ReferencePool:
             **tensors,
             "names": list(self.names),
             "encoder_id": self.encoder_id,
+            "amp_rates": [int(r) for r in self.amp_rates],
             "settings": dict(settings or {}),
-            "checksum": _checksum(tensors, self.names, self.encoder_id),
+            "checksum": _checksum(tensors, self.names, self.encoder_id, self.amp_rates),
         }
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
         return path
 
     @classmethod
-    def load(cls, path: str | Path, dim: int | None = None) -> ReferencePool:
+    def load(cls, path: str | Path, dim: int | None = None, n_harmonics: int | None = None) -> ReferencePool:
         """Read a pool written by `save` (no code can run: weights_only loading).
 
         Args:
             dim: the feature dimension the caller expects (None: any).
+            n_harmonics: the harmonic columns the caller expects (`KnnSvc.n_harmonics`; None: any).
 
         Raises:
             PoolFileError: the file is unreadable, not a pool of this format version (an earlier
                 version is refused, naming it: rebuild the pool), or its contents fail the shape,
-                dtype or checksum checks.
+                dtype, amplitude-rate or checksum checks.
         """
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -195,14 +231,18 @@ class ReferencePool:
             )
         tensors = {key: payload[key] for key in ("feats", "f0_hz", "amps", "starts", "match_feats") if key in payload}
         names = payload.get("names")
-        problem = _check_tables(tensors, names, dim)
+        problem = _check_tables(tensors, names, dim, n_harmonics)
         if problem is not None:
             raise PoolFileError(f"{path}: {problem}")
         assert isinstance(names, list)  # _check_tables: one name per file
         encoder_id = payload.get("encoder_id")
         if encoder_id is not None and not isinstance(encoder_id, str):
             raise PoolFileError(f"{path}: the encoder fingerprint is not text")
-        if payload.get("checksum") != _checksum(tensors, names, encoder_id):
+        amp_rates = payload.get("amp_rates")
+        if (not isinstance(amp_rates, list) or len(amp_rates) != len(names)
+                or not all(_positive_int(r) for r in amp_rates)):
+            raise PoolFileError(f"{path}: the amplitude rates do not give one positive rate per file")
+        if payload.get("checksum") != _checksum(tensors, names, encoder_id, amp_rates):
             raise PoolFileError(f"{path}: checksum mismatch (the file is corrupt)")
         return cls(
             feats=tensors["feats"],
@@ -212,10 +252,15 @@ class ReferencePool:
             names=list(names),
             match_feats=tensors.get("match_feats"),
             encoder_id=encoder_id,
+            amp_rates=[int(r) for r in amp_rates],
         )
 
 
-def _check_tables(tensors: dict, names: object, dim: int | None) -> str | None:
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_tables(tensors: dict, names: object, dim: int | None, n_harmonics: int | None) -> str | None:
     """What is wrong with a loaded pool's tables, or None."""
     feats, f0_hz, amps, starts = (tensors.get(key) for key in ("feats", "f0_hz", "amps", "starts"))
     if not (isinstance(feats, torch.Tensor) and isinstance(f0_hz, torch.Tensor)
@@ -231,8 +276,8 @@ def _check_tables(tensors: dict, names: object, dim: int | None) -> str | None:
     if match_feats is not None and (not isinstance(match_feats, torch.Tensor) or match_feats.dtype != torch.float32
                                     or match_feats.shape != feats.shape):
         return "matching features do not fit the features table"
-    if amps.shape[1] != N_HARMONICS:
-        return f"{amps.shape[1]} harmonic amplitudes per frame, expected {N_HARMONICS}"
+    if amps.shape[1] < 1 or (n_harmonics is not None and amps.shape[1] != n_harmonics):
+        return f"{amps.shape[1]} harmonic amplitudes per frame, expected {n_harmonics or 'at least 1'}"
     if not isinstance(names, list) or starts.dim() != 1 or len(names) != starts.numel() or starts.numel() == 0:
         return "file list does not match the file boundaries"
     if int(starts[0]) != 0 or bool((starts[1:] <= starts[:-1]).any()) or int(starts[-1]) >= max(feats.shape[0], 1):
@@ -240,8 +285,9 @@ def _check_tables(tensors: dict, names: object, dim: int | None) -> str | None:
     return None
 
 
-def _checksum(tensors: dict, names: Sequence[str], encoder_id: str | None) -> str:
-    """blake2b of the tables' bytes, shapes and dtypes, the file names and the encoder fingerprint."""
+def _checksum(tensors: dict, names: Sequence[str], encoder_id: str | None, amp_rates: Sequence[int]) -> str:
+    """blake2b of the tables' bytes, shapes and dtypes, the file names, the encoder fingerprint and
+    the amplitude rates."""
     digest = hashlib.blake2b(digest_size=16)
     for key in ("feats", "f0_hz", "amps", "starts", "match_feats"):
         if key not in tensors:
@@ -251,6 +297,7 @@ def _checksum(tensors: dict, names: Sequence[str], encoder_id: str | None) -> st
         digest.update(tensor.contiguous().numpy().tobytes())
     digest.update("|".join(names).encode())
     digest.update(f"|encoder:{encoder_id}".encode())
+    digest.update(f"|amp_rates:{','.join(str(r) for r in amp_rates)}".encode())
     return digest.hexdigest()
 
 

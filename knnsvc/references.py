@@ -2,8 +2,12 @@
 
 One module builds pools for every caller (the convert CLI, the evaluation, prematching): each
 recording becomes a one-file `ReferencePool`, read from the cache when its entry is valid, and a
-singer's pool is the concatenation of the files' pools. The cache is content-addressed per file
-(the audio bytes, the encoder weights and every analysis setting), so adding a recording to a
+singer's pool is the concatenation of the files' pools. A converter whose vocoder writes above
+16 kHz measures the harmonic amplitudes from the file read at `KnnSvc.amplitude_rate` of its own
+rate (min(file rate, output rate), at least 16 kHz), so a 44.1 kHz recording gives it harmonics
+above 8 kHz and a 16 kHz one does not; features and F0 always come from the file read at 16 kHz.
+The cache is content-addressed per file (the audio bytes, the encoder weights and every analysis
+setting, the output rate and the number of harmonic columns included), so adding a recording to a
 folder encodes only that recording, and each entry is written as soon as its file is done, so a
 failure loses nothing already encoded. A cache entry that is unreadable, foreign or corrupt is
 reported in one WARNING line and rebuilt; any failure to write an entry (a folder that cannot
@@ -28,6 +32,7 @@ import torch
 from knnsvc.audio import (
     MAX_SECONDS,
     AudioError,
+    AudioReader,
     is_silent,
     load_audio,
     no_voiced_frames,
@@ -36,14 +41,15 @@ from knnsvc.audio import (
     too_short,
 )
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+from knnsvc.harmonics import amplitude_rate
 from knnsvc.pipeline import KnnSvc, Progress
 from knnsvc.pool import POOL_FORMAT_VERSION, PoolFileError, ReferencePool
 from knnsvc.runtime import first_line
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENTRY_PREFIX", "PoolCache", "build_reference_pool", "file_pool", "no_voiced_frames", "silent",
-           "too_long", "too_short", "usable_recording"]
+__all__ = ["ENTRY_PREFIX", "PoolCache", "build_reference_pool", "file_pool", "measuring_recording",
+           "no_voiced_frames", "silent", "too_long", "too_short", "usable_recording"]
 
 ENTRY_PREFIX = "file-"
 """Cache entries are ``<cache>/file-<key>.pt``."""
@@ -85,15 +91,19 @@ class PoolCache:
                 digest.update(block)
         return self.folder / f"{ENTRY_PREFIX}{digest.hexdigest()}.pt"
 
-    def load(self, audio: Path, dim: int) -> ReferencePool | None:
-        """The cached pool of `audio`, or None (absent, or invalid: reported and removed)."""
+    def load(self, audio: Path, dim: int, n_harmonics: int | None = None) -> ReferencePool | None:
+        """The cached pool of `audio`, or None (absent, or invalid: reported and removed).
+
+        Args:
+            dim: the converter's feature dimension; n_harmonics: its amplitude columns (None: any).
+        """
         if not self.readable:
             return None
         path = self.entry(audio)
         if not path.is_file():
             return None
         try:
-            pool = ReferencePool.load(path, dim=dim)
+            pool = ReferencePool.load(path, dim=dim, n_harmonics=n_harmonics)
         except PoolFileError as err:
             log.warning("ignoring the cached pool of %s and rebuilding it: %s", audio, err)
             path.unlink(missing_ok=True)
@@ -153,6 +163,9 @@ def file_pool(
 ) -> ReferencePool:
     """The one-file pool of `path`: from the cache when valid, else encoded (and cached).
 
+    A converter above 16 kHz also reads the file at its `amplitude_rate` for the harmonic
+    amplitudes (see the module docstring); at 16 kHz the file is read once, at 16 kHz.
+
     Args:
         max_seconds: refuse recordings longer than this (None: no limit); a cached pool of a longer
             recording is refused too.
@@ -161,15 +174,39 @@ def file_pool(
         AudioError: the recording cannot be used (see `usable_recording`).
     """
     if cache is not None:
-        pool = cache.load(path, converter.encoder.dim)
+        pool = cache.load(path, converter.encoder.dim, converter.n_harmonics)
         if pool is not None:
             if max_seconds is not None and pool.seconds > max_seconds:
                 raise AudioError(path, too_long(pool.seconds, max_seconds, at_least=True))
             return pool
-    pool = converter.reference_pool(usable_recording(path, converter, max_seconds=max_seconds), name=str(path))
+    wav_16k = usable_recording(path, converter, max_seconds=max_seconds)
+    wav, wav_rate = measuring_recording(path, converter.sample_rate, max_seconds)
+    if wav is None:  # amplitudes measured at 16 kHz: the 16 kHz recording is all it takes
+        pool = converter.reference_pool(wav_16k, name=str(path))
+    else:
+        pool = converter.reference_pool(wav_16k, name=str(path), wav=wav, wav_rate=wav_rate)
     if cache is not None:
         cache.store(path, pool)
     return pool
+
+
+def measuring_recording(
+    path: Path, output_rate: int, max_seconds: float | None = MAX_SECONDS
+) -> tuple[torch.Tensor | None, int | None]:
+    """The recording the harmonic amplitudes for a vocoder at `output_rate` are measured from, when
+    it is not the 16 kHz one: ((L,) float32 at `amplitude_rate(file rate, output_rate)`, that rate);
+    (None, None) when they are measured at 16 kHz (a 16 kHz vocoder, or a file at or below 16 kHz).
+
+    Raises:
+        AudioError: as `load_audio`.
+    """
+    if output_rate <= SAMPLE_RATE:
+        return None, None
+    with AudioReader(path, max_seconds) as reader:
+        rate = amplitude_rate(reader.sample_rate, output_rate)
+    if rate == SAMPLE_RATE:
+        return None, None
+    return load_audio(path, sample_rate=rate, max_seconds=max_seconds), rate
 
 
 def build_reference_pool(

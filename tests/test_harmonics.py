@@ -14,10 +14,13 @@ from knnsvc.harmonics import (
     MASK_STOP,
     N_BINS,
     additive_synth,
+    amplitude_rate,
     harmonic_amplitudes,
+    harmonics_for_rate,
     magnitude_spectrogram,
     running_cycles,
     sine_excitation,
+    spectrum_size,
     upsample_bicubic,
 )
 
@@ -135,6 +138,94 @@ def test_spectrogram_frame_count(n_samples):
 def test_spectrogram_rejects_batched_input():
     with pytest.raises(ValueError, match="1-D"):
         magnitude_spectrogram(torch.randn(2, 16000))
+
+
+# -- measuring at other rates ----------------------------------------------------------------------
+
+RATES = (16_000, 24_000, 44_100)
+
+
+def _tones(sample_rate: int, partials: dict[float, float], seconds: float = 1.0) -> torch.Tensor:
+    t = torch.arange(round(seconds * sample_rate), dtype=torch.float64) / sample_rate
+    return sum(a * torch.sin(2 * math.pi * hz * t) for hz, a in partials.items()).float()
+
+
+def test_the_16khz_spectrum_is_todays_stft_bit_for_bit():
+    wav = torch.randn(48_001, generator=torch.Generator().manual_seed(0)) * 0.1
+    stft = torch.stft(wav, 400, 320, 400, torch.hann_window(400), center=True, pad_mode="reflect",
+                      return_complex=True)
+    assert spectrum_size(SAMPLE_RATE) == (400, 320)
+    assert torch.equal(magnitude_spectrogram(wav, sample_rate=SAMPLE_RATE), stft.abs()[:N_BINS].T)
+
+
+@pytest.mark.parametrize("sample_rate, n_fft, hop", [(24_000, 600, 480), (44_100, 1102, 882), (48_000, 1200, 960)])
+def test_other_rates_use_20ms_frames_and_a_scaled_25ms_window(sample_rate, n_fft, hop):
+    wav = torch.randn(sample_rate + 7, generator=torch.Generator().manual_seed(1)) * 0.1
+    assert spectrum_size(sample_rate) == (n_fft, hop)
+    stft = torch.stft(wav, n_fft, hop, n_fft, torch.hann_window(n_fft), center=True, pad_mode="reflect",
+                      return_complex=True)
+    spec = magnitude_spectrogram(wav, sample_rate=sample_rate)
+    assert spec.shape == (wav.numel() // hop + 1, n_fft // 2)
+    torch.testing.assert_close(spec, stft.abs()[: n_fft // 2].T * (400 / n_fft))
+    assert torch.equal(magnitude_spectrogram(wav, 5, 20, sample_rate=sample_rate), spec[5:25])  # works in blocks
+
+
+def test_a_rate_without_whole_20ms_frames_is_refused():
+    with pytest.raises(ValueError, match="not a whole number of samples per frame"):
+        magnitude_spectrogram(torch.randn(22_000), sample_rate=22_001)
+
+
+@pytest.mark.parametrize("sample_rate", RATES)
+def test_a_tone_reads_the_same_magnitude_and_amplitudes_at_every_rate(sample_rate):
+    """A sinusoid of amplitude a peaks at 100 a at every rate, and its harmonic amplitudes are the
+    16 kHz ones (the -17.5 Hz read-out quirk included: bins are 40 Hz apart at 16 and 24 kHz, 40.018 Hz
+    at 44.1 kHz, so there a partial at f sits f / 40 * 4.5e-4 bins away and reads up to 1 % off
+    below 1.5 kHz)."""
+    partials = {440.0: 0.5, 880.0: 0.2, 1320.0: 0.05}
+    spec = magnitude_spectrogram(_tones(sample_rate, partials), sample_rate=sample_rate)[2:-2]
+    bin_hz = sample_rate / spectrum_size(sample_rate)[0]
+    assert torch.all(spec.argmax(dim=1) == round(440.0 / bin_hz))
+    torch.testing.assert_close(spec.amax(dim=1), torch.full((spec.shape[0],), 50.0), rtol=1e-3, atol=0)
+    f0_hz = torch.full((spec.shape[0],), 440.0)
+    amps = harmonic_amplitudes(spec, f0_hz, 5, sample_rate)
+    at_16k = harmonic_amplitudes(magnitude_spectrogram(_tones(SAMPLE_RATE, partials))[2:-2], f0_hz, 5)
+    torch.testing.assert_close(amps[:, :3], at_16k[:, :3], rtol=1e-2 if sample_rate == 44_100 else 1e-6, atol=0)
+    assert amps[:, :3].min() > 0.03 and amps[:, 3:].max() < 1e-4
+
+
+def test_a_partial_above_8khz_is_measured_at_24_and_44khz():
+    """Harmonic 20 of 500 Hz (10 kHz) reads its amplitude where the rate can see it, the same at
+    24 and 44.1 kHz up to the scalloping of 44.1 kHz's 40.018 Hz bins (0.11 bin at 10 kHz: 2.4 %)."""
+    partials = {500.0: 0.3, 10_000.0: 0.1}
+    read = {}
+    for sample_rate in (24_000, 44_100):
+        spec = magnitude_spectrogram(_tones(sample_rate, partials), sample_rate=sample_rate)[2:-2]
+        read[sample_rate] = harmonic_amplitudes(spec, torch.full((spec.shape[0],), 500.0), 40, sample_rate)
+    torch.testing.assert_close(read[24_000], read[44_100], rtol=3e-2, atol=1e-5)
+    assert read[44_100][:, 19].min() > 0.1 * read[44_100][:, 0].min()  # about a third of harmonic 1
+    assert read[44_100][:, torch.arange(40) != 19][:, 1:].max() < 1e-3 * read[44_100][:, 19].min()
+
+
+@pytest.mark.parametrize("sample_rate, visible", [(16_000, 15), (24_000, 23), (44_100, 44)])
+def test_harmonics_above_the_measuring_nyquist_read_zero_at_every_rate(sample_rate, visible):
+    """With H for 44.1 kHz output, a spectrum measured at a lower rate gives 0 above its Nyquist."""
+    spec = torch.ones(1, spectrum_size(sample_rate)[0] // 2)
+    amps = harmonic_amplitudes(spec, torch.tensor([500.0]), harmonics_for_rate(44_100), sample_rate)
+    assert amps.shape == (1, 137)
+    assert torch.all(amps[0, :visible] > 0) and torch.all(amps[0, visible:] == 0)  # k * 500 Hz < Nyquist
+
+
+def test_harmonic_columns_per_output_rate():
+    assert harmonics_for_rate(SAMPLE_RATE) == N_HARMONICS == 49
+    assert [harmonics_for_rate(rate) for rate in (24_000, 44_100, 48_000)] == [74, 137, 149]
+
+
+@pytest.mark.parametrize("original, output, measured", [
+    (44_100, 16_000, 16_000), (48_000, 44_100, 44_100), (16_000, 44_100, 16_000), (8_000, 24_000, 16_000),
+    (22_050, 44_100, 22_050), (44_100, 24_000, 24_000), (22_075, 44_100, 22_050),
+])
+def test_the_measuring_rate_is_the_lower_of_the_two_and_at_least_16khz(original, output, measured):
+    assert amplitude_rate(original, output) == measured
 
 
 # -- additive synthesis ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from knnsvc.pool import ReferencePool
+from knnsvc.pool import PoolFileError, ReferencePool
 from knnsvc.references import PoolCache
 
 
@@ -97,12 +97,65 @@ def test_the_fingerprint_is_under_the_checksum(tmp_path):
 
 
 def test_a_pool_file_of_the_previous_format_is_refused_with_a_clear_line(tmp_path):
-    """Version 2 files did not record the encoder: they are refused, to be rebuilt (the pool
+    """Version 3 files did not record the amplitude rate: they are refused, to be rebuilt (the pool
     cache's keys include the version, so its old entries are simply not used)."""
     path = _pool(10, "a").save(tmp_path / "old.pt")
     payload = torch.load(path, weights_only=True)
-    payload["version"] = 2
-    del payload["encoder_id"]
+    payload["version"] = 3
+    del payload["amp_rates"]
     torch.save(payload, path)
-    with pytest.raises(ValueError, match=r"pool format version 2, expected 3 \(rebuild the pool\)"):
+    with pytest.raises(ValueError, match=r"pool format version 3, expected 4 \(rebuild the pool\)"):
         ReferencePool.load(path)
+
+
+def test_the_cache_key_changes_with_the_pool_format_version(tmp_path, monkeypatch):
+    """An entry written by the previous format is looked up under another key: it is rebuilt, not misread."""
+    a = tmp_path / "a.wav"
+    a.write_bytes(b"one")
+    entry = PoolCache(tmp_path / "cache", {"encoder": "enc1"}).entry(a)
+    monkeypatch.setattr("knnsvc.references.POOL_FORMAT_VERSION", 3)
+    assert PoolCache(tmp_path / "cache", {"encoder": "enc1"}).entry(a) != entry
+
+
+# --------------------------------------------------------------------------- amplitude rates
+def _wide(n, name, rate, columns=137):
+    return ReferencePool(feats=torch.zeros(n, 3), f0_hz=torch.full((n,), 200.0), amps=torch.ones(n, columns),
+                         starts=[0], names=[name], amp_rates=[rate])
+
+
+def test_a_pool_records_each_files_amplitude_rate_through_concat_head_save_and_load(tmp_path):
+    assert _pool(4, "a").amp_rates == [16_000]  # a pool made without saying: measured at 16 kHz
+    pool = ReferencePool.concat([_wide(50, "a", 44_100), _wide(50, "b", 16_000)])
+    assert pool.amp_rates == [44_100, 16_000] and pool.amp_rate == 16_000 and pool.n_harmonics == 137
+    assert pool.head(0.5).amp_rates == [44_100]
+    loaded = ReferencePool.load(pool.save(tmp_path / "pool.pt"), n_harmonics=137)
+    assert loaded.amp_rates == [44_100, 16_000] and torch.equal(loaded.amps, pool.amps)
+
+
+def test_pools_of_different_harmonic_columns_do_not_join():
+    with pytest.raises(ValueError, match=r"^cannot join reference pools of 49 and 137 harmonic columns \(built for "
+                                         r"vocoders of different output rates\); build every pool with the same "
+                                         r"converter$"):
+        ReferencePool.concat([_pool(10, "a"), _wide(10, "b", 44_100)])
+
+
+def test_a_pool_of_other_harmonic_columns_is_refused_on_load(tmp_path):
+    path = _wide(10, "a", 24_000, columns=74).save(tmp_path / "pool.pt")
+    with pytest.raises(PoolFileError, match=r"74 harmonic amplitudes per frame, expected 49$"):
+        ReferencePool.load(path, n_harmonics=49)
+    assert ReferencePool.load(path, n_harmonics=74).amp_rates == [24_000]
+
+
+def test_the_amplitude_rates_are_under_the_checksum_and_checked(tmp_path):
+    path = _wide(10, "a", 44_100).save(tmp_path / "pool.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["amp_rates"] = [16_000]
+    torch.save(payload, path)
+    with pytest.raises(PoolFileError, match="checksum mismatch"):
+        ReferencePool.load(path)
+    payload["amp_rates"] = [16_000, 16_000]
+    torch.save(payload, path)
+    with pytest.raises(PoolFileError, match="do not give one positive rate per file$"):
+        ReferencePool.load(path)
+    with pytest.raises(ValueError, match="one positive amplitude rate per file"):
+        _wide(10, "a", 0)

@@ -26,7 +26,9 @@ Output rate (``sample_rate``): the audio is read at the vocoder's output rate (`
 sample_rate / 50 samples per frame: 320 at 16 kHz, 480 at 24 kHz, 882 at 44.1 kHz), while the
 features stay the 16 kHz prematched ones (50 frames per second at every rate). A listed file
 whose own rate is below the output rate is an error: a vocoder trained on upsampled audio learns
-an empty top band.
+an empty top band. The amplitudes should have been prematched for the same rate
+(``prematch ... sample_rate=``: ``harmonics_for_rate(sample_rate)`` columns, what inference feeds a
+vocoder at that rate); features of another number of columns are used, with one WARNING.
 
 Randomness (crop positions, random candidates, the epoch's order) is a pure function of
 ``(seed, epoch, index)``, so a run resumed from a checkpoint sees exactly the batches it would
@@ -52,6 +54,7 @@ from hifigan.mel import LogMelSpectrogram, MelConfig
 from hifigan.presets import hop_for_rate
 from knnsvc.audio import AudioError, load_audio
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+from knnsvc.harmonics import harmonics_for_rate
 from knnsvc.runtime import first_line
 from knnsvc.training.corpus import SplitEntry
 from knnsvc.training.features import PrematchedFeatures
@@ -152,6 +155,7 @@ class VocoderDataset(Dataset):
         self.name = name
         self.log_mel = LogMelSpectrogram(mel_config)
         self.items = self._check_entries(entries)
+        self._warned_columns = False
         if not self.items:
             raise ValueError(
                 f"{name}: none of the {len(entries)} listed files is usable "
@@ -232,6 +236,12 @@ class VocoderDataset(Dataset):
                 f"{item.audio} has {wav.numel()} at 16 kHz; the feature file belongs to another recording "
                 "(prematch again)"
             )
+        columns = harmonics_for_rate(self.sample_rate)
+        if features.amps.shape[-1] != columns and not self._warned_columns:
+            self._warned_columns = True
+            log.warning("%s: %s holds %d harmonic amplitude columns, but a %d Hz vocoder gets %d at conversion; "
+                        "prematch the corpus with sample_rate=%d", self.name, item.features,
+                        features.amps.shape[-1], self.sample_rate, columns, self.sample_rate)
         return wav, features
 
     def __getitem__(self, key: int | tuple[int, int]) -> VocoderItem:

@@ -10,7 +10,8 @@ key                  shape / dtype   content
 ``f0_hz``            (T,) float32    the utterance's own Harvest F0 (the pitch the target sings)
 ``amps``             (T, H) float32  harmonic amplitudes exactly as inference computes them for
                                      this utterance: pitch-priority candidates, reselection and
-                                     optimised weights per the matching settings
+                                     optimised weights per the matching settings (H = 49, or
+                                     ``harmonics_for_rate`` of the prematching ``sample_rate``)
 ``candidate_amps``   (T, K, H) f16   amplitudes of the K pitch-priority candidates (no
                                      reselection), for the reference's random-candidate input
 ``amp_ratio``        (T, K) float32  ||S_utt[t]||_1 / (||S_pool[c]||_1 + 1e-5) of those candidates

@@ -11,6 +11,12 @@ same as giving them distance +inf (they can never be chosen, nor reached as a re
 successor). The reference instead set their cosine distance to 1, so an own frame could still be
 picked whenever all other frames were at least orthogonal.
 
+Output rate (``sample_rate``): the harmonic amplitudes are computed for the vocoder trained at that
+rate exactly as inference computes them for a converter with that vocoder: ``harmonics_for_rate``
+columns (49 at 16 kHz, 74 at 24 kHz, 137 at 44.1 kHz), measured from each recording read at
+``amplitude_rate(file rate, sample_rate)`` (``knnsvc.references.measuring_recording``); features,
+F0 and the amplitude ratio's spectra stay the 16 kHz ones. At 16 kHz nothing changes.
+
 Files are written atomically (temporary file + rename), so an interrupted run leaves only complete
 files; a new run skips every utterance whose feature file exists. A manifest JSON in ``out_dir``
 records the settings and the status of every file.
@@ -34,16 +40,17 @@ import torch
 from tqdm import tqdm
 
 from hifigan.generator import VocoderKind
+from hifigan.presets import hop_for_rate
 from knnsvc import __version__
 from knnsvc.audio import AudioError
-from knnsvc.config import SAMPLE_RATE, WAVLM_LAYER
+from knnsvc.config import N_HARMONICS, SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.files import atomic_path
-from knnsvc.harmonics import magnitude_spectrogram
+from knnsvc.harmonics import harmonics_for_rate, magnitude_spectrogram
 from knnsvc.matching import pitch_priority
 from knnsvc.pipeline import KnnSvc, MatchConfig, SourceFeatures
 from knnsvc.pool import ReferencePool
-from knnsvc.references import usable_recording
+from knnsvc.references import measuring_recording, usable_recording
 from knnsvc.runtime import resolve_device
 from knnsvc.training.corpus import CorpusFile, PoolUnit, scan_corpus
 from knnsvc.training.features import FEATURE_FORMAT, FEATURE_FORMAT_VERSION, PrematchedFeatures, feature_relpath
@@ -98,6 +105,9 @@ class PrematchConfig:
             shard_index (for parallel runs; each shard writes its own manifest).
         chunk_seconds: WavLM chunk length (spec §3.4).
         progress: show a progress bar.
+        sample_rate: output rate of the vocoder the features are for (16000, 24000, 44100, ...:
+            ``rate=`` of the training run); sets the harmonic columns and the measuring rate of
+            the amplitudes (see the module docstring).
     """
 
     corpus_dir: str
@@ -114,6 +124,7 @@ class PrematchConfig:
     shard_index: int = 0
     chunk_seconds: float = 30.0
     progress: bool = True
+    sample_rate: int = SAMPLE_RATE
 
     def __post_init__(self) -> None:
         self.pool_unit = PoolUnit(self.pool_unit)
@@ -131,6 +142,10 @@ class PrematchConfig:
             raise ValueError(f"feats_dtype must be float16 or float32, got {self.feats_dtype!r}")
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"shard_index must be in 0..{self.num_shards - 1}, got {self.shard_index}")
+        rate = self.sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < SAMPLE_RATE:
+            raise ValueError(f"sample_rate must be a whole number of Hz, at least {SAMPLE_RATE}, got {rate!r}")
+        hop_for_rate(self.sample_rate)  # a whole number of samples per 20 ms frame
 
     def settings(self) -> dict[str, Any]:
         """The settings that determine the written features (recorded in the manifest)."""
@@ -139,6 +154,8 @@ class PrematchConfig:
         values.update({key: _plain(getattr(self, key)) for key in ("feature_mode", "feats_dtype", "chunk_seconds")})
         values["own_utterance"] = "excluded from the pool (distance +inf)"
         values["feature_format_version"] = FEATURE_FORMAT_VERSION
+        values["sample_rate"] = self.sample_rate
+        values["harmonics"] = harmonics_for_rate(self.sample_rate)
         return values
 
 
@@ -322,8 +339,13 @@ class Prematcher:
 
     def _analyse(self, path: Path) -> _Analysis:
         wav = usable_recording(path, self.svc)  # the checks every reference recording passes
-        pool = self.svc.reference_pool(wav, name=str(path))
-        spec = magnitude_spectrogram(wav)[: pool.num_frames]
+        rate = self.config.sample_rate
+        original, original_rate = measuring_recording(path, rate)
+        if rate == SAMPLE_RATE:
+            pool = self.svc.reference_pool(wav, name=str(path))
+        else:
+            pool = self.svc.reference_pool(wav, name=str(path), wav=original, wav_rate=original_rate, output_rate=rate)
+        spec = magnitude_spectrogram(wav)[: pool.num_frames]  # the amplitude ratio compares 16 kHz spectra
         return _Analysis(pool=pool, spec_l1=spec.sum(dim=1), num_samples=wav.numel())
 
     def _match(self, own: _Analysis, pool: ReferencePool, others: list[_Analysis]) -> PrematchedFeatures:
@@ -361,8 +383,10 @@ class Prematcher:
         if path.is_file() and not self.config.overwrite:
             with open(path, encoding="utf-8") as handle:
                 manifest = json.load(handle)
-            # a matching setting an older manifest does not record was at its default then
-            old = {**dataclasses.asdict(prematch_match_config()), **manifest.get("settings", {})}
+            # a setting an older manifest does not record was at its default then
+            defaults = {**dataclasses.asdict(prematch_match_config()), "sample_rate": SAMPLE_RATE,
+                        "harmonics": N_HARMONICS}
+            old = {**defaults, **manifest.get("settings", {})}
             changed = {k: (old.get(k), v) for k, v in settings.items() if k != "wavlm" and old.get(k) != v}
             if changed:
                 details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
