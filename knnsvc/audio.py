@@ -592,7 +592,8 @@ class AudioWriter:
     are clipped (except in float subtypes, FLOAT and DOUBLE, which hold them) and counted, and one
     warning at the end reports how many. Unlike `peak_limit`
     (which divides the whole waveform by its peak and so needs all of it), this keeps the level
-    of the samples within range; vocoder outputs are tanh-bounded, so it rarely matters.
+    of the samples within range; the HiFi-GAN vocoders' outputs are tanh-bounded, so it rarely
+    matters for them (a Vocos output is not bounded, and its clipped samples are counted).
 
     With `loudness_lufs`: blocks are spooled as float32 into a temporary file beside `path` while
     a `LoudnessMeter` measures them; at the end the gain to the target is applied block by block

@@ -46,9 +46,9 @@ def encodes(monkeypatch) -> list[str]:
     names: list[str] = []
     original = KnnSvc.reference_pool
 
-    def counting(self, wav_16k, name=""):
+    def counting(self, wav_16k, name="", **options):
         names.append(Path(name).name)
-        return original(self, wav_16k, name)
+        return original(self, wav_16k, name, **options)
 
     monkeypatch.setattr(KnnSvc, "reference_pool", counting)
     return names
