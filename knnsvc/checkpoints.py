@@ -12,6 +12,7 @@ Files are read with ``torch.load(weights_only=True)`` only, so a downloaded file
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
@@ -20,6 +21,8 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
 from torch import nn
@@ -343,8 +346,11 @@ def build_converter(
 
     Args:
         wavlm: release name or checkpoint path (loaded up to `encoder_depth` blocks), or a WavLM
-            (or `WavLMEncoder`) already built, which must have at least that many blocks.
-        vocoder: release name or checkpoint path, or ``(kind, generator)`` already built.
+            (or `WavLMEncoder`) already built, which must have at least that many blocks; or an
+            exported graph (a path ending in ``.onnx``, its sidecar beside it, `knnsvc.onnx_export`),
+            run by ONNX Runtime on the CPU (`knnsvc.onnx_runtime`; needs ``pip install knnsvc[export]``).
+        vocoder: release name or checkpoint path, or ``(kind, generator)`` already built; or an
+            exported graph (``.onnx``), as for `wavlm`.
         vocoder_config: HiFi-GAN config for a vocoder given by name or path (see `load_vocoder`);
             refused with a built vocoder.
         config: matching settings (default `MatchConfig()`).
@@ -370,6 +376,9 @@ def build_converter(
     vocoder_label: object = vocoder if isinstance(vocoder, (str, os.PathLike)) else "(given vocoder)"
     if names is not None:
         wavlm_label, vocoder_label = names
+    if _is_graph(wavlm) or _is_graph(vocoder):
+        return _build_onnx_converter(wavlm, vocoder, vocoder_config, config, extractor, device, block_seconds,
+                                     progress, (wavlm_label, vocoder_label))
     if isinstance(wavlm, WavLMEncoder):
         wavlm = wavlm.wavlm
     if isinstance(wavlm, WavLM):
@@ -389,6 +398,88 @@ def build_converter(
     check_compatible(encoder, generator, wavlm_label, vocoder_label)
     return KnnSvc(WavLMEncoder(encoder, layer=WAVLM_LAYER), generator, kind, config=config,
                   block_seconds=block_seconds, f0=extractor)
+
+
+def _is_graph(name_or_path: object) -> bool:
+    """A checkpoint argument that names an exported ONNX graph (a path ending in ``.onnx``)."""
+    return isinstance(name_or_path, (str, os.PathLike)) and os.fspath(name_or_path).lower().endswith(".onnx")
+
+
+def _onnx_backend() -> ModuleType:
+    """`knnsvc.onnx_runtime`, imported on first use; without onnxruntime one line says what to install."""
+    try:
+        onnx_runtime = importlib.import_module("knnsvc.onnx_runtime")
+    except ImportError as err:
+        if getattr(err, "name", None) in ("onnxruntime", "onnx"):
+            raise CheckpointError(
+                f"exported .onnx graphs need the {err.name} package: pip install knnsvc[export]") from None
+        raise
+    return onnx_runtime
+
+
+def _build_onnx_converter(
+    wavlm: EncoderLike,
+    vocoder: VocoderLike,
+    vocoder_config: str | os.PathLike | HiFiGANConfig | None,
+    config: MatchConfig,
+    extractor: F0Extractor,
+    device: str | torch.device,
+    block_seconds: float,
+    progress: bool,
+    labels: tuple[object, object],
+) -> KnnSvc:
+    """`build_converter` where the encoder, the vocoder or both are exported graphs (ONNX Runtime,
+    on the CPU); the other one is built as usual. Each graph's sidecar is checked
+    (`knnsvc.onnx_export.read_sidecar`) before the graph is loaded."""
+    backend = _onnx_backend()
+    depth = encoder_depth(config)
+    encoder: nn.Module
+    generator: Any
+    kind: VocoderKind
+    encoder_id: str | None
+    encoder_dim: int
+    if _is_graph(wavlm):
+        assert isinstance(wavlm, (str, os.PathLike))
+        graph_encoder = backend.OnnxEncoder(Path(wavlm).expanduser(), match_layers=config.match_layers)
+        encoder = graph_encoder
+        encoder_dim, encoder_id = int(graph_encoder.dim), str(graph_encoder.encoder_id)
+    else:
+        if isinstance(wavlm, WavLMEncoder):
+            wavlm = wavlm.wavlm
+        if isinstance(wavlm, WavLM):
+            if wavlm.num_layers < depth:
+                raise CheckpointError(
+                    f"the given WavLM keeps {wavlm.num_layers} blocks, but these settings use layer {depth}")
+            model = wavlm.to(device).eval()
+        else:
+            model = load_wavlm(wavlm, device=device, progress=progress, num_layers=depth)
+        encoder = WavLMEncoder(model, layer=WAVLM_LAYER)
+        encoder_dim, encoder_id = model.dim, None
+    if _is_graph(vocoder):
+        assert isinstance(vocoder, (str, os.PathLike))
+        if vocoder_config is not None:
+            raise CheckpointError(f"{vocoder}: --vocoder-config does not apply to an exported graph (its sidecar "
+                                  "describes it)")
+        generator = backend.OnnxVocoder(Path(vocoder).expanduser())
+        kind = generator.kind
+    elif isinstance(vocoder, tuple):
+        if vocoder_config is not None:
+            raise ValueError("vocoder_config applies to a vocoder given by name or path, not to a built one")
+        kind, generator = VocoderKind(vocoder[0]), vocoder[1].to(device).eval()
+    else:
+        kind, generator = load_vocoder(vocoder, vocoder_config, device=device, progress=progress)
+    expected: int | None = getattr(generator, "dim", None) or getattr(getattr(generator, "config", None),
+                                                                      "hubert_dim", None)
+    if expected is not None and expected != encoder_dim:
+        raise CheckpointError(
+            f"{labels[1]}: the vocoder takes {expected}-dim features but the WavLM {labels[0]} produces "
+            f"{encoder_dim}-dim features; use a matching pair")
+    converter = KnnSvc(encoder, generator, kind, config=config,  # type: ignore[arg-type]
+                       block_seconds=block_seconds, f0=extractor)
+    if encoder_id is not None:
+        # the PyTorch encoder's id, from the sidecar: pools cached with either backend serve both
+        converter._encoder_id = encoder_id
+    return converter
 
 
 def _f0_extractor(name: str, device: str | torch.device, workers: int | None) -> F0Extractor:
