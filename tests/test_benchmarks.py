@@ -118,3 +118,16 @@ def test_bench_floor_tiny_reports_ratios_and_streaming_rtfs(tmp_path: Path) -> N
     assert [row["latency_ms"] for row in report["streaming"]] == [280, 360, 440, 600]
     assert all(0 < row["rtf_median"] <= row["rtf_max"] for row in report["streaming"])
     assert "| warm |" in done.stdout and "| cold |" in done.stdout
+
+
+@pytest.mark.slow
+def test_bench_shards_tiny_times_both_runs_and_finds_the_outputs_byte_equal(tmp_path: Path) -> None:
+    out = tmp_path / "shards.json"
+    run_script("bench_shards.py", "--tiny", "--files", "4", "--seconds", "0.5", "--shards", "2", "--threads", "1",
+               "--work", str(tmp_path / "work"), "--json", str(out))
+    report = json.loads(out.read_text())
+    assert report["byte_equal"] is True and report["outputs"] == 4 and report["shards"] == 2
+    assert report["single_process_s"] > 0 and report["sharded_s"] > 0
+    assert report["speedup"] == pytest.approx(report["single_process_s"] / report["sharded_s"], abs=0.01)
+    merged = json.loads((tmp_path / "work" / "merged.json").read_text())
+    assert merged["shard"] is None and [e["status"] for e in merged["entries"]] == ["converted"] * 4

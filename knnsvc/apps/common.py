@@ -33,8 +33,10 @@ import os
 import signal
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -62,6 +64,7 @@ from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, get_f0_extractor, pitch_shi
 from knnsvc.pool import ReferencePool
 from knnsvc.references import PoolCache, build_reference_pool, no_voiced_frames, too_short, usable_recording
 from knnsvc.runtime import DEVICE_NAMES, first_line, resolve_device
+from knnsvc.shards import MAX_SHARDS, Manifest, shard_path, shard_problem
 
 log = logging.getLogger("knnsvc.apps")
 
@@ -268,6 +271,21 @@ def add_conversion_arguments(parser: argparse.ArgumentParser, pitch_shift: objec
                         help="normalise each output to this integrated loudness (default: off, as the reference)")
     parser.add_argument("--repair-audio", action="store_true",
                         help="replace NaN/inf samples in inputs by 0 (with a warning) instead of refusing the file")
+    if not streaming:
+        add_shard_arguments(parser)
+
+
+def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--num-shards N --shard-index I`` (this run does positions I, I + N, ... of the sorted batch;
+    see `knnsvc.shards`) and ``--manifest PATH`` (what each item became, for ``knnsvc-merge``)."""
+    parser.add_argument("--num-shards", type=integer_type(1, MAX_SHARDS, "a number of shards"), default=None,
+                        metavar="N", help="split the batch into N shards (run one process per shard, e.g. a SLURM "
+                                          "job array) and do only shard --shard-index")
+    parser.add_argument("--shard-index", type=integer_type(0, MAX_SHARDS - 1, "a shard index"), default=None,
+                        metavar="I", help="the shard this run does, 0 to N-1 (with --num-shards)")
+    parser.add_argument("--manifest", type=path_type, default=None, metavar="PATH",
+                        help="record each input's output, status and seconds in this JSON file (a shard writes "
+                             "<stem>.shard-I-of-N.json beside it; join them with knnsvc-merge)")
 
 
 def _default_max_seconds() -> str:
@@ -300,6 +318,69 @@ def check_conversion_arguments(args: argparse.Namespace, parser: argparse.Argume
     if args.max_duration is not None and not (accepts(usable_recording, "max_seconds")
                                               and accepts(audio.load_audio, "max_seconds")):
         parser.error("--max-duration: this version's audio reader has no duration cap")
+    check_shard_arguments(args, parser)
+
+
+def check_shard_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``--num-shards`` and ``--shard-index`` come together and fit (0 <= I < N); ``--manifest`` names a
+    file that can be written; a command whose inputs are not one sorted batch of files refuses them.
+    Each problem is `parser.error` (one line, exit status 2)."""
+    num_shards, shard_index = getattr(args, "num_shards", None), getattr(args, "shard_index", None)
+    manifest = getattr(args, "manifest", None)
+    if num_shards is None and shard_index is None and manifest is None:
+        return
+    if not hasattr(args, "source"):  # knnsvc-cover: its items are songs with several outputs each
+        used = next(flag for flag, value in (("--num-shards", num_shards), ("--shard-index", shard_index),
+                                             ("--manifest", manifest)) if value is not None)
+        parser.error(f"{used}: {parser.prog} does not split its batch; shard knnsvc-convert runs instead")
+    if (num_shards is None) != (shard_index is None):
+        parser.error("--num-shards and --shard-index go together (shard I of N, 0 <= I < N)"
+                     if num_shards is not None else "--shard-index needs --num-shards N")
+    if num_shards is not None and shard_index is not None:
+        problem = shard_problem(num_shards, shard_index)
+        if problem:
+            parser.error(f"--shard-index {shard_index}: {problem}")
+    if manifest is not None:
+        target = shard_path(manifest, num_shards or 1, shard_index or 0)
+        if target.is_dir():
+            parser.error(f"--manifest {manifest}: {target} is a folder; name the JSON file to write")
+        if target.exists() and not target.is_file():
+            parser.error(f"--manifest {manifest}: {target} is not a regular file")
+        problem = folder_problem(target.parent)
+        if problem:
+            parser.error(f"--manifest {manifest}: {problem}")
+
+
+SHARD_IGNORED_SETTINGS = frozenset({
+    "num_shards", "shard_index", "manifest", "quiet", "overwrite", "workers", "pool_cache", "list_checkpoints",
+    "match_config", "version",
+})
+"""Options that do not change what a batch writes (left out of a manifest's settings fingerprint)."""
+
+
+@dataclass
+class ShardRun:
+    """What the batch loop (`run_each`) of a sharded or manifest-keeping run needs from its options."""
+
+    num_shards: int
+    shard_index: int
+    manifest: Path | None
+    keep_existing: bool
+    settings: dict
+
+
+_SHARD_RUN: ContextVar[ShardRun | None] = ContextVar("knnsvc_shard_run", default=None)
+
+
+def shard_run(args: argparse.Namespace) -> ShardRun | None:
+    """The `ShardRun` the parsed options ask for (None: an ordinary run without a manifest)."""
+    num_shards, manifest = getattr(args, "num_shards", None), getattr(args, "manifest", None)
+    if num_shards is None and manifest is None:
+        return None
+    settings = {key: value for key, value in sorted(vars(args).items()) if key not in SHARD_IGNORED_SETTINGS}
+    return ShardRun(num_shards or 1, getattr(args, "shard_index", None) or 0,
+                    None if manifest is None else shard_path(manifest, num_shards or 1, args.shard_index or 0),
+                    keep_existing=not args.overwrite, settings=settings)
 
 
 def conversion_options(args: argparse.Namespace) -> Options:
@@ -343,6 +424,12 @@ def run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser,
     (`check_conversion_arguments`, exit 2 before any model loads), logging through the bars, and
     Ctrl-C or SIGTERM ending in one line that counts what is done (exit status 130)."""
     check_conversion_arguments(args, parser)
+    shards = shard_run(args)
+    if shards is not None:
+        # the batch loop sees every planned item and decides itself which are this shard's and which
+        # are already there (`run_each`), so the command's own screening must not skip any
+        args = argparse.Namespace(**{**vars(args), "overwrite": True})
+    token = _SHARD_RUN.set(shards)
     with cli_logging(args.quiet):
         batch = Batch()
         try:
@@ -352,6 +439,8 @@ def run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser,
             done = batch.converted + batch.skipped
             log.error("interrupted: %d of %d %s; rerun to continue", done, batch.total or done, done_word)
             return INTERRUPTED_STATUS
+        finally:
+            _SHARD_RUN.reset(token)
 
 
 @contextmanager
@@ -564,29 +653,69 @@ def run_each(items: Sequence[T], batch: Batch, quiet: bool, unit: str, path: Cal
     and one bar per stage; a failure is one line for that item (`failure_line`) and the next item
     goes on; the closing line counts the problems. Returns the exit status (0 or 1).
 
+    In a run with ``--num-shards``/``--manifest`` (see `run_batch`), `items` is the whole sorted batch:
+    this loop does only the shard's positions (`knnsvc.shards`), skips those whose output is already
+    there (unless --overwrite), and records every one of them in the shard's manifest as it goes.
+
     Args:
         path: the input an item is reported by; work: does one item, returns a short report;
         written: what an item wrote, for the log; extra_failures: problems found before the loop.
     """
-    rows = tqdm(items, desc=f"{unit}s", unit=unit, disable=quiet or len(items) < 2 or None, dynamic_ncols=True,
-                position=0)
-    for item in rows:
+    shards = _SHARD_RUN.get()
+    manifest: Manifest | None = None
+    previous: dict[int, dict] = {}
+    positions = list(range(len(items)))
+    if shards is not None:
+        positions = positions[shards.shard_index::shards.num_shards]
+        batch.total = len(positions)
+        if shards.manifest is not None:
+            manifest = Manifest(shards.manifest, "convert", shards.settings, shards.num_shards, shards.shard_index,
+                                total=len(items))
+            previous = manifest.previous_entries()
+            manifest.save()
+        if shards.num_shards > 1:
+            log.info("shard %d of %d: %d of the batch's %d %s(s)", shards.shard_index, shards.num_shards,
+                     len(positions), len(items), unit)
+    rows = tqdm(positions, desc=f"{unit}s", unit=unit, disable=quiet or len(positions) < 2 or None,
+                dynamic_ncols=True, position=0)
+    for position in rows:
+        item = items[position]
+        entry: dict[str, object] = {"input": str(path(item)), "output": str(written(item))}
+        if shards is not None and shards.keep_existing and written(item).exists():
+            log.warning("%s: skipped, %s already exists (use --overwrite to replace it)", path(item), written(item))
+            batch.skipped += 1
+            earlier = previous.get(position, {})
+            if earlier.get("status") == "converted" and earlier.get("output") == entry["output"]:
+                entry = earlier  # done by an earlier run of this shard (before a pre-emption)
+            else:
+                entry.update(status="skipped", message="already there", seconds=0.0)
+            if manifest is not None:
+                manifest.record(position, **entry)
+            continue
         stage_bars = bars(disabled=quiet, label=path(item).name, position=1)
+        start = time.perf_counter()
         try:
             report = work(item, stage_bars)
         except (ValueError, RuntimeError, OSError) as err:
             batch.failed += 1
-            log.error("%s", failure_line(path(item), err))
+            line = failure_line(path(item), err)
+            log.error("%s", line)
             log.debug("%s failed", path(item), exc_info=True)
+            entry.update(status="failed", message=line)
         else:
             batch.converted += 1
             log.info("wrote %s (%s)", written(item), report)
+            entry.update(status="converted", message=report)
         finally:
             stage_bars.close()
+        if manifest is not None:
+            manifest.record(position, **entry, seconds=round(time.perf_counter() - start, 3))
     rows.close()
     if batch.failed and batch.total + extra_failures > 1:
         log.error("%d problem(s); %d of %d %s(s) %s%s", batch.failed, batch.converted, batch.total, unit, done_word,
                   f", {batch.skipped} already there" if batch.skipped else "")
+    if manifest is not None:
+        log.info("manifest: %s", manifest.path)
     return 1 if batch.failed else 0
 
 

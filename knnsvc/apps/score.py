@@ -24,7 +24,6 @@ Exit status as the other commands: 0 scored, 1 nothing could be scored (one line
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -34,7 +33,10 @@ from knnsvc.apps.common import (
     FAILED_STATUS,
     INTERRUPTED_STATUS,
     OK_STATUS,
+    SHARD_IGNORED_SETTINGS,
+    add_shard_arguments,
     add_version_argument,
+    check_shard_arguments,
     cli_logging,
     device_type,
     folder_problem,
@@ -43,13 +45,13 @@ from knnsvc.apps.common import (
     stop_on_sigterm,
 )
 from knnsvc.audio import find_audio
-from knnsvc.eval import METRIC_KEYS
 from knnsvc.eval.dataset import Problems, scan_speakers
 from knnsvc.eval.intelligibility import WhisperSettings
-from knnsvc.eval.report import to_plain, write_csv
-from knnsvc.eval.suite import METRICS, EvalItem, SuiteSettings, run_suite
+from knnsvc.eval.report import score_line, score_summary, write_csv
+from knnsvc.eval.suite import METRICS, EvalItem, SuiteResult, SuiteSettings, run_suite
 from knnsvc.pitch import pitch_shift_argument
 from knnsvc.runtime import DEVICE_NAMES
+from knnsvc.shards import Manifest, plain, shard_path, shard_positions
 
 log = logging.getLogger("knnsvc.apps.score")
 
@@ -177,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", type=path_type, default=None, metavar="FILE",
                         help="also write the per-utterance rows to this CSV file")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    add_shard_arguments(parser)
     add_version_argument(parser)
     return parser
 
@@ -222,6 +225,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     metrics = chosen_metrics(args, parser)
     check_csv(args.csv, parser)
+    check_shard_arguments(args, parser)
+    if args.num_shards is not None and args.manifest is None:
+        parser.error("--num-shards: give --manifest PATH, where each shard keeps what it measured for knnsvc-merge")
+    if args.num_shards is not None and args.csv is not None:
+        parser.error("--csv: a shard keeps its rows in its --manifest; knnsvc-merge --csv writes the whole CSV")
     with cli_logging(args.quiet):
         try:
             with stop_on_sigterm():
@@ -238,6 +246,9 @@ def _score(args: argparse.Namespace, metrics: list[str]) -> int:
         log.error("nothing scored: no converted file could be paired with a target speaker (%d problem%s above)",
                   len(problems), "" if len(problems) == 1 else "s")
         return FAILED_STATUS
+    planning = list(problems.messages)
+    positions = shard_positions(len(items), args.num_shards or 1, args.shard_index or 0)
+    mine = [items[position] for position in positions]
     settings = SuiteSettings(
         metrics=tuple(metrics),
         embedder=args.embedder,
@@ -250,19 +261,41 @@ def _score(args: argparse.Namespace, metrics: list[str]) -> int:
         pitch_shift=args.pitch_shift,
         device=str(args.device),
     )
-    result = run_suite(items, targets, settings, problems=problems)
-    summary = dict.fromkeys(METRIC_KEYS)
-    summary.update(result.summary)
-    if all(summary[key] is None for key in METRIC_KEYS):
+    if args.num_shards is not None and args.num_shards > 1:
+        log.info("shard %d of %d: %d of the %d converted files", args.shard_index, args.num_shards, len(mine),
+                 len(items))
+    result = run_suite(mine, targets, settings, problems=problems)
+    summary = score_summary(result.summary, len(items), len(problems))
+    if summary is None and mine:
         log.error("nothing scored: no metric of %s could be computed for the %d file%s (see the problems above)",
-                  ",".join(metrics), len(items), "" if len(items) == 1 else "s")
+                  ",".join(metrics), len(mine), "" if len(mine) == 1 else "s")
         return FAILED_STATUS
+    if args.manifest is not None:
+        path = write_manifest(args, result, list(positions), len(items), planning, problems.messages[len(planning):])
+        log.info("measurements of %d file(s) in %s", len(mine), path)
+    if args.num_shards is not None and args.num_shards > 1:
+        return OK_STATUS  # knnsvc-merge prints the summary of all shards
+    assert summary is not None
     if args.csv is not None:
         write_csv(args.csv, result.rows)
-    summary["n_items"] = len(items)
-    summary["problems"] = len(problems)
-    print(json.dumps(to_plain(summary), ensure_ascii=False))
+    print(score_line(summary))
     return OK_STATUS
+
+
+def write_manifest(args: argparse.Namespace, result: SuiteResult, positions: list[int], total: int,
+                   planning: list[str], problems: list[str]) -> Path:
+    """Keep what this run (or shard) measured in its manifest (`knnsvc.shards`): per item its CSV row,
+    and the measurements and problem lines the merged summary is computed from."""
+    settings = {key: value for key, value in sorted(vars(args).items())
+                if key not in SHARD_IGNORED_SETTINGS | {"csv"}}
+    manifest = Manifest(shard_path(args.manifest, args.num_shards or 1, args.shard_index or 0), "score", settings,
+                        args.num_shards or 1, args.shard_index or 0, total=total)
+    for position, row in zip(positions, result.rows, strict=True):
+        manifest.entries[position] = {"item": row["item"], "row": plain(row)}
+    assert result.measured is not None
+    manifest.extra = {"computed": list(result.computed), "planning_problems": planning, "problems": problems,
+                      "measured": result.measured.to_plain()}
+    return manifest.save()
 
 
 if __name__ == "__main__":

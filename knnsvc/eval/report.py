@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from knnsvc.eval import METRIC_KEYS
 from knnsvc.files import atomic_path
 
 SYSTEM_COLUMNS = ("kNN-VC", "kNN-SVC w/o {AS, OPT}", "kNN-SVC w/o {OPT}", "kNN-SVC")
@@ -67,6 +68,23 @@ def to_plain(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
         return to_plain(value.item())
     return value
+
+
+def score_summary(suite_summary: Mapping[str, Any], n_items: int, n_problems: int) -> dict[str, Any] | None:
+    """The summary ``knnsvc-score`` prints (the `METRIC_KEYS` first, then the suite's other entries,
+    ``n_items`` and ``problems``), or None when no metric could be computed (nothing scored)."""
+    summary: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
+    summary.update(suite_summary)
+    if all(summary[key] is None for key in METRIC_KEYS):
+        return None
+    summary["n_items"] = n_items
+    summary["problems"] = n_problems
+    return summary
+
+
+def score_line(summary: Mapping[str, Any]) -> str:
+    """The one JSON line ``knnsvc-score`` (and ``knnsvc-merge`` of its shards) prints for a summary."""
+    return json.dumps(to_plain(summary), ensure_ascii=False)
 
 
 def _atomic_write(path: Path, text: str) -> Path:

@@ -13,6 +13,7 @@ and cover on the tiny golden checkpoints:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import threading
@@ -158,8 +159,11 @@ SHARED_OPTIONS: list[tuple[str, tuple[str, ...], str]] = [
     ("max-duration", ("--max-duration", "60"), SAME),
     ("pool-cache", ("--pool-cache", "{tmp}/cache"), SAME),
     ("repair-audio", ("--repair-audio",), SAME),
+    ("num-shards", ("--num-shards", "1", "--shard-index", "0"), SAME),
+    ("manifest", ("--manifest", "{tmp}/run.json"), SAME),
 ]
-REFUSED = {("stream", "block-seconds")}
+REFUSED = {("stream", "block-seconds"), ("stream", "num-shards"), ("stream", "manifest"), ("cover", "num-shards"),
+           ("cover", "manifest")}
 """Options a command accepts only to refuse them with one usage line naming them."""
 HONOUR_OR_REFUSE = {"workers", "max-duration", "f0-file"}
 """Options that depend on a newer engine: honoured where it is there, else one usage line naming them."""
@@ -202,6 +206,9 @@ def test_every_shared_option_is_honoured_or_refused_by_every_command(
         assert written.shape == expected.shape and np.isfinite(written).all()
     if flags[0] == "--pool-cache":
         assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    if flags[0] == "--manifest":
+        entries = json.loads((tmp_path / "run.json").read_text())["entries"]
+        assert [(entry["output"], entry["status"]) for entry in entries] == [(str(out), "converted")]
     if flags[0] == "--loudness":
         pyloudnorm = pytest.importorskip("pyloudnorm")
         assert abs(pyloudnorm.Meter(SR).integrated_loudness(written) - -40.0) < 1.0
