@@ -117,7 +117,20 @@ def test_bench_floor_tiny_reports_ratios_and_streaming_rtfs(tmp_path: Path) -> N
     assert "harmonics" not in jobs["warm"]["stage_seconds"]  # the warm one uses the pool as it is
     assert [row["latency_ms"] for row in report["streaming"]] == [280, 360, 440, 600]
     assert all(0 < row["rtf_median"] <= row["rtf_max"] for row in report["streaming"])
+    assert all(0 < row["uncached_rtf_median"] <= row["uncached_rtf_max"] for row in report["streaming"])
     assert "| warm |" in done.stdout and "| cold |" in done.stdout
+
+
+@pytest.mark.slow
+def test_bench_streaming_tiny_prints_the_rtf_per_latency_for_both_steps(tmp_path: Path) -> None:
+    out = tmp_path / "streaming.json"
+    done = run_script("bench_streaming.py", "--tiny", "--rtf-only", "--seconds", "1.5", "--cache", str(tmp_path),
+                      "--json", str(out))
+    rows = json.loads(out.read_text())["models"]["tiny"]["rtf"]
+    assert [row["latency_ms"] for row in rows] == [280, 360, 440, 600]
+    for row in rows:
+        assert 0 < row["rtf_median"] <= row["rtf_max"] and 0 < row["uncached_rtf_median"] <= row["uncached_rtf_max"]
+    assert "| 160 | 280 |" in done.stdout and "uncached RTF median" in done.stdout
 
 
 @pytest.mark.slow
@@ -131,3 +144,29 @@ def test_bench_shards_tiny_times_both_runs_and_finds_the_outputs_byte_equal(tmp_
     assert report["speedup"] == pytest.approx(report["single_process_s"] / report["sharded_s"], abs=0.01)
     merged = json.loads((tmp_path / "work" / "merged.json").read_text())
     assert merged["shard"] is None and [e["status"] for e in merged["entries"]] == ["converted"] * 4
+
+
+@pytest.mark.slow
+def test_bench_onnx_tiny_compares_both_backends_with_their_deviation(tmp_path: Path) -> None:
+    out = tmp_path / "onnx.json"
+    done = run_script("bench_onnx.py", "--tiny", "--threads", "1", "--repeats", "1", "--cache", str(tmp_path),
+                      "--json", str(out))
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    variants = [(row["model"], row["backend"], row["precision"], row["optimization"], row["threads"]) for row in rows]
+    assert variants == [("wavlm", "pytorch", "float32", None, 1), ("vocoder", "pytorch", "float32", None, 1)] + [
+        (model, "onnxruntime", precision, level, 1)
+        for precision, level in (("float32", "basic"), ("float32", "all"), ("int8", "all"))
+        for model in ("wavlm", "vocoder")]
+    for row in rows:
+        assert row["s_per_audio_s"] > 0 and row["first_call_s"] > 0
+        if row["backend"] == "pytorch":
+            assert row["si_snr_db"] is None
+        elif row["precision"] == "float32":
+            assert row["si_snr_db"] >= 60 and row["max_abs_diff"] < 1e-3
+        else:  # int8: a real deviation, measured
+            assert 15 < row["si_snr_db"] < 80
+    assert "| wavlm | onnxruntime | int8 | all | 1 |" in done.stdout
+    assert sorted(path.name for path in (tmp_path / "onnx-tiny").iterdir()) == sorted(
+        f"{part}{variant}.onnx{side}" for part in ("wavlm", "vocoder") for variant in ("", ".int8")
+        for side in ("", ".json"))
