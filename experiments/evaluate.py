@@ -3,6 +3,12 @@
     python experiments/evaluate.py sources_dir=DIR targets_dir=DIR out_dir=DIR \
         wavlm=NAME_OR_CKPT vocoder=NAME_OR_CKPT [vocoder_config=JSON] [device=cuda]
 
+    # the conversions split over 4 workers (joblib here, hydra/launcher=slurm on a cluster), then the
+    # report of the whole set from the cache (the same as one process's):
+    python experiments/evaluate.py -m hydra/launcher=joblib num_shards=4 shard_index=0,1,2,3 \
+        sources_dir=... targets_dir=... out_dir=runs/os2os ...
+    python experiments/evaluate.py sources_dir=... targets_dir=... out_dir=runs/os2os ...
+
     # one Table 1 condition, all four columns, then one table:
     python experiments/evaluate.py -m ablations=knnvc,knnsvc_no_as_opt,knnsvc_no_opt,knnsvc \
         sources_dir=... targets_dir=... out_dir=runs/os2os vocoders.sine=PATH
@@ -100,6 +106,10 @@ class EvaluateConfig:
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     plots: PlotsConfig = field(default_factory=PlotsConfig)
+    num_shards: int = 1
+    """With num_shards > 1, this job converts shard `shard_index` only (into the shared cache) and scores
+    nothing; the run without them then scores the whole set (see `EvaluationSettings`)."""
+    shard_index: int = 0
 
 
 def register_configs() -> None:
@@ -151,6 +161,8 @@ def settings_from_config(cfg: DictConfig, out_dir: Path) -> EvaluationSettings:
             max_target_files=app.speaker.max_target_files,
         ),
         plot_examples=app.plots.examples,
+        num_shards=app.num_shards,
+        shard_index=app.shard_index,
     )
 
 

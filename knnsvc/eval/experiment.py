@@ -41,6 +41,7 @@ from knnsvc.pipeline import KnnSvc
 from knnsvc.pool import ReferencePool
 from knnsvc.references import PoolCache, build_reference_pool
 from knnsvc.runtime import first_line
+from knnsvc.shards import Manifest, check_shard, shard_path, shard_positions
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ class EvaluationSettings:
         match: matching settings; reference_seconds: reference duration limit (None = all).
         pairs: reference-format pair list; max_sources_per_speaker: cap for quick runs.
         suite: metric settings; plot_examples: conversions to draw figures for.
+        num_shards / shard_index: a conversion shard (`knnsvc.shards`): convert only the jobs at positions
+            I, I + N, ... of the plan into the shared cache, record them in
+            ``out_dir/conversions.shard-I-of-N.json`` and score nothing; a run with ``num_shards=1``
+            afterwards finds every conversion in the cache and writes the whole report, the same as
+            one process's.
     """
 
     sources_dir: Path
@@ -83,6 +89,8 @@ class EvaluationSettings:
     max_sources_per_speaker: int | None = None
     suite: SuiteSettings = field(default_factory=SuiteSettings)
     plot_examples: int = 1
+    num_shards: int = 1
+    shard_index: int = 0
 
 
 def _file_stamp(path: Path) -> list[int]:
@@ -307,7 +315,9 @@ def settings_summary(settings: EvaluationSettings) -> dict[str, Any]:
 
 
 def run_evaluation(settings: EvaluationSettings) -> dict[str, Any]:
-    """Convert (or reuse), score and report one run; returns the summary written to metrics.json."""
+    """Convert (or reuse), score and report one run; returns the summary written to metrics.json
+    (or, for a conversion shard, what the shard converted; nothing is scored)."""
+    check_shard(settings.num_shards, settings.shard_index)
     problems = Problems()
     out_dir = Path(settings.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -326,7 +336,18 @@ def run_evaluation(settings: EvaluationSettings) -> dict[str, Any]:
     items: list[EvalItem] = []
     records: dict[str, dict] = {}
     converted_now = 0
-    for job in jobs:
+    manifest = None
+    positions = range(len(jobs))
+    if settings.num_shards > 1:
+        manifest = Manifest(shard_path(out_dir / "conversions.json", settings.num_shards, settings.shard_index),
+                            "evaluate-conversions", {"conversions_dir": str(conv_dir), "condition": condition},
+                            settings.num_shards, settings.shard_index, total=len(jobs))
+        positions = shard_positions(len(jobs), settings.num_shards, settings.shard_index)
+        log.info("conversion shard %d of %d: %d of the %d conversions", settings.shard_index, settings.num_shards,
+                 len(positions), len(jobs))
+        jobs = [jobs[position] for position in positions]
+    for n, job in enumerate(jobs):
+        made = converted_now
         wav_path = conv_dir / f"{job.item_id}.wav"
         sidecar = conv_dir / f"{job.item_id}.pt"
         target_files = targets[job.target_speaker]
@@ -339,6 +360,9 @@ def run_evaluation(settings: EvaluationSettings) -> dict[str, Any]:
                 if not converter.loaded:  # the models themselves cannot be loaded: stop here
                     raise
                 problems.report(job.item_id, f"not converted: {text}")
+                if manifest is not None:
+                    manifest.record(positions[n], input=job.item_id, output=str(wav_path), status="failed",
+                                    message=f"{job.item_id}: not converted: {text}")
                 continue
             converted_now += 1
             record = _read_sidecar(sidecar, job, target_files)
@@ -346,8 +370,19 @@ def run_evaluation(settings: EvaluationSettings) -> dict[str, Any]:
                 raise RuntimeError(f"{sidecar}: just written, but it does not read back as this job's record")
         items.append(_item(job, wav_path, record))
         records[job.item_id] = record
+        if manifest is not None:
+            manifest.record(positions[n], input=job.item_id, output=str(wav_path),
+                            status="converted" if converted_now > made else "skipped",
+                            message="converted" if converted_now > made else "in the cache")
     log.info("%d conversion(s): %d made now, %d from the cache %s", len(items), converted_now,
              len(items) - converted_now, conv_dir)
+    if manifest is not None:
+        manifest.save()
+        log.info("conversion shard %d of %d done; a run with num_shards=1 scores every conversion",
+                 settings.shard_index, settings.num_shards)
+        return {"system": settings.system, "condition": condition, "n_conversions": len(items),
+                "n_converted_now": converted_now, "conversions_dir": str(conv_dir), "manifest": str(manifest.path),
+                "problems": list(problems.messages)}
 
     result = run_suite(items, targets, settings.suite, trials=trials, problems=problems)
     summary: dict[str, Any] = {

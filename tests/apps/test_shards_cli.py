@@ -16,7 +16,10 @@ import soundfile as sf
 
 from knnsvc.apps import convert, merge, score
 from knnsvc.apps.common import FAILED_STATUS, OK_STATUS, USAGE_STATUS
+from knnsvc.eval.experiment import EvaluationSettings, run_evaluation
+from knnsvc.eval.suite import SuiteSettings
 from knnsvc.pool import ReferencePool
+from knnsvc.shards import ShardError
 from tests.apps.test_convert import HARMONIC, SR, TINY_CONFIG, WAVLM, sung_vowel, tiny_args
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,6 +185,44 @@ def test_score_shards_need_a_manifest(batch, tmp_path, capsys):
         score.main([str(batch["single"]), "--target", str(batch["singer"]), "--num-shards", "2", "--shard-index", "0"])
     assert done.value.code == USAGE_STATUS
     assert "--num-shards: give --manifest PATH" in capsys.readouterr().err
+
+
+def evaluation(root: Path, out: Path, **changes) -> EvaluationSettings:
+    base = dict(sources_dir=root / "sources", targets_dir=root / "targets", out_dir=out, cache_dir=out / "cache",
+                wavlm=WAVLM, vocoder=HARMONIC, vocoder_config=TINY_CONFIG, suite=SuiteSettings(metrics=("pitch",)),
+                plot_examples=0)
+    return EvaluationSettings(**{**base, **changes})
+
+
+def test_an_evaluation_converted_in_shards_reports_what_one_process_reports(tmp_path):
+    for n in range(3):
+        path = tmp_path / "sources" / "tenor" / f"line{n}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, sung_vowel(0.5, 150.0 + 20 * n, seed=40 + n), SR)
+    for speaker, f0 in (("alto", 240.0), ("bass", 110.0)):
+        for n in range(2):
+            path = tmp_path / "targets" / speaker / f"{speaker}{n}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, sung_vowel(0.8, f0 * (1 + 0.05 * n), seed=50 + n), SR)
+    single = run_evaluation(evaluation(tmp_path, tmp_path / "single"))
+    sharded = tmp_path / "sharded"
+    for index in range(2):
+        part = run_evaluation(evaluation(tmp_path, sharded / f"job{index}", cache_dir=sharded / "cache",
+                                         num_shards=2, shard_index=index))
+        assert part["n_converted_now"] == 3 and "f0_rmse_cents" not in part  # converts its half, scores nothing
+        assert not (sharded / f"job{index}" / "metrics.json").exists()
+        entries = json.loads((sharded / f"job{index}" / f"conversions.shard-{index}-of-2.json").read_text())["entries"]
+        assert [e["position"] for e in entries] == list(range(index, 6, 2))
+    whole = run_evaluation(evaluation(tmp_path, sharded, cache_dir=sharded / "cache"))
+    assert whole["n_converted_now"] == 0  # every conversion came from the shards
+    differ = {"conversions_dir", "n_converted_now", "pool_seconds"}
+    assert {k: v for k, v in whole.items() if k not in differ} == {k: v for k, v in single.items() if k not in differ}
+    assert whole["f0_rmse_cents"] is not None and whole["n_conversions"] == 6
+    rows = [(sharded / "utterances.csv").read_text(), (tmp_path / "single" / "utterances.csv").read_text()]
+    assert rows[0].replace(whole["conversions_dir"], "") == rows[1].replace(single["conversions_dir"], "")
+    with pytest.raises(ShardError) as err:
+        run_evaluation(evaluation(tmp_path, sharded, num_shards=2, shard_index=2))
+    assert "shard index 2 is out of range for 2 shard(s) (0-1)" in str(err.value)
 
 
 @pytest.mark.slow
