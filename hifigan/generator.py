@@ -120,6 +120,9 @@ class Vocoder(nn.Module):
 
     kind: VocoderKind
 
+    accepts_keep = True
+    """``forward(..., keep=(lo, hi))`` computes only what output frames lo..hi-1 need (see `keep_margins`)."""
+
     def __init__(self, cfg: HiFiGANConfig) -> None:
         super().__init__()
         _check_config(cfg)
@@ -201,6 +204,69 @@ def receptive_field_frames(cfg: HiFiGANConfig, excitation: bool) -> int:
     return math.ceil(frames)
 
 
+def keep_margins(cfg: HiFiGANConfig, excitation: bool) -> list[int]:
+    """Frames kept beyond an output range after each upsample stage's transposed conv.
+
+    Entry i is the reach, in frames rounded up plus one, of everything after ``ups[i]``: the
+    stage's ``concat_conv`` (with an excitation branch) and multi-receptive-field block, the later
+    stages and ``conv_post`` (the same per-layer terms as `receptive_field_frames`). Cropping the
+    activations there to the output range widened by that many frames on each side leaves every
+    output sample of the range as the whole window computes it: the samples next to a cut, which
+    the later layers read with zero padding, lie farther from the range than those layers reach.
+    """
+    block_radius = max(
+        sum(d * (k - 1) // 2 + (k - 1) // 2 for d in dilations)
+        for k, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True)
+    )
+    rates = [math.prod(cfg.upsample_rates[: i + 1]) for i in range(len(cfg.upsample_rates))]
+    reach = 3 / rates[-1]  # conv_post
+    margins = []
+    for i in reversed(range(len(rates))):
+        reach += (block_radius + (1 if excitation else 0)) / rates[i]
+        margins.append(math.ceil(reach) + 1)
+        reach += math.ceil(cfg.upsample_kernel_sizes[i] / cfg.upsample_rates[i]) / (rates[i - 1] if i else 1)
+    return margins[::-1]
+
+
+def check_keep(keep: tuple[int, int] | None, num_frames: int) -> tuple[int, int] | None:
+    """`keep` as a checked (lo, hi) with 0 <= lo < hi <= T, or None (the whole window)."""
+    if keep is None:
+        return None
+    lo, hi = int(keep[0]), int(keep[1])
+    if not 0 <= lo < hi <= num_frames:
+        raise ValueError(f"keep must be a frame range within 0..{num_frames} with lo < hi, got {tuple(keep)}")
+    return lo, hi
+
+
+class _Cropper:
+    """The frames [first, stop) the activations of a `keep` forward pass cover, and the crops."""
+
+    def __init__(self, keep: tuple[int, int] | None, num_frames: int, margins: list[int], rates: list[int]) -> None:
+        self.keep = keep
+        self.first, self.stop = 0, num_frames
+        self.margins = margins
+        self.rates = rates
+
+    def after_up(self, stage: int, x: torch.Tensor,
+                 level: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Crop stage `stage`'s upsampled x (B, C, frames * rate), covering [first, stop), to the
+        kept range and its margin; `level` (B, C', T * rate), the whole window's, to the same frames."""
+        rate = self.rates[stage]
+        if self.keep is None:
+            return x, level
+        first = max(self.first, self.keep[0] - self.margins[stage])
+        stop = min(self.stop, self.keep[1] + self.margins[stage])
+        x = x[..., (first - self.first) * rate : (stop - self.first) * rate]
+        self.first, self.stop = first, stop
+        return x, None if level is None else level[..., first * rate : stop * rate]
+
+    def output(self, wav: torch.Tensor, hop: int) -> torch.Tensor:
+        """The kept frames of the final waveform (B, 1, (stop - first) * hop)."""
+        if self.keep is None:
+            return wav
+        return wav[..., (self.keep[0] - self.first) * hop : (self.keep[1] - self.first) * hop]
+
+
 def _upsample_stages(cfg: HiFiGANConfig) -> tuple[nn.ModuleList, nn.ModuleList]:
     """Transposed convs ``ups`` and MRF blocks ``resblocks`` (HiFi-GAN upsampling path)."""
     ups = nn.ModuleList()
@@ -228,6 +294,8 @@ class KnnVcGenerator(Vocoder):
         self.ups, self.resblocks = _upsample_stages(cfg)
         final_channels = cfg.upsample_initial_channel // 2 ** len(cfg.upsample_rates)
         self.conv_post = WNConv1d(final_channels, 1, 7, padding=3)
+        self.margins = keep_margins(cfg, excitation=False)
+        self.rates = [math.prod(cfg.upsample_rates[: i + 1]) for i in range(len(cfg.upsample_rates))]
 
     def forward(
         self,
@@ -235,21 +303,26 @@ class KnnVcGenerator(Vocoder):
         f0_hz: torch.Tensor | None = None,
         amps: torch.Tensor | None = None,
         start_cycles: torch.Tensor | None = None,
+        keep: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Vocode features (pitch, amplitudes and phase are not used by this generator).
 
         Args:
             feats: (B, T, D) WavLM features.
+            keep: (lo, hi): compute only output frames lo..hi-1 (the layers run on them and their
+                margins, `keep_margins`; the samples are those of the whole window up to float
+                rounding). None: all T.
 
         Returns:
-            (B, 1, T * hop) waveform in [-1, 1] (hop = 320 at 16 kHz).
+            (B, 1, T * hop) waveform in [-1, 1] (hop = 320 at 16 kHz); (B, 1, (hi - lo) * hop) with `keep`.
         """
         self._check_inputs(feats, f0_hz, amps)
+        crop = _Cropper(check_keep(keep, feats.shape[1]), feats.shape[1], self.margins, self.rates)
         x = self.conv_pre(self.lin_pre(feats).transpose(1, 2))
         for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            x, _ = crop.after_up(i, up(F.leaky_relu(x, LRELU_SLOPE)), None)
             x = multi_receptive_field(self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels], x)
-        return torch.tanh(self.conv_post(F.leaky_relu(x)))
+        return crop.output(torch.tanh(self.conv_post(F.leaky_relu(x))), self.samples_per_frame)
 
 
 class ExcitationDecoder(nn.Module):
@@ -293,21 +366,32 @@ class ExcitationDecoder(nn.Module):
             )
         self.ups, self.resblocks = _upsample_stages(cfg)
         self.conv_post = nn.Conv1d(init_channels // 2**n_stages, 1, 7, padding=3, bias=False)
+        self.margins = keep_margins(cfg, excitation=True)
+        self.rates = [math.prod(cfg.upsample_rates[: i + 1]) for i in range(n_stages)]
 
-    def forward(self, feats: torch.Tensor, excitation: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) features and (B, C_0, T * hop) excitation -> (B, 1, T * hop) waveform."""
+    def forward(self, feats: torch.Tensor, excitation: torch.Tensor,
+                keep: tuple[int, int] | None = None) -> torch.Tensor:
+        """(B, T, D) features and (B, C_0, T * hop) excitation -> (B, 1, T * hop) waveform.
+
+        With ``keep = (lo, hi)`` only output frames lo..hi-1 are computed: (B, 1, (hi - lo) * hop).
+        The excitation branch and everything before the first upsampling run on the whole window;
+        each stage from its transposed conv on runs on the kept frames and their margin
+        (`keep_margins`).
+        """
         levels = [excitation]
         for down, block, rate in zip(self.downs, self.resblocks_downs, self.down_rates, strict=True):
             length = levels[-1].shape[-1] // rate
             levels.append(block(down(levels[-1]))[..., :length])
 
+        crop = _Cropper(check_keep(keep, feats.shape[1]), feats.shape[1], self.margins, self.rates)
         x = self.conv_pre(self.lin_pre(feats).transpose(1, 2))  # (B, C, T)
         x = self.concat_pre(torch.cat([x, levels[-1]], dim=1))
         for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, LRELU_SLOPE))
-            x = self.concat_conv[i](torch.cat([x, levels[-2 - i]], dim=1))
+            x, level = crop.after_up(i, up(F.leaky_relu(x, LRELU_SLOPE)), levels[-2 - i])
+            assert level is not None  # a level in, a level out
+            x = self.concat_conv[i](torch.cat([x, level], dim=1))
             x = multi_receptive_field(self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels], x)
-        return torch.tanh(self.conv_post(F.leaky_relu(x)))
+        return crop.output(torch.tanh(self.conv_post(F.leaky_relu(x))), self.rates[-1])
 
 
 def _check_hop(cfg: HiFiGANConfig) -> None:
@@ -342,6 +426,7 @@ class HarmonicGenerator(Vocoder):
         f0_hz: torch.Tensor | None = None,
         amps: torch.Tensor | None = None,
         start_cycles: torch.Tensor | None = None,
+        keep: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Vocode features with harmonic guidance.
 
@@ -351,9 +436,11 @@ class HarmonicGenerator(Vocoder):
             amps: (B, T, H) harmonic amplitudes (H = 49 for the release).
             start_cycles: (B,) phase of U(t) in cycles before the first sample, for a block of a
                 longer signal (None = 0).
+            keep: (lo, hi): compute only output frames lo..hi-1 (see `ExcitationDecoder.forward`);
+                None: all T.
 
         Returns:
-            (B, 1, T * hop) waveform in [-1, 1] (hop = 320 at 16 kHz).
+            (B, 1, T * hop) waveform in [-1, 1] (hop = 320 at 16 kHz); (B, 1, (hi - lo) * hop) with `keep`.
         """
         f0_hz = self._check_inputs(feats, f0_hz, amps)
         assert f0_hz is not None and amps is not None  # _check_inputs refuses a call without them
@@ -361,7 +448,7 @@ class HarmonicGenerator(Vocoder):
             f0_hz, amps.to(feats.device), start_cycles, self.config.sample_rate, self.config.hop_length
         )  # (B, L)
         excitation = excitation[:, None, :].to(feats.dtype)
-        return self.dec(feats, self.sin_prenet(excitation))
+        return self.dec(feats, self.sin_prenet(excitation), keep)
 
 
 class SineGenerator(Vocoder):
@@ -386,6 +473,7 @@ class SineGenerator(Vocoder):
         f0_hz: torch.Tensor | None = None,
         amps: torch.Tensor | None = None,
         start_cycles: torch.Tensor | None = None,
+        keep: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Vocode features with sinusoidal pitch guidance (amplitudes are not used).
 
@@ -393,15 +481,17 @@ class SineGenerator(Vocoder):
             feats: (B, T, D) WavLM features.
             f0_hz: (B, T) target f0 (0 = unvoiced); (B, T, 1) is accepted too.
             start_cycles: (B,) phase of the sinusoid in cycles before the first sample (None = 0).
+            keep: (lo, hi): compute only output frames lo..hi-1 (see `ExcitationDecoder.forward`);
+                None: all T.
 
         Returns:
-            (B, 1, T * hop) waveform in [-1, 1] (hop = 320 at 16 kHz).
+            (B, 1, T * hop) waveform in [-1, 1] (hop = 320 at 16 kHz); (B, 1, (hi - lo) * hop) with `keep`.
         """
         f0_hz = self._check_inputs(feats, f0_hz, amps)
         assert f0_hz is not None  # _check_inputs refuses a call without it
         excitation = sine_excitation(f0_hz, start_cycles, self.config.sample_rate, self.config.hop_length)
         excitation = excitation[:, None, :].to(feats.dtype)  # (B, 1, L)
-        return self.dec(feats, self.sin_prenet(excitation))
+        return self.dec(feats, self.sin_prenet(excitation), keep)
 
 
 _GENERATORS: dict[VocoderKind, type[Vocoder]] = {

@@ -466,17 +466,32 @@ class BlockVocoder:
         f0_hz: torch.Tensor,
         amps: torch.Tensor | None = None,
         source_energy: torch.Tensor | None = None,
+        keep: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """Waveform of the frames first..first+B-1.
+        """Waveform of the frames first..first+B-1 (or of the rows `keep` of them).
 
         Args:
             first: the global index of the first frame (the phase is carried to it).
             feats: (B, D) float32 vocoder features; f0_hz: (B,) target F0; amps: (B, H) or None.
             source_energy: (B,) float64 the source's frame energies (`frame_energy`), with `rms_mix`.
+            keep: (lo, hi) with 0 <= lo < hi <= B: only rows lo..hi-1 are wanted. A vocoder with
+                ``accepts_keep`` then computes only them and what they read (the HiFi-GAN
+                generators: their upsampling stages run on those rows, their margins and, with
+                `rms_mix`, the loudness window), the same samples up to float rounding; any other
+                vocoder runs on all B rows and the rows are cut out.
 
         Returns:
-            (B * hop_length,) float32 on the CPU, at the vocoder's rate.
+            (B * hop_length,) float32 on the CPU, at the vocoder's rate; ((hi - lo) * hop_length,) with `keep`.
         """
+        rows = (0, feats.shape[0]) if keep is None else keep
+        if not 0 <= rows[0] < rows[1] <= feats.shape[0]:
+            raise ValueError(f"keep must be a row range within 0..{feats.shape[0]} with lo < hi, got {tuple(rows)}")
+        # the loudness following reads the output +- its window around a frame, and one frame more
+        # for the gain interpolation between frame centres
+        reach = self.loudness_frames + 1 if self.rms_mix > 0 else 0
+        lo, hi = max(0, rows[0] - reach), min(feats.shape[0], rows[1] + reach)
+        crop = {"keep": (lo, hi)} if getattr(self.vocoder, "accepts_keep", False) and (lo, hi) != (0, feats.shape[0]) \
+            else {}
         stage = self.timer("vocode") if self.timer is not None else nullcontext()
         with torch.inference_mode(), stage:
             wav = self.vocoder(
@@ -484,12 +499,15 @@ class BlockVocoder:
                 f0_hz[None].to(self.device),
                 None if amps is None else amps[None].to(self.device),
                 self.phase.cycles_before(first).to(self.device),
+                **crop,
             ).reshape(-1).float().cpu()
+        if not crop:
+            wav = wav[lo * self.hop_length : hi * self.hop_length]
         if self.rms_mix > 0:
             if source_energy is None:
                 raise RuntimeError("rms_mix needs the source's frame energies, which this result does not hold")
-            wav = follow_loudness(wav, source_energy, self.rms_mix, self.hop_length)
-        return wav
+            wav = follow_loudness(wav, source_energy[lo:hi], self.rms_mix, self.hop_length)
+        return wav[(rows[0] - lo) * self.hop_length : (rows[1] - lo) * self.hop_length]
 
 
 def block_windows(num_frames: int, block: int, margin: int) -> Iterator[tuple[int, int, int, int]]:

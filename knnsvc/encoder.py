@@ -104,6 +104,63 @@ class WavLMEncoder(nn.Module):
         for states in self._encode_chunks(wav_16k, all_layers=True, depth=depth):
             yield states[self.layer], states[rows].mean(dim=0)
 
+    @property
+    def frame_local(self) -> bool:
+        """Whether a front-end frame depends only on its own 400 samples (`WavLM.frame_local_front_end`),
+        so `encode_window` can take the frames of a window's start from an earlier window."""
+        return self.wavlm.frame_local_front_end
+
+    @torch.inference_mode()
+    def encode_window(
+        self, wav_16k: Tensor, front_prefix: Tensor | None = None, match_layers: Sequence[int] = ()
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Encode one window of at most one chunk, as `forward` does, reusing front-end frames.
+
+        The window is padded as a chunk (``320 - L % 320`` zeros). With a frame-local front end
+        (`frame_local`), its first P frames can be given as `front_prefix`: frames that an earlier
+        window computed from the same 400 samples each. Only the samples from 320 P on then go
+        through the front end; the transformer runs on the whole window. The result is what
+        `forward` (and `chunks_with_matching`) return, up to float rounding.
+
+        Args:
+            wav_16k: (L,) with 320 < L <= chunk_samples.
+            front_prefix: (P, C) front-end frames 0..P-1 of this window, P <= L // 320; None: none.
+            match_layers: also return the mean of these layers' hidden states.
+
+        Returns:
+            ((T, C) front-end frames of the window, (T, D) float32 features of ``layer``,
+            (T, D) float32 matching features or None), T = L // 320, on the model's device.
+
+        Raises:
+            ValueError: the window is not one chunk, a prefix with a front end that is not frame-local,
+                or a prefix longer than the window.
+        """
+        if wav_16k.dim() != 1 or not HOP_LENGTH < wav_16k.numel() <= self.chunk_samples:
+            raise ValueError(f"encode_window takes one chunk of 321..{self.chunk_samples} samples, "
+                             f"got shape {tuple(wav_16k.shape)}")
+        num_frames = wav_16k.numel() // HOP_LENGTH
+        reused = 0 if front_prefix is None else front_prefix.shape[0]
+        if reused and not self.frame_local:
+            raise ValueError("front-end frames can be reused only with a frame-local front end (layer_norm mode)")
+        if reused > num_frames:
+            raise ValueError(f"front_prefix holds {reused} frames, the window has {num_frames}")
+        depth = max(self.layer, *match_layers) if match_layers else self.layer
+        if depth > self.wavlm.num_layers:
+            raise ValueError(f"matching layer {depth} is deeper than the {self.wavlm.num_layers} blocks loaded")
+        dtype = next(self.wavlm.parameters()).dtype
+        wav = F.pad(wav_16k.to(device=self.device, dtype=dtype), (0, HOP_LENGTH - wav_16k.numel() % HOP_LENGTH))
+        if front_prefix is not None and reused == num_frames:
+            front = front_prefix.to(device=self.device, dtype=dtype)
+        else:
+            front = self.wavlm.front_end(wav[reused * HOP_LENGTH :][None])[0]  # (T - P, C)
+            if front_prefix is not None and reused:
+                front = torch.cat([front_prefix.to(device=front.device, dtype=front.dtype), front])
+        x, states = self.wavlm.encode_front_end(front[None], output_layer=depth, ret_layer_results=bool(match_layers))
+        if not match_layers:
+            return front, x[0].float(), None
+        matching = torch.stack([states[i][0] for i in match_layers]).float().mean(dim=0)
+        return front, states[self.layer][0].float(), matching
+
     def _encode(self, wav_16k: Tensor, all_layers: bool) -> Tensor:
         """(L,) -> (S, T, D) with S = layer + 1 if ``all_layers`` else 1."""
         outputs = list(self._encode_chunks(wav_16k, all_layers))

@@ -48,13 +48,36 @@ What differs from offline `KnnSvc.convert`, and what does not:
 - Every other `MatchConfig` option has its offline meaning; `max_opt_iters` is capped at
   `BLOCK_OPT_ITERS` per block. An F0 curve given as `f0_hz` replaces the F0 windows.
 
+What a step computes (``incremental=True``, the default): only what the last step did not, or
+what its output does not read, so the output is the window-by-window one up to float rounding
+(tested at >= 100 dB against ``incremental=False``, which computes every window whole):
+
+- WavLM's convolutional front end runs on the new samples only: its frames are frame-local in
+  WavLM-Large's layer_norm mode (frame j reads samples 320 j .. 320 j + 399 and nothing else), so
+  the frames of the context whose samples had all arrived are kept from the last step. The
+  transformer still runs on the whole window (attention and its positional convolution span it).
+  A group-norm ("default" mode) front end normalises over the whole window: recomputed whole.
+- F0 runs on a thread beside WavLM (Harvest and Dio release the GIL, or wait on their worker
+  processes). It is still extracted over its whole window: Harvest and Dio are not frame-local
+  (they remove the window's mean and smooth and track over it), so cutting it to the new samples
+  would change the F0; `f0_context_s` is the setting that trades that.
+- The vocoder reads its whole window (receptive field | crossfade | block | lookahead), but its
+  upsampling stages, where its work is, run only on the frames the join reads (crossfade, block
+  and one frame each side for SOLA) and their margins (`hifigan.generator.keep_margins`; with
+  `rms_mix` the loudness window too). Activations of the last step cannot be reused: an
+  activation that is final (no provisionally matched lookahead frame in its receptive field)
+  lies at least ~12 frames before the block, where no emitted sample reads it.
+
 Shape letters: T frames (50 Hz), D feature dim, K neighbours, H harmonics, L samples (16 kHz).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import statistics
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -64,6 +87,8 @@ from knnsvc.blocks import BlockVocoder, FrameSelector, SummingWeights, check_poo
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
 from knnsvc.pipeline import KnnSvc
 from knnsvc.pool import ReferencePool
+
+logger = logging.getLogger(__name__)
 
 FRAME_MS = 1000.0 * HOP_LENGTH / SAMPLE_RATE
 """20 ms: every duration of the stream is a whole number of frames."""
@@ -78,6 +103,12 @@ DEFAULT_CROSSFADE_MS = 40.0
 DEFAULT_SOLA_MS = 8.0
 DEFAULT_F0_CONTEXT_S = 0.5
 """Defaults: 280 ms of algorithmic latency (Seed-VC's is about 300 ms)."""
+
+RTF_WINDOW_STEPS = 10
+"""Steps of `push` the running real-time factor is the median of (the live warning waits for as many)."""
+
+RTF_WARN_EVERY_S = 10.0
+"""While a live stream stays slower than real time, the warning is repeated every this many seconds of input."""
 
 BLOCK_OPT_ITERS = 200
 """Iteration cap of the per-block weight optimisation (a block has a few frames: the reference's
@@ -151,9 +182,16 @@ class StreamingConverter:
             far the windowed features move from offline ones).
         f0_hz: (T,) the source's F0 over the whole input (e.g. read from an F0 curve file), used
             instead of extracting it per window; it must cover every frame pushed.
+        incremental: compute only what the last step did not (see "What a step computes" in the
+            module docstring): the same output up to float rounding. False: every window is
+            computed whole, as before (the reference the incremental path is tested against).
+        live: the input arrives in real time (a microphone): log a WARNING when the running
+            real-time factor exceeds 1 (the output would fall behind the input), once, and again
+            every `RTF_WARN_EVERY_S` seconds of input while it stays above 1.
 
     Attributes:
         compute_seconds: compute time of every step, for real-time factors.
+        real_time_factor: the running step real-time factor (`running_rtf`).
         source_features: the blocks' (B, D) WavLM features, with `keep_features`.
         semitones: the transposition applied in the last step.
 
@@ -179,6 +217,8 @@ class StreamingConverter:
         vocoder_context_frames: int | None = None,
         keep_features: bool = False,
         f0_hz: torch.Tensor | None = None,
+        incremental: bool = True,
+        live: bool = False,
     ) -> None:
         if converter.vocoder is None:
             raise ValueError("streaming needs a converter with a vocoder")
@@ -233,6 +273,13 @@ class StreamingConverter:
         self.semitones: float = 0.0
         self._windows: dict[tuple[str, int, int], torch.Tensor] = {}
         self._window_first = 0
+        self.incremental = bool(incremental)
+        self.live = bool(live)
+        self._pushed_steps: list[float] = []  # compute seconds of the steps of `push`
+        self._warned_at: float | None = None  # seconds of input when the last slow-stream warning was logged
+        self._f0_thread: ThreadPoolExecutor | None = None
+        self._f0_job: tuple[tuple[str, int, int], Future] | None = None
+        self._front: tuple[int, torch.Tensor] | None = None  # (global frame of row 0, (n, C) final front-end frames)
 
     @staticmethod
     def _frames(name: str, milliseconds: float, minimum: int = 0, whole: bool = True) -> int:
@@ -277,7 +324,35 @@ class StreamingConverter:
         out = []
         while self.n_samples >= self._samples_needed(self.next_frame + self.block):
             out.append(self._step(self.next_frame + self.block, final=False))
+            self._pushed_steps = (self._pushed_steps + self.compute_seconds[-1:])[-RTF_WINDOW_STEPS:]
+            if self.live:
+                self._warn_if_slow()
         return torch.cat(out) if out else torch.zeros(0)
+
+    @property
+    def real_time_factor(self) -> float:
+        """The running step real-time factor: the median compute time of the last `RTF_WINDOW_STEPS`
+        steps of `push` over the block's duration (0 before the first step). Above 1 the stream
+        is slower than real time: a live input would fall behind."""
+        if not self._pushed_steps:
+            return 0.0
+        return statistics.median(self._pushed_steps) / (self.block * FRAME_MS / 1000.0)
+
+    def _warn_if_slow(self) -> None:
+        """Log a WARNING when the running RTF is above 1 over a full window of steps; again every
+        `RTF_WARN_EVERY_S` seconds of input while it stays there, at once after it recovered."""
+        if len(self._pushed_steps) < RTF_WINDOW_STEPS:
+            return
+        rtf = self.real_time_factor
+        heard = self.next_frame * FRAME_MS / 1000.0
+        if rtf <= 1.0:
+            self._warned_at = None
+        elif self._warned_at is None or heard - self._warned_at >= RTF_WARN_EVERY_S - 1e-9:
+            self._warned_at = heard
+            logger.warning("streaming is slower than real time: step RTF %.2f (median of the last %d steps of "
+                           "%.0f ms) at %.1f s: the output falls behind the input; a longer block, less "
+                           "context, or a faster F0 extractor lowers it", rtf, RTF_WINDOW_STEPS,
+                           self.block * FRAME_MS, heard)
 
     def flush(self) -> torch.Tensor:
         """Convert what is left (the last, possibly partial block) and return the rest of the output."""
@@ -312,8 +387,10 @@ class StreamingConverter:
         if window_end - first_wavlm * HOP_LENGTH <= HOP_LENGTH:
             first_wavlm = max(0, first_wavlm - 1)
 
+        f0_first = max(0, start - self.f0_context)
+        self._start_f0(f0_first, window_end)
         feats, keys = self._wavlm(first_wavlm, window_end, start, seen)  # (seen - start, D) each
-        f0_hz = self._f0(max(0, start - self.f0_context), window_end, start, seen)  # (seen - start,)
+        f0_hz = self._f0(f0_first, window_end, start, seen)  # (seen - start,)
         n_new = stop - start
         shifted, self.semitones = target_f0(cfg, self.converter.kind, torch.cat([self.source_f0, f0_hz]),
                                             self.pool.f0_hz, running=True)
@@ -378,7 +455,17 @@ class StreamingConverter:
             self._windows = {k: v for k, v in self._windows.items() if k[0] != what}
             samples = self.received[first_frame * HOP_LENGTH - self.received_start : end - self.received_start]
             if what == "f0":
-                self._windows[key] = self.converter.f0(samples, None)
+                pending, self._f0_job = self._f0_job, None
+                if pending is not None and pending[0] == key:
+                    self._windows[key] = pending[1].result()
+                else:
+                    self._windows[key] = self.converter.f0(samples, None)
+            elif self.incremental and HOP_LENGTH < samples.numel() <= self.converter.encoder.chunk_samples:
+                self._windows = {k: v for k, v in self._windows.items() if k[0] == "f0"}
+                feats, keys = self._encode_window(samples, first_frame, end)
+                self._windows[("wavlm", first_frame, end)] = feats
+                if keys is not None:
+                    self._windows[("match", first_frame, end)] = keys
             elif self.match_layers:  # one pass gives both
                 pairs = list(self.converter.encoder.chunks_with_matching(samples, self.match_layers))
                 self._windows = {k: v for k, v in self._windows.items() if k[0] == "f0"}
@@ -388,9 +475,41 @@ class StreamingConverter:
                 self._windows[key] = self.converter.encoder(samples.to(self.converter.device)).float().cpu()
         return self._windows[key]
 
+    def _start_f0(self, first_frame: int, end: int) -> None:
+        """`incremental`: start the F0 of the window [320 first_frame, end) on a thread, to run
+        while WavLM does (the extractors release the GIL or wait on their worker processes)."""
+        key = ("f0", first_frame, end)
+        if not self.incremental or self.f0_curve is not None or key in self._windows:
+            return
+        if self._f0_thread is None:
+            self._f0_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knnsvc-stream-f0")
+        samples = self.received[first_frame * HOP_LENGTH - self.received_start : end - self.received_start]
+        self._f0_job = (key, self._f0_thread.submit(self.converter.f0, samples, None))
+
+    def _encode_window(self, samples: torch.Tensor, first_frame: int,
+                       end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """WavLM features (and matching features) of the window of `samples` = [320 first_frame, end),
+        its first front-end frames taken from the last window where they were computed from the
+        same samples (a frame-local front end only; `_front` keeps the frames whose 400 samples
+        were all received)."""
+        encoder = self.converter.encoder
+        prefix = None
+        if encoder.frame_local and self._front is not None:
+            cached_first, frames = self._front
+            skip = first_frame - cached_first
+            if 0 <= skip < frames.shape[0]:
+                prefix = frames[skip : skip + samples.numel() // HOP_LENGTH]
+        front, feats, keys = encoder.encode_window(samples, prefix, self.match_layers or ())
+        if encoder.frame_local:  # frames whose samples [320 g, 320 g + 400) all lie before `end`
+            final = max(0, min(front.shape[0], (end - WAVLM_RECEPTIVE_SAMPLES) // HOP_LENGTH - first_frame + 1))
+            self._front = (first_frame, front[:final])
+        return feats.cpu(), None if keys is None else keys.cpu()
+
     def _vocode(self, start: int, stop: int, ahead_feats: torch.Tensor, ahead_f0: torch.Tensor,
                 ahead_amps: torch.Tensor | None, ahead_energy: torch.Tensor | None) -> torch.Tensor:
-        """Waveform of frames [first, stop + ahead) with first = start - crossfade - context (>= 0)."""
+        """Waveform of frames [first, stop + ahead) with first = start - crossfade - context (>= 0);
+        `incremental`: of frames [start - crossfade - 1, stop + 1) only (the SOLA shift is at most
+        a frame), from the vocoder over the same window (`BlockVocoder` with ``keep``)."""
         first = max(self.history.first, start - self.crossfade - self.vocoder_context, 0)
         feats, f0_hz, amps, energy = self.history.rows(first, stop)
         feats, f0_hz = torch.cat([feats, ahead_feats]), torch.cat([f0_hz, ahead_f0])
@@ -398,8 +517,11 @@ class StreamingConverter:
             amps = torch.cat([amps, ahead_amps])
         if energy is not None and ahead_energy is not None:
             energy = torch.cat([energy, ahead_energy])
-        self._window_first = first
-        return self.vocode(first, feats, f0_hz, amps, energy)
+        keep = None
+        if self.incremental:  # only the frames `_join` reads: the block, the crossfade and the SOLA range
+            keep = (max(first, start - self.crossfade - 1) - first, min(first + feats.shape[0], stop + 1) - first)
+        self._window_first = first + (0 if keep is None else keep[0])
+        return self.vocode(first, feats, f0_hz, amps, energy, keep=keep)
 
     def _target_f0_of(self, start: int, stop: int) -> torch.Tensor:
         return self.history.target_f0(start, stop)

@@ -269,3 +269,72 @@ def test_harmonic_amplitudes_in_blocks_are_the_whole_sources(precision):
     amps = weigh.amplitudes(indices, weights)
     assert amps.dtype == torch.float32 and amps.shape == (n, pool.amps.shape[1])
     assert torch.equal(amps, weighted_sum(indices, weights, pool.amps, weigh.dtype).float())
+
+
+class _Opaque(torch.nn.Module):
+    """A vocoder that does not take ``keep`` (as a compiled or third-party one): runs whole."""
+
+    def __init__(self, vocoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.vocoder = vocoder
+        self.context_frames, self.samples_per_frame, self.sample_rate = (
+            vocoder.context_frames, vocoder.samples_per_frame, vocoder.sample_rate)
+
+    def forward(self, feats, f0_hz, amps, start_cycles):
+        return self.vocoder(feats, f0_hz, amps, start_cycles)
+
+
+def _tiny_generator(kind: VocoderKind) -> torch.nn.Module:
+    from hifigan.config import HiFiGANConfig
+    from hifigan.generator import build_generator
+
+    cfg = HiFiGANConfig(upsample_initial_channel=32, hubert_dim=16, hifi_dim=16, n_harmonic=4)
+    torch.manual_seed(0)
+    return build_generator(kind, cfg).eval()
+
+
+@pytest.mark.parametrize("kind", [HARMONIC, VocoderKind.SINE, VocoderKind.KNNVC])
+@pytest.mark.parametrize("rms_mix", [0.0, 0.8])
+def test_vocoding_only_the_kept_frames_gives_their_samples(kind, rms_mix):
+    """`keep`: the HiFi-GAN generators run their upsampling stages on the kept frames and their
+    margins only, and the samples of those frames are the whole window's (>= 100 dB), the
+    loudness following included; a vocoder that does not take `keep` gives them too."""
+    generator = _tiny_generator(kind)
+    assert generator.accepts_keep
+    gen = torch.Generator().manual_seed(6)
+    n = 40
+    feats = torch.randn(n, 16, generator=gen)
+    f0_hz = 180.0 + 40.0 * torch.rand(n, generator=gen)
+    amps = torch.rand(n, 49, generator=gen) * 0.1
+    energy = frame_energy(torch.randn(n * HOP_LENGTH, generator=gen) * torch.linspace(0.01, 1.0, n * HOP_LENGTH), n)
+    for vocoder in (generator, _Opaque(generator)):
+        whole = BlockVocoder(vocoder, lambda a, b: f0_hz[a:b], rms_mix=rms_mix)(3, feats, f0_hz, amps, energy)
+        for lo, hi in ((17, 29), (0, 40), (0, 1), (38, 40), (25, 40)):
+            part = BlockVocoder(vocoder, lambda a, b: f0_hz[a:b], rms_mix=rms_mix)(3, feats, f0_hz, amps, energy,
+                                                                                 keep=(lo, hi))
+            expected = whole[lo * HOP_LENGTH : hi * HOP_LENGTH]
+            assert part.shape == expected.shape
+            error = (part - expected).double().pow(2).sum() / expected.double().pow(2).sum()
+            assert float(error) < 1e-10, (lo, hi)  # >= 100 dB
+    with pytest.raises(ValueError, match="keep must be a row range within 0..40"):
+        BlockVocoder(generator, lambda a, b: f0_hz[a:b])(0, feats, f0_hz, amps, keep=(30, 41))
+
+
+def test_kept_frames_are_computed_on_fewer_samples():
+    """The upsampling stages, where the generator's work is, run on the kept frames and their
+    margins (`keep_margins`), not on the whole window."""
+    from hifigan.generator import keep_margins
+
+    generator = _tiny_generator(HARMONIC)
+    lengths: list[int] = []
+    hooks = [block.register_forward_hook(lambda m, args, out: lengths.append(out.shape[-1]))
+             for block in generator.dec.resblocks[::3]]
+    feats, f0_hz, amps = torch.randn(1, 32, 16), torch.full((1, 32), 200.0), torch.rand(1, 32, 49) * 0.1
+    with torch.inference_mode():
+        generator(feats, f0_hz, amps, keep=(18, 30))
+    for hook in hooks:
+        hook.remove()
+    margins = keep_margins(generator.config, excitation=True)
+    rates = [10, 80, 160, 320]
+    assert lengths == [min(32, 30 + m) * r - max(0, 18 - m) * r for m, r in zip(margins, rates, strict=True)]
+    assert all(length < 32 * r for length, r in zip(lengths[1:], rates[1:], strict=True))

@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 
 from hifigan.generator import load_generator
+from knnsvc import streaming
 from knnsvc.apps import convert, stream
 from knnsvc.config import HOP_LENGTH
 from knnsvc.encoder import WavLMEncoder
@@ -272,3 +273,119 @@ def test_one_frame_blocks_without_context_or_lookahead(models, pool, lookahead_m
                                   context_s=0, f0_context_s=0, crossfade_ms=20)
     out = stream_all(streamer, wav, 999)
     assert out.shape == (30 * HOP_LENGTH,) and torch.isfinite(out).all()
+
+
+# ------------------------------------------------------------------------------ the incremental step
+def _cached_and_uncached(models, pool, config: MatchConfig, wav: torch.Tensor, **settings):
+    outputs, features = [], []
+    for incremental in (False, True):
+        streamer = StreamingConverter(converter(models, config), pool, keep_features=True, incremental=incremental,
+                                      **settings)
+        outputs.append(stream_all(streamer, wav, 1000))
+        features.append(torch.cat(streamer.source_features))
+    return outputs, features
+
+
+def _snr_db(out: torch.Tensor, reference: torch.Tensor) -> float:
+    """Plain SNR (no scale fitting): how far the incremental output is from the uncached one."""
+    error = float((out.double() - reference.double()).square().sum())
+    return 10 * float(np.log10(float(reference.double().square().sum()) / max(error, 1e-300)))
+
+
+@pytest.mark.parametrize("config", [MatchConfig(), pytest.param(MatchConfig(rms_mix=0.7), marks=pytest.mark.slow),
+                                    pytest.param(MatchConfig(concat_weight=None, optimise_weights=False,
+                                                             match_layers=[2, 3]), marks=pytest.mark.slow)])
+def test_the_incremental_step_gives_the_uncached_output(models, config):
+    """At the default settings (and with rms_mix, match_layers) the step that reuses the last
+    step's front-end frames, runs F0 beside WavLM and vocodes only the frames it emits gives the
+    output of the step that computes every window whole: the same length and >= 100 dB."""
+    pool = converter(models, config).build_pool([sung_vowel(2.0, 185.0, seed=7)])
+    wav = torch.cat([sung_vowel(1.3, 240.0, seed=3), torch.zeros(1234), sung_vowel(1.1, 300.0, seed=4)])
+    (uncached, cached), (feats_uncached, feats_cached) = _cached_and_uncached(models, pool, config, wav)
+    assert cached.shape == uncached.shape == (wav.numel() // HOP_LENGTH * HOP_LENGTH,)
+    assert _snr_db(cached, uncached) >= 100.0
+    torch.testing.assert_close(feats_cached, feats_uncached, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", [dict(block_ms=20, lookahead_ms=0, context_s=0, f0_context_s=0, crossfade_ms=20),
+                                      dict(block_ms=480, lookahead_ms=20, crossfade_ms=100, sola_ms=20)])
+def test_the_incremental_step_gives_the_uncached_output_at_other_latencies(models, pool, settings):
+    wav = sung_vowel(1.7, 230.0, seed=16)
+    (uncached, cached), _ = _cached_and_uncached(models, pool, NO_POST_OPT, wav, **settings)
+    assert cached.shape == uncached.shape
+    assert _snr_db(cached, uncached) >= 100.0
+
+
+def test_the_front_end_reads_only_samples_it_has_not_framed(models, pool, monkeypatch):
+    """WavLM's convolutional front end (frame-local in layer_norm mode) runs on the new samples
+    only: per 160 ms step, the block's 8 frames plus the one whose 400 samples were not all in."""
+    encoder = models[0]
+    assert encoder.frame_local
+    read: list[int] = []
+    front_end = encoder.wavlm.front_end
+    monkeypatch.setattr(encoder.wavlm, "front_end", lambda wav: (read.append(wav.shape[-1]), front_end(wav))[1])
+    streamer = StreamingConverter(converter(models, NO_POST_OPT), pool)
+    wav = sung_vowel(2.0, 220.0, seed=17)
+    for i in range(0, 3 * 2560 + 2 * 2560, 2560):  # the first steps fill the 1 s context
+        streamer.push(wav[i : i + 2560])
+    assert len(read) == len(streamer.compute_seconds) >= 4
+    assert read[1:] == [9 * HOP_LENGTH] * (len(read) - 1)  # not the ~60 frames of the whole window
+
+
+def test_the_front_end_is_recomputed_whole_when_it_is_not_frame_local(models, pool, monkeypatch):
+    """A WavLM whose front end normalises over time (group norm, "default" mode) gets the whole
+    window, as before."""
+    encoder = models[0]
+    monkeypatch.setattr(encoder.wavlm.config, "extractor_mode", "default")  # only the cache consults it
+    read: list[int] = []
+    front_end = encoder.wavlm.front_end
+    monkeypatch.setattr(encoder.wavlm, "front_end", lambda wav: (read.append(wav.shape[-1]), front_end(wav))[1])
+    streamer = StreamingConverter(converter(models, NO_POST_OPT), pool)
+    wav = sung_vowel(2.0, 220.0, seed=17)
+    for i in range(0, 5 * 2560, 2560):
+        streamer.push(wav[i : i + 2560])
+    assert len(read) >= 4 and read[-1] > 30 * HOP_LENGTH  # the window from the first frame on, not 9 frames
+
+
+class _SlowVocoder(torch.nn.Module):
+    """The tiny vocoder, made to take `seconds` per call (a stand-in for a machine too slow)."""
+
+    def __init__(self, vocoder: torch.nn.Module, seconds: float) -> None:
+        super().__init__()
+        self.vocoder, self.seconds = vocoder, seconds
+        self.kind, self.config = vocoder.kind, vocoder.config
+        self.context_frames = vocoder.context_frames
+        self.samples_per_frame, self.sample_rate = vocoder.samples_per_frame, vocoder.sample_rate
+        self.uses_pitch, self.uses_harmonics = vocoder.uses_pitch, vocoder.uses_harmonics
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        import time
+
+        time.sleep(self.seconds)
+        return self.vocoder(*args, **kwargs)
+
+
+def test_a_live_stream_slower_than_real_time_warns_and_exposes_its_rtf(models, pool, caplog, monkeypatch):
+    encoder, kind, vocoder = models
+    slow = KnnSvc(encoder, _SlowVocoder(vocoder, 0.03), kind, NO_POST_OPT)  # 30 ms per 20 ms block
+    wav = sung_vowel(1.0, 220.0, seed=18)
+    quiet = StreamingConverter(slow, pool, block_ms=20, crossfade_ms=20)  # not live: no warning
+    with caplog.at_level("WARNING", logger="knnsvc.streaming"):
+        stream_all(quiet, wav, 320)
+    assert quiet.real_time_factor > 1.0 and not caplog.records
+
+    monkeypatch.setattr(streaming, "RTF_WARN_EVERY_S", 0.4)
+    streamer = StreamingConverter(slow, pool, block_ms=20, crossfade_ms=20, live=True)
+    assert streamer.real_time_factor == 0.0
+    heard = []
+    with caplog.at_level("WARNING", logger="knnsvc.streaming"):
+        for i in range(0, wav.numel(), 320):
+            before = len(caplog.records)
+            streamer.push(wav[i : i + 320])
+            heard += [streamer.next_frame * 0.02] * (len(caplog.records) - before)
+    warnings = [r.getMessage() for r in caplog.records]
+    # after the first 10 steps (0.2 s), then again 0.4 s later while it persists; not per step
+    assert heard == pytest.approx([0.2, 0.6]) and len(warnings) == 2
+    assert streamer.real_time_factor > 1.0
+    assert all("slower than real time: step RTF" in message for message in warnings)

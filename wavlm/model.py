@@ -10,6 +10,7 @@ kNN-VC/kNN-SVC vocoders were trained on features extracted this way).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import torch
@@ -68,6 +69,37 @@ class WavLM(nn.Module):
     def dim(self) -> int:
         return self.config.encoder_embed_dim
 
+    @property
+    def frame_hop(self) -> int:
+        """Samples between consecutive frames of the convolutional front end (320)."""
+        return math.prod(stride for _, _, stride in self.config.conv_layers)
+
+    @property
+    def frame_samples(self) -> int:
+        """Samples one front-end frame reads (400: frame t covers samples t hop .. t hop + 399)."""
+        span, hop = 1, 1
+        for _, kernel, stride in self.config.conv_layers:
+            span += (kernel - 1) * hop
+            hop *= stride
+        return span
+
+    @property
+    def frame_local_front_end(self) -> bool:
+        """Whether a front-end frame depends only on its `frame_samples` samples.
+
+        True with ``extractor_mode="layer_norm"`` (WavLM-Large: every layer normalises each frame
+        over its channels); False in ``"default"`` mode, whose first layer's group norm normalises
+        each channel over the whole input.
+        """
+        return self.config.extractor_mode == "layer_norm"
+
+    def front_end(self, wav: Tensor) -> Tensor:
+        """The convolutional front end alone: (B, L) waveforms -> (B, T, C) frames, T as in
+        `extract_features` (no input normalisation, no layer norm yet)."""
+        if wav.dim() != 2:
+            raise ValueError(f"WavLM expects a (batch, samples) waveform, got shape {tuple(wav.shape)}")
+        return self.feature_extractor(wav)
+
     def extract_features(self, wav: Tensor, output_layer: int | None = None,
                          ret_layer_results: bool = False) -> tuple[Tensor, list[Tensor]]:
         """Encode raw 16 kHz waveforms.
@@ -84,13 +116,17 @@ class WavLM(nn.Module):
             standard front end; hidden_states is a list of (B, T, D), index 0 = transformer input,
             index i = output of block i (empty unless ``ret_layer_results``).
         """
-        if wav.dim() != 2:
-            raise ValueError(f"WavLM expects a (batch, samples) waveform, got shape {tuple(wav.shape)}")
+        return self.encode_front_end(self.front_end(wav), output_layer, ret_layer_results)
+
+    def encode_front_end(self, frames: Tensor, output_layer: int | None = None,
+                         ret_layer_results: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """The rest of `extract_features` from the front end's (B, T, C) frames (see `front_end`):
+        layer norm, projection, transformer. Same arguments and results as `extract_features`."""
         if output_layer is not None and not 0 <= output_layer <= self.num_layers:
             raise ValueError(f"output_layer must be in 0..{self.num_layers}, got {output_layer}")
         if output_layer is None and self.truncated:
             raise ValueError(f"this model keeps only {self.num_layers} blocks: pass output_layer <= {self.num_layers}")
-        features = self.layer_norm(self.feature_extractor(wav))  # (B, T, C)
+        features = self.layer_norm(frames)  # (B, T, C)
         if self.post_extract_proj is not None:
             features = self.post_extract_proj(features)
         hidden_states: list[Tensor] | None = [] if ret_layer_results else None

@@ -233,3 +233,58 @@ def test_gradients_flow_outside_inference_mode(tiny_checkpoint):
     assert model.encoder.layers[0].self_attn.relative_attention_bias.weight.grad.abs().sum() > 0
     assert model.encoder.layers[2].self_attn.grep_a.grad is not None
     assert model.encoder.layers[5].fc1.weight.grad is None
+
+
+def test_front_end_then_the_rest_is_extract_features(tiny_model):
+    """`front_end` + `encode_front_end` is `extract_features` (the split the streaming cache uses);
+    the front end's frames are 320 samples apart and read 400 each."""
+    wav = torch.randn(2, 5000) * 0.1
+    with torch.inference_mode():
+        x, states = tiny_model.extract_features(wav, output_layer=3, ret_layer_results=True)
+        y, split_states = tiny_model.encode_front_end(tiny_model.front_end(wav), output_layer=3,
+                                                      ret_layer_results=True)
+    assert torch.equal(x, y) and all(torch.equal(a, b) for a, b in zip(states, split_states, strict=True))
+    assert (tiny_model.frame_hop, tiny_model.frame_samples) == (320, 400)
+
+
+def test_a_layer_norm_front_end_is_frame_local(tiny_model):
+    """In layer_norm mode (WavLM-Large, the tiny model) a front-end frame depends only on its 400
+    samples: frames computed from any stretch of audio that holds them agree. The default mode's
+    group norm spans the whole input, so it is not frame-local."""
+    assert tiny_model.frame_local_front_end
+    wav = torch.randn(1, 8000) * 0.1
+    with torch.inference_mode():
+        whole = tiny_model.front_end(wav)  # 24 frames
+        part = tiny_model.front_end(wav[:, 320 * 5 : 320 * 13 + 80])  # frames 5..12
+        changed = wav.clone()
+        changed[:, 320 * 13 + 80 :] = 0.0  # after frame 12's last sample
+        other = tiny_model.front_end(changed)
+    torch.testing.assert_close(part[0], whole[0, 5:13], rtol=0, atol=1e-5)
+    torch.testing.assert_close(other[0, :13], whole[0, :13], rtol=0, atol=1e-5)
+    config = WavLMConfig(extractor_mode="default", encoder_layers=1, encoder_embed_dim=16, encoder_ffn_embed_dim=32,
+                         encoder_attention_heads=2, conv_feature_layers="[(8,10,5)] + [(8,3,2)] * 4 + [(8,2,2)] * 2",
+                         conv_pos=8, conv_pos_groups=2)
+    assert not WavLM(config).frame_local_front_end
+
+
+def test_an_encoder_window_with_reused_front_end_frames_is_the_plain_encoding(tiny_model):
+    """`WavLMEncoder.encode_window` with the first frames taken from an earlier window gives
+    `forward`'s features (and `chunks_with_matching`'s), reading only the other samples."""
+    from knnsvc.encoder import WavLMEncoder
+
+    encoder = WavLMEncoder(tiny_model, layer=4)
+    wav = torch.randn(9000) * 0.1  # 28 frames, the last one's samples end in the padding
+    with torch.inference_mode():
+        earlier = encoder.encode_window(wav[: 320 * 20 + 100])[0]  # frames 0..19 (19 needs samples to 6480)
+        front, feats, _ = encoder.encode_window(wav, earlier[:19])
+        _, with_keys, keys = encoder.encode_window(wav, earlier[:19], match_layers=[2, 3])
+        all_of_it = encoder.encode_window(wav, front)  # every frame given: no front end at all
+    torch.testing.assert_close(feats, encoder(wav), rtol=0, atol=1e-5)
+    [(expected, expected_keys)] = list(encoder.chunks_with_matching(wav, [2, 3]))
+    torch.testing.assert_close(with_keys, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(keys, expected_keys, rtol=0, atol=1e-5)
+    torch.testing.assert_close(all_of_it[1], feats, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="front_prefix holds 29 frames, the window has 28"):
+        encoder.encode_window(wav, torch.cat([front, front[:1]]))
+    with pytest.raises(ValueError, match="one chunk"):
+        encoder.encode_window(torch.zeros(320))
