@@ -27,7 +27,8 @@ _CORPORA: dict[int, tuple[Path, Path]] = {}
 
 def prematched_corpus_at(sample_rate: int, tmp_path_factory) -> tuple[Path, Path]:
     """(corpus_dir, features_dir): 4 seconds of synthetic singing written at `sample_rate` (harmonics
-    up to its Nyquist), prematched with the tiny WavLM at 16 kHz; once per session and rate."""
+    up to its Nyquist), prematched for that output rate (16 kHz WavLM features, harmonic amplitudes measured
+at `sample_rate`, as conversion measures them); once per session and rate."""
     if sample_rate not in _CORPORA:
         from knnsvc.training.prematch import PrematchConfig, Prematcher
 
@@ -41,7 +42,7 @@ def prematched_corpus_at(sample_rate: int, tmp_path_factory) -> tuple[Path, Path
                 sf.write(path, wav.numpy(), sample_rate, subtype="FLOAT")
         config = PrematchConfig(
             corpus_dir=str(root / "corpus"), out_dir=str(root / "features"), wavlm=str(WAVLM_TINY), device="cpu",
-            progress=False,
+            progress=False, sample_rate=sample_rate,
         )
         Prematcher(config, tiny_encoder()).run()
         _CORPORA[sample_rate] = (root / "corpus", root / "features")
