@@ -150,3 +150,23 @@ def test_vocoder_config_does_not_apply_to_a_graph(tmp_path):
     (tmp_path / "vocoder.onnx").write_bytes(b"")
     with pytest.raises(CheckpointError, match="--vocoder-config does not apply"):
         build_converter(str(WAVLM), str(tmp_path / "vocoder.onnx"), GOLDEN / "vocoder_tiny_config.json", f0="dio")
+
+
+@pytest.mark.slow
+def test_graph_with_matching_layers_gives_pytorchs_matching_features(tmp_path):
+    """``--match-layers``: the graph returns the extra hidden states, and the encoder's matching
+    features (their mean) are PyTorch's; its encoder id is that of the PyTorch model of that depth."""
+    from knnsvc.checkpoints import load_wavlm
+    from knnsvc.encoder import WavLMEncoder
+
+    export_encoder_file(WAVLM, tmp_path / "wavlm.onnx", layers=[8, 9])
+    ours = OnnxEncoder(tmp_path / "wavlm.onnx", match_layers=[8, 9])
+    assert ours.layers == [6, 8, 9] and ours.num_layers == 9
+    expected = WavLMEncoder(load_wavlm(WAVLM, num_layers=9))
+    wav = torch.from_numpy(phrases(2.0, seed=2, low_hz=200.0, high_hz=300.0))
+    for (feats, matching), (want_feats, want_matching) in zip(
+            ours.chunks_with_matching(wav, [8, 9]), expected.chunks_with_matching(wav, [8, 9]), strict=True):
+        assert si_snr_db(feats, want_feats) >= 60 and si_snr_db(matching, want_matching) >= 60
+    config = MatchConfig(match_layers=[8, 9])
+    assert (build_converter(str(tmp_path / "wavlm.onnx"), str(SINE), f0="dio", config=config).encoder_id
+            == build_converter(str(WAVLM), str(SINE), f0="dio", config=config).encoder_id)
