@@ -54,6 +54,7 @@ from knnsvc.checkpoints import DEFAULT_VOCODER, DEFAULT_WAVLM, CheckpointError, 
 from knnsvc.config import DEFAULT_F0, SAMPLE_RATE, WAVLM_LAYER
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.onnx_export import Deviation, VocoderInputs, export_encoder_file, export_vocoder_file, vocoder_inputs
+from knnsvc.pitch import F0_EXTRACTORS
 from knnsvc.runtime import first_line
 
 log = logging.getLogger("knnsvc.apps.export")
@@ -82,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write an int8 variant (dynamic weight quantisation) of each graph, self-checked")
     parser.add_argument("--check-audio", type=path_type, metavar="FILE",
                         help="recording for the self-check (default: a synthetic sung phrase)")
-    parser.add_argument("--f0", default=DEFAULT_F0, help="pitch extractor of the vocoder's self-check "
-                        "(default: %(default)s)")
+    parser.add_argument("--f0", default=DEFAULT_F0, choices=sorted(F0_EXTRACTORS),
+                        help="pitch extractor of the vocoder's self-check (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing graphs (otherwise skipped)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     add_version_argument(parser)
