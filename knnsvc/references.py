@@ -92,7 +92,9 @@ class PoolCache:
         return self.folder / f"{ENTRY_PREFIX}{digest.hexdigest()}.pt"
 
     def load(self, audio: Path, dim: int, n_harmonics: int | None = None) -> ReferencePool | None:
-        """The cached pool of `audio`, or None (absent, or invalid: reported and removed).
+        """The cached pool of `audio`, or None (absent, or invalid: reported; the rebuilt pool's `store`
+        replaces the entry atomically, so a good entry another process has just written in its place
+        is never deleted).
 
         Args:
             dim: the converter's feature dimension; n_harmonics: its amplitude columns (None: any).
@@ -106,7 +108,6 @@ class PoolCache:
             pool = ReferencePool.load(path, dim=dim, n_harmonics=n_harmonics)
         except PoolFileError as err:
             log.warning("ignoring the cached pool of %s and rebuilding it: %s", audio, err)
-            path.unlink(missing_ok=True)
             return None
         if len(pool.names) != 1:
             log.warning("ignoring the cached pool of %s and rebuilding it: %s holds %d files", audio, path,
