@@ -205,25 +205,26 @@ def receptive_field_frames(cfg: HiFiGANConfig, excitation: bool) -> int:
 
 
 def keep_margins(cfg: HiFiGANConfig, excitation: bool) -> list[int]:
-    """Frames kept beyond an output range after each upsample stage's transposed conv.
+    """Samples kept beyond an output range after each upsample stage's transposed conv.
 
-    Entry i is the reach, in frames rounded up plus one, of everything after ``ups[i]``: the
-    stage's ``concat_conv`` (with an excitation branch) and multi-receptive-field block, the later
-    stages and ``conv_post`` (the same per-layer terms as `receptive_field_frames`). Cropping the
-    activations there to the output range widened by that many frames on each side leaves every
-    output sample of the range as the whole window computes it: the samples next to a cut, which
-    the later layers read with zero padding, lie farther from the range than those layers reach.
+    Entry i, in samples at the rate of stage i (``prod(upsample_rates[:i + 1])`` per frame), is
+    the reach of everything after ``ups[i]``, rounded up, plus two: the stage's ``concat_conv``
+    (with an excitation branch) and multi-receptive-field block, the later stages and ``conv_post``
+    (the same per-layer terms as `receptive_field_frames`). Cropping the activations there to the
+    output range widened by that many samples on each side leaves every output sample of the
+    range as the whole window computes it: the samples next to a cut, which the later layers read
+    with zero padding, lie farther from the range than those layers reach.
     """
     block_radius = max(
         sum(d * (k - 1) // 2 + (k - 1) // 2 for d in dilations)
         for k, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True)
     )
     rates = [math.prod(cfg.upsample_rates[: i + 1]) for i in range(len(cfg.upsample_rates))]
-    reach = 3 / rates[-1]  # conv_post
+    reach = 3 / rates[-1]  # conv_post, in frames
     margins = []
     for i in reversed(range(len(rates))):
         reach += (block_radius + (1 if excitation else 0)) / rates[i]
-        margins.append(math.ceil(reach) + 1)
+        margins.append(math.ceil(reach * rates[i]) + 2)
         reach += math.ceil(cfg.upsample_kernel_sizes[i] / cfg.upsample_rates[i]) / (rates[i - 1] if i else 1)
     return margins[::-1]
 
@@ -239,32 +240,35 @@ def check_keep(keep: tuple[int, int] | None, num_frames: int) -> tuple[int, int]
 
 
 class _Cropper:
-    """The frames [first, stop) the activations of a `keep` forward pass cover, and the crops."""
+    """The samples [first, stop) (at the current stage's rate) that the activations of a `keep`
+    forward pass cover, and the crops."""
 
-    def __init__(self, keep: tuple[int, int] | None, num_frames: int, margins: list[int], rates: list[int]) -> None:
+    def __init__(self, keep: tuple[int, int] | None, num_frames: int, margins: list[int],
+                 upsample_rates: list[int]) -> None:
         self.keep = keep
-        self.first, self.stop = 0, num_frames
+        self.first, self.stop, self.rate = 0, num_frames, 1
         self.margins = margins
-        self.rates = rates
+        self.upsample_rates = upsample_rates
 
     def after_up(self, stage: int, x: torch.Tensor,
                  level: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Crop stage `stage`'s upsampled x (B, C, frames * rate), covering [first, stop), to the
-        kept range and its margin; `level` (B, C', T * rate), the whole window's, to the same frames."""
-        rate = self.rates[stage]
+        """Crop stage `stage`'s upsampled x (B, C, L_i), the upsampled [first, stop), to the kept
+        frames and the stage's margin; `level` (B, C', T * rate), the whole window's, to the same samples."""
         if self.keep is None:
             return x, level
-        first = max(self.first, self.keep[0] - self.margins[stage])
-        stop = min(self.stop, self.keep[1] + self.margins[stage])
-        x = x[..., (first - self.first) * rate : (stop - self.first) * rate]
+        up = self.upsample_rates[stage]
+        self.first, self.stop, self.rate = self.first * up, self.stop * up, self.rate * up
+        first = max(self.first, self.keep[0] * self.rate - self.margins[stage])
+        stop = min(self.stop, self.keep[1] * self.rate + self.margins[stage])
+        x = x[..., first - self.first : stop - self.first]
         self.first, self.stop = first, stop
-        return x, None if level is None else level[..., first * rate : stop * rate]
+        return x, None if level is None else level[..., first:stop]
 
-    def output(self, wav: torch.Tensor, hop: int) -> torch.Tensor:
-        """The kept frames of the final waveform (B, 1, (stop - first) * hop)."""
+    def output(self, wav: torch.Tensor) -> torch.Tensor:
+        """The kept frames of the final waveform (B, 1, L) -> (B, 1, (hi - lo) * hop)."""
         if self.keep is None:
             return wav
-        return wav[..., (self.keep[0] - self.first) * hop : (self.keep[1] - self.first) * hop]
+        return wav[..., self.keep[0] * self.rate - self.first : self.keep[1] * self.rate - self.first]
 
 
 def _upsample_stages(cfg: HiFiGANConfig) -> tuple[nn.ModuleList, nn.ModuleList]:
@@ -295,7 +299,7 @@ class KnnVcGenerator(Vocoder):
         final_channels = cfg.upsample_initial_channel // 2 ** len(cfg.upsample_rates)
         self.conv_post = WNConv1d(final_channels, 1, 7, padding=3)
         self.margins = keep_margins(cfg, excitation=False)
-        self.rates = [math.prod(cfg.upsample_rates[: i + 1]) for i in range(len(cfg.upsample_rates))]
+        self.upsample_rates = list(cfg.upsample_rates)
 
     def forward(
         self,
@@ -317,12 +321,12 @@ class KnnVcGenerator(Vocoder):
             (B, 1, T * hop) waveform in [-1, 1] (hop = 320 at 16 kHz); (B, 1, (hi - lo) * hop) with `keep`.
         """
         self._check_inputs(feats, f0_hz, amps)
-        crop = _Cropper(check_keep(keep, feats.shape[1]), feats.shape[1], self.margins, self.rates)
+        crop = _Cropper(check_keep(keep, feats.shape[1]), feats.shape[1], self.margins, self.upsample_rates)
         x = self.conv_pre(self.lin_pre(feats).transpose(1, 2))
         for i, up in enumerate(self.ups):
             x, _ = crop.after_up(i, up(F.leaky_relu(x, LRELU_SLOPE)), None)
             x = multi_receptive_field(self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels], x)
-        return crop.output(torch.tanh(self.conv_post(F.leaky_relu(x))), self.samples_per_frame)
+        return crop.output(torch.tanh(self.conv_post(F.leaky_relu(x))))
 
 
 class ExcitationDecoder(nn.Module):
@@ -367,7 +371,7 @@ class ExcitationDecoder(nn.Module):
         self.ups, self.resblocks = _upsample_stages(cfg)
         self.conv_post = nn.Conv1d(init_channels // 2**n_stages, 1, 7, padding=3, bias=False)
         self.margins = keep_margins(cfg, excitation=True)
-        self.rates = [math.prod(cfg.upsample_rates[: i + 1]) for i in range(n_stages)]
+        self.upsample_rates = list(cfg.upsample_rates)
 
     def forward(self, feats: torch.Tensor, excitation: torch.Tensor,
                 keep: tuple[int, int] | None = None) -> torch.Tensor:
@@ -383,7 +387,7 @@ class ExcitationDecoder(nn.Module):
             length = levels[-1].shape[-1] // rate
             levels.append(block(down(levels[-1]))[..., :length])
 
-        crop = _Cropper(check_keep(keep, feats.shape[1]), feats.shape[1], self.margins, self.rates)
+        crop = _Cropper(check_keep(keep, feats.shape[1]), feats.shape[1], self.margins, self.upsample_rates)
         x = self.conv_pre(self.lin_pre(feats).transpose(1, 2))  # (B, C, T)
         x = self.concat_pre(torch.cat([x, levels[-1]], dim=1))
         for i, up in enumerate(self.ups):
@@ -391,7 +395,7 @@ class ExcitationDecoder(nn.Module):
             assert level is not None  # a level in, a level out
             x = self.concat_conv[i](torch.cat([x, level], dim=1))
             x = multi_receptive_field(self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels], x)
-        return crop.output(torch.tanh(self.conv_post(F.leaky_relu(x))), self.rates[-1])
+        return crop.output(torch.tanh(self.conv_post(F.leaky_relu(x))))
 
 
 def _check_hop(cfg: HiFiGANConfig) -> None:

@@ -336,5 +336,5 @@ def test_kept_frames_are_computed_on_fewer_samples():
         hook.remove()
     margins = keep_margins(generator.config, excitation=True)
     rates = [10, 80, 160, 320]
-    assert lengths == [min(32, 30 + m) * r - max(0, 18 - m) * r for m, r in zip(margins, rates, strict=True)]
+    assert lengths == [min(32 * r, 30 * r + m) - max(0, 18 * r - m) for m, r in zip(margins, rates, strict=True)]
     assert all(length < 32 * r for length, r in zip(lengths[1:], rates[1:], strict=True))
