@@ -307,25 +307,52 @@ class VocosGenerator(nn.Module):
         f0_hz = as_frames(f0_hz, feats).to(feats.device)
         if amps.dim() != 3 or amps.shape[:2] != feats.shape[:2]:
             raise ValueError(f"amps must be (B, T, H) = {tuple(feats.shape[:2])} + (H,), got {tuple(amps.shape)}")
-        with _full_precision(feats.device):
-            excitation = additive_synth(
-                f0_hz.float(), amps.to(feats.device).float(), start_cycles, cfg.sample_rate, cfg.hop_length
-            )  # (B, L)
-            exc_spec = self.excitation_spectrum(excitation)  # (B, F, T)
-        exc_log_mag = torch.log(torch.clamp(exc_spec.abs(), min=EXCITATION_LOG_FLOOR))
-        voiced = (f0_hz > 0).to(feats.dtype)
-        log_f0 = torch.log2(torch.clamp(f0_hz, min=1.0) / F0_REFERENCE_HZ) * voiced
-        pitch = torch.stack([log_f0, voiced], dim=-1).to(feats.dtype)  # (B, T, 2)
+        exc_spec, exc_log_mag, pitch = self.conditioning(f0_hz, amps.to(feats.device), start_cycles, feats.dtype)
+        return self.synthesis(self.backbone(feats, exc_log_mag, pitch), exc_spec)
 
-        x = self.feats_proj(feats) + self.excitation_proj(exc_log_mag.transpose(1, 2).to(feats.dtype))
-        x = x + self.f0_proj(pitch)  # (B, T, C)
+    def conditioning(
+        self,
+        f0_hz: torch.Tensor,
+        amps: torch.Tensor,
+        start_cycles: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The harmonic guidance of `forward`, computed in full precision: the additive synthesis
+        U(t) at the output rate and what the backbone reads of it.
+
+        Args:
+            f0_hz: (B, T) f0, 0 = unvoiced; amps: (B, T, H); start_cycles: (B,) or None.
+            dtype: the dtype of the backbone's inputs (the features').
+
+        Returns:
+            exc_spec (B, F, T) complex STFT of U(t) (for `synthesis`), exc_log_mag (B, T, F) its
+            log magnitude, pitch (B, T, 2) log2(f0 / 440 Hz) and voicing.
+        """
+        cfg = self.config
+        with _full_precision(f0_hz.device):
+            excitation = additive_synth(f0_hz.float(), amps.float(), start_cycles, cfg.sample_rate,
+                                        cfg.hop_length)  # (B, L)
+            exc_spec = self.excitation_spectrum(excitation)  # (B, F, T)
+        exc_log_mag = torch.log(torch.clamp(exc_spec.abs(), min=EXCITATION_LOG_FLOOR)).transpose(1, 2).to(dtype)
+        voiced = (f0_hz > 0).to(dtype)
+        log_f0 = torch.log2(torch.clamp(f0_hz, min=1.0) / F0_REFERENCE_HZ) * voiced
+        return exc_spec, exc_log_mag, torch.stack([log_f0, voiced], dim=-1).to(dtype)
+
+    def backbone(self, feats: torch.Tensor, exc_log_mag: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+        """The network: (B, T, D) features, (B, T, F) excitation log magnitude and (B, T, 2) pitch ->
+        (B, 3F, T) head output (log magnitude, phase and excitation gain per bin)."""
+        x = self.feats_proj(feats) + self.excitation_proj(exc_log_mag) + self.f0_proj(pitch)  # (B, T, C)
         x = self.embed(x.transpose(1, 2))  # (B, C, T)
         x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
-        x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2)  # (B, 3F, T)
-        with _full_precision(feats.device):
-            log_mag, phase, gain = x.float().chunk(3, dim=1)  # each (B, F, T)
+        return self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2)
+
+    def synthesis(self, head: torch.Tensor, exc_spec: torch.Tensor) -> torch.Tensor:
+        """(B, 3F, T) head output and the excitation's (B, F, T) spectrum -> (B, 1, T * hop) waveform:
+        ``exp(m)·e^{ip} + g·E`` through the inverse STFT, in full precision."""
+        with _full_precision(head.device):
+            log_mag, phase, gain = head.float().chunk(3, dim=1)  # each (B, F, T)
             magnitude = torch.exp(torch.clamp(log_mag, max=LOG_MAG_MAX))
             spec = torch.polar(magnitude, phase) + gain * exc_spec
             wav = self.istft(spec)

@@ -301,13 +301,26 @@ def load_vocoder(
     return kind, generator.to(device).eval()
 
 
-def check_compatible(wavlm: WavLM, generator: nn.Module, wavlm_name: object, vocoder_name: object) -> None:
-    """Raise CheckpointError if the vocoder was not built for this encoder's feature width."""
-    expected = getattr(getattr(generator, "config", None), "hubert_dim", None)
-    if expected is not None and expected != wavlm.dim:
+def vocoder_dim(generator: Any) -> int | None:
+    """The feature width a vocoder takes: `hubert_dim` of a HiFi-GAN kind, `input_dim` of a Vocos
+    generator, `dim` of an exported graph; None when it does not say."""
+    config = getattr(generator, "config", None)
+    for value in (getattr(config, "hubert_dim", None), getattr(config, "input_dim", None)):
+        if isinstance(value, int):
+            return value
+    value = getattr(generator, "dim", None)
+    return value if isinstance(value, int) else None
+
+
+def check_compatible(wavlm: WavLM | int, generator: Any, wavlm_name: object, vocoder_name: object) -> None:
+    """Raise CheckpointError if the vocoder was not built for this encoder's feature width
+    (`wavlm`: the model, or its feature width)."""
+    expected = vocoder_dim(generator)
+    produced = wavlm if isinstance(wavlm, int) else wavlm.dim
+    if expected is not None and expected != produced:
         raise CheckpointError(
             f"{vocoder_name}: the vocoder takes {expected}-dim features but the WavLM {wavlm_name} "
-            f"produces {wavlm.dim}-dim features; use a matching pair"
+            f"produces {produced}-dim features; use a matching pair"
         )
 
 
@@ -436,13 +449,12 @@ def _build_onnx_converter(
     encoder: nn.Module
     generator: Any
     kind: VocoderKind
-    encoder_id: str | None
     encoder_dim: int
     if _is_graph(wavlm):
         assert isinstance(wavlm, (str, os.PathLike))
         graph_encoder = backend.OnnxEncoder(Path(wavlm).expanduser(), match_layers=config.match_layers)
         encoder = graph_encoder
-        encoder_dim, encoder_id = int(graph_encoder.dim), str(graph_encoder.encoder_id)
+        encoder_dim = int(graph_encoder.dim)
     else:
         if isinstance(wavlm, WavLMEncoder):
             wavlm = wavlm.wavlm
@@ -454,7 +466,7 @@ def _build_onnx_converter(
         else:
             model = load_wavlm(wavlm, device=device, progress=progress, num_layers=depth)
         encoder = WavLMEncoder(model, layer=WAVLM_LAYER)
-        encoder_dim, encoder_id = model.dim, None
+        encoder_dim = model.dim
     if _is_graph(vocoder):
         assert isinstance(vocoder, (str, os.PathLike))
         if vocoder_config is not None:
@@ -468,18 +480,11 @@ def _build_onnx_converter(
         kind, generator = VocoderKind(vocoder[0]), vocoder[1].to(device).eval()
     else:
         kind, generator = load_vocoder(vocoder, vocoder_config, device=device, progress=progress)
-    expected: int | None = getattr(generator, "dim", None) or getattr(getattr(generator, "config", None),
-                                                                      "hubert_dim", None)
-    if expected is not None and expected != encoder_dim:
-        raise CheckpointError(
-            f"{labels[1]}: the vocoder takes {expected}-dim features but the WavLM {labels[0]} produces "
-            f"{encoder_dim}-dim features; use a matching pair")
-    converter = KnnSvc(encoder, generator, kind, config=config,  # type: ignore[arg-type]
-                       block_seconds=block_seconds, f0=extractor)
-    if encoder_id is not None:
-        # the PyTorch encoder's id, from the sidecar: pools cached with either backend serve both
-        converter._encoder_id = encoder_id
-    return converter
+    check_compatible(encoder_dim, generator, labels[0], labels[1])
+    # an exported encoder carries the PyTorch encoder's id (from its sidecar) as `encoder_id`, which
+    # KnnSvc uses: pools cached with either backend serve both
+    return KnnSvc(encoder, generator, kind, config=config,  # type: ignore[arg-type]
+                  block_seconds=block_seconds, f0=extractor)
 
 
 def _f0_extractor(name: str, device: str | torch.device, workers: int | None) -> F0Extractor:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from knnsvc.audio import AudioError, AudioWriter, check_disk_space, no_voiced_frames, output_bytes
-from knnsvc.config import HOP_LENGTH, SAMPLE_RATE
+from knnsvc.config import SAMPLE_RATE
 from knnsvc.pipeline import KnnSvc, MatchResult, Progress
 from knnsvc.pitch import load_f0_curve
 from knnsvc.pool import ReferencePool
@@ -76,7 +76,7 @@ def read_f0_file(path: Path, num_frames: int) -> torch.Tensor:
 def samples_per_frame(converter: KnnSvc) -> int:
     """Output samples per feature frame of `converter`'s vocoder (320 at 16 kHz, 480 at 24 kHz, 882 at
     44.1 kHz; `HOP_LENGTH` without a vocoder)."""
-    return int(getattr(converter.vocoder, "samples_per_frame", HOP_LENGTH))
+    return converter.samples_per_frame
 
 
 @dataclass

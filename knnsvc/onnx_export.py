@@ -47,7 +47,6 @@ import torch
 from torch import nn
 
 from hifigan.config import HiFiGANConfig
-from hifigan.excitation import additive_synth
 from hifigan.generator import VocoderKind
 from knnsvc.checkpoints import CheckpointError, encoder_depth, load_vocoder, load_wavlm, resolve_checkpoint
 from knnsvc.config import HOP_LENGTH, N_HARMONICS, SAMPLE_RATE, WAVLM_LAYER, MatchConfig
@@ -135,48 +134,7 @@ class VocoderGraph(nn.Module):
             return generator(feats)
         if self.kind in (VocoderKind.HARMONIC, VocoderKind.SINE):
             return generator.dec(feats, generator.sin_prenet(second))
-        exc_log_mag, pitch = second, third
-        x = generator.feats_proj(feats) + generator.excitation_proj(exc_log_mag) + generator.f0_proj(pitch)
-        x = generator.embed(x.transpose(1, 2))  # (1, C, T)
-        x = generator.norm(x.transpose(1, 2)).transpose(1, 2)
-        for block in generator.blocks:
-            x = block(x)
-        return generator.head(generator.final_norm(x.transpose(1, 2))).transpose(1, 2)  # (1, 3F, T)
-
-
-def vocos_conditioning(generator: Any, f0_hz: torch.Tensor, amps: torch.Tensor,
-                       start_cycles: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What the Vocos graph takes besides the features, computed in torch as `VocosGenerator` does.
-
-    Args:
-        generator: a `hifigan.vocos.VocosGenerator` (only its config, window and framing are used,
-            so one built on the meta device with a real window does).
-        f0_hz: (1, T); amps: (1, T, H); start_cycles: (1,) or None.
-
-    Returns:
-        exc_spec (1, F, T) complex64 (for `vocos_synthesis`), excitation_log_mag (1, T, F) float32,
-        pitch (1, T, 2) float32.
-    """
-    from hifigan.vocos import EXCITATION_LOG_FLOOR, F0_REFERENCE_HZ
-
-    cfg = generator.config
-    excitation = additive_synth(f0_hz.float(), amps.float(), start_cycles, cfg.sample_rate, cfg.hop_length)
-    exc_spec = generator.excitation_spectrum(excitation)  # (1, F, T)
-    exc_log_mag = torch.log(torch.clamp(exc_spec.abs(), min=EXCITATION_LOG_FLOOR)).transpose(1, 2)
-    voiced = (f0_hz > 0).float()
-    log_f0 = torch.log2(torch.clamp(f0_hz.float(), min=1.0) / F0_REFERENCE_HZ) * voiced
-    return exc_spec, exc_log_mag.contiguous(), torch.stack([log_f0, voiced], dim=-1)
-
-
-def vocos_synthesis(generator: Any, head: torch.Tensor, exc_spec: torch.Tensor) -> torch.Tensor:
-    """The Vocos head's (1, 3F, T) output and the excitation's spectrum -> (1, 1, T * hop) waveform,
-    as `VocosGenerator.forward` ends."""
-    from hifigan.vocos import LOG_MAG_MAX
-
-    log_mag, phase, gain = head.float().chunk(3, dim=1)  # each (1, F, T)
-    magnitude = torch.exp(torch.clamp(log_mag, max=LOG_MAG_MAX))
-    spec = torch.polar(magnitude, phase) + gain * exc_spec
-    return generator.istft(spec)[:, None, :]
+        return generator.backbone(feats, second, third)  # (1, 3F, T)
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], dynamic_shapes: tuple[dict[int, Any], ...],

@@ -37,7 +37,7 @@ from hifigan.excitation import additive_synth, sine_excitation
 from hifigan.generator import VocoderKind, as_frames, check_feats
 from knnsvc.checkpoints import CheckpointError
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
-from knnsvc.onnx_export import read_sidecar, vocos_conditioning, vocos_synthesis
+from knnsvc.onnx_export import read_sidecar
 from knnsvc.runtime import first_line
 
 log = logging.getLogger(__name__)
@@ -360,10 +360,10 @@ class OnnxVocoder(nn.Module):
         feeds = {"feats": _numpy(feats)}
         if self.kind is VocoderKind.VOCOS:
             assert f0_hz is not None and amps is not None
-            exc_spec, exc_log_mag, pitch = vocos_conditioning(self._vocos, f0_hz, amps, cycles)
+            exc_spec, exc_log_mag, pitch = self._vocos.conditioning(f0_hz, amps, cycles)
             feeds.update(excitation_log_mag=_numpy(exc_log_mag), pitch=_numpy(pitch))
             (head,) = self.session.run(None, feeds)
-            return vocos_synthesis(self._vocos, torch.from_numpy(head), exc_spec)
+            return self._vocos.synthesis(torch.from_numpy(head), exc_spec)
         if self.kind is VocoderKind.HARMONIC:
             assert f0_hz is not None and amps is not None
             excitation = additive_synth(f0_hz, amps, cycles, self.config.sample_rate, self.config.hop_length)

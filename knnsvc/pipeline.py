@@ -250,6 +250,11 @@ class KnnSvc:
         return amplitude_rate(original_rate, self.sample_rate)
 
     @property
+    def samples_per_frame(self) -> int:
+        """Output samples per feature frame: 320 at 16 kHz, 480 at 24 kHz, 882 at 44.1 kHz."""
+        return int(getattr(self.vocoder, "samples_per_frame", HOP_LENGTH))
+
+    @property
     def block_frames(self) -> int:
         """Frames per F0/vocoder block (0 = whole recordings)."""
         return round(self.block_seconds * SAMPLE_RATE / HOP_LENGTH)
@@ -258,7 +263,9 @@ class KnnSvc:
     def encoder_id(self) -> str:
         """Fingerprint of the encoder weights and layer (part of a pool's cache key)."""
         if self._encoder_id is None:
-            self._encoder_id = f"{module_fingerprint(self.encoder)}-layer{self.encoder.layer}"
+            declared = getattr(self.encoder, "encoder_id", None)  # an exported encoder names its source's
+            self._encoder_id = (declared if isinstance(declared, str)
+                                else f"{module_fingerprint(self.encoder)}-layer{self.encoder.layer}")
         return self._encoder_id
 
     # ----------------------------------------------------------------------------- analysis

@@ -263,6 +263,23 @@ def test_builder_takes_loaded_models_and_applies_the_depth_rule():
         checkpoints.build_converter(wavlm, knnvc64, config=config)
 
 
+def test_a_vocos_of_another_feature_width_is_refused_when_built_not_at_its_first_block(tmp_path):
+    from hifigan.generator import build_generator, generator_file
+    from hifigan.vocos import vocos_config
+
+    wavlm = checkpoints.load_wavlm(WAVLM)
+    for width, fits in ((wavlm.dim, True), (wavlm.dim + 8, False)):
+        vocos = build_generator(VocoderKind.VOCOS, vocos_config(24_000, input_dim=width, dim=32,
+                                                                 intermediate_dim=64, num_layers=1))
+        path = tmp_path / f"vocos{width}.pt"
+        torch.save(generator_file(vocos), path)
+        if fits:
+            assert checkpoints.build_converter(wavlm, path, progress=False).sample_rate == 24_000
+        else:
+            with pytest.raises(CheckpointError, match=f"takes {width}-dim features .* produces {wavlm.dim}-dim"):
+                checkpoints.build_converter(wavlm, path, progress=False)
+
+
 def test_builder_passes_workers_to_the_pitch_module_only_where_it_takes_them(monkeypatch):
     import inspect
 
