@@ -116,16 +116,20 @@ class WavLM(nn.Module):
             standard front end; hidden_states is a list of (B, T, D), index 0 = transformer input,
             index i = output of block i (empty unless ``ret_layer_results``).
         """
+        self._check_output_layer(output_layer)  # before the front end's work
         return self.encode_front_end(self.front_end(wav), output_layer, ret_layer_results)
+
+    def _check_output_layer(self, output_layer: int | None) -> None:
+        if output_layer is not None and not 0 <= output_layer <= self.num_layers:
+            raise ValueError(f"output_layer must be in 0..{self.num_layers}, got {output_layer}")
+        if output_layer is None and self.truncated:
+            raise ValueError(f"this model keeps only {self.num_layers} blocks: pass output_layer <= {self.num_layers}")
 
     def encode_front_end(self, frames: Tensor, output_layer: int | None = None,
                          ret_layer_results: bool = False) -> tuple[Tensor, list[Tensor]]:
         """The rest of `extract_features` from the front end's (B, T, C) frames (see `front_end`):
         layer norm, projection, transformer. Same arguments and results as `extract_features`."""
-        if output_layer is not None and not 0 <= output_layer <= self.num_layers:
-            raise ValueError(f"output_layer must be in 0..{self.num_layers}, got {output_layer}")
-        if output_layer is None and self.truncated:
-            raise ValueError(f"this model keeps only {self.num_layers} blocks: pass output_layer <= {self.num_layers}")
+        self._check_output_layer(output_layer)
         features = self.layer_norm(frames)  # (B, T, C)
         if self.post_extract_proj is not None:
             features = self.post_extract_proj(features)
