@@ -111,6 +111,38 @@ class SourceFeatures:
                 store.close()
 
 
+class F0Job:
+    """The F0 of one recording, computed on a thread of its own (`KnnSvc.start_f0`, `KnnSvc.analyse`).
+
+    Args:
+        extract: ``extract(wav_16k, stop) -> (T,) f0_hz``, run once on the thread.
+        wav_16k: (L,) CPU waveform at 16 kHz.
+    """
+
+    def __init__(self, extract: Callable[[torch.Tensor, threading.Event], torch.Tensor], wav_16k: torch.Tensor,
+                 ) -> None:
+        self.stop = threading.Event()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knnsvc-f0")
+        self._future = self._worker.submit(extract, wav_16k, self.stop)
+
+    def result(self) -> torch.Tensor:
+        """The (L // 320 + 1,) float32 F0 in Hz, once computed (the extraction's error, if it failed)."""
+        try:
+            return self._future.result()
+        finally:
+            self._worker.shutdown(wait=True)
+
+    def done(self) -> bool:
+        """Whether the F0 is computed (or failed, or was stopped)."""
+        return self._future.done()
+
+    def cancel(self, wait: bool = False) -> None:
+        """Tell the extraction to stop (extractors that take ``stop=`` give up within about a second;
+        worker processes are killed); with `wait`, return only once its thread has ended."""
+        self.stop.set()
+        self._worker.shutdown(wait=wait, cancel_futures=True)
+
+
 @dataclass
 class MatchResult:
     """Everything the vocoder gets, plus the provenance of every output frame.
@@ -269,7 +301,13 @@ class KnnSvc:
         return self._encoder_id
 
     # ----------------------------------------------------------------------------- analysis
-    def analyse(self, wav_16k: torch.Tensor, progress: Progress | None = None) -> SourceFeatures:
+    def start_f0(self, wav_16k: torch.Tensor) -> F0Job:
+        """Start the F0 of the (L,) 16 kHz waveform `wav_16k` on a thread of its own (`F0Job`), for
+        `analyse` to use: a batch starts the next file's F0 while the current one is vocoded."""
+        return F0Job(self._timed_f0, wav_16k.detach().cpu())
+
+    def analyse(self, wav_16k: torch.Tensor, progress: Progress | None = None, f0: F0Job | None = None,
+                ) -> SourceFeatures:
         """WavLM features, F0 and frame energies of one recording, frame-aligned.
 
         F0 runs on a second thread while WavLM encodes (Harvest releases the GIL); when anything
@@ -279,6 +317,8 @@ class KnnSvc:
 
         Args:
             wav_16k: (L,) finite floating-point waveform, at least one frame (400 samples) long.
+            f0: the F0 of this very waveform, started earlier with `start_f0` (the same curve as
+                the one computed here; it is stopped if the analysis fails); None: start it now.
 
         Returns:
             `SourceFeatures` with T = frames of the encoder.
@@ -287,18 +327,23 @@ class KnnSvc:
             TypeError: `wav_16k` is not a floating-point tensor.
             ValueError: `wav_16k` is not 1-D, too short for one frame, or holds NaN/inf samples.
         """
-        check_waveform(wav_16k, "wav_16k")
+        try:
+            check_waveform(wav_16k, "wav_16k")
+        except BaseException:
+            if f0 is not None:
+                f0.cancel()
+            raise
         wav_cpu = wav_16k.detach().cpu()
         total = self.encoder.num_frames(wav_cpu.numel())
         if total == 0:
+            if f0 is not None:
+                f0.cancel()
             raise ValueError(f"wav_16k is too short: {wav_cpu.numel()} samples, one frame needs more than {HOP_LENGTH}")
         layers = self.config.match_layers
         feats = FrameStore(self.encoder.dim)
         match_feats = FrameStore(self.encoder.dim) if layers else None
-        stop = threading.Event()
-        worker = ThreadPoolExecutor(max_workers=1)
+        f0_job = f0 if f0 is not None else F0Job(self._timed_f0, wav_cpu)
         try:
-            f0_job = worker.submit(self._timed_f0, wav_cpu, stop)
             if progress is not None:
                 progress("encode", 0, total)
             with self._timer("encode"):
@@ -315,13 +360,11 @@ class KnnSvc:
                         progress("encode", len(feats), total)
             f0_hz = f0_job.result()[:total]
         except BaseException:
-            stop.set()  # the F0 thread gives up within about a second (extractors that take `stop`)
-            worker.shutdown(wait=False, cancel_futures=True)
+            f0_job.cancel()  # the F0 thread gives up within about a second (extractors that take `stop`)
             feats.close()
             if match_feats is not None:
                 match_feats.close()
             raise
-        worker.shutdown(wait=True)
         return SourceFeatures(feats=_compact(feats), f0_hz=f0_hz, energy=frame_energy(wav_cpu, total),
                               match_feats=None if match_feats is None else _compact(match_feats))
 

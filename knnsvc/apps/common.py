@@ -353,7 +353,7 @@ def check_shard_arguments(args: argparse.Namespace, parser: argparse.ArgumentPar
 
 SHARD_IGNORED_SETTINGS = frozenset({
     "num_shards", "shard_index", "manifest", "quiet", "overwrite", "workers", "pool_cache", "list_checkpoints",
-    "match_config", "version",
+    "match_config", "version", "no_prefetch",
 })
 """Options that do not change what a batch writes (left out of a manifest's settings fingerprint)."""
 
@@ -648,7 +648,8 @@ def failure_line(path: Path, err: BaseException) -> str:
 
 def run_each(items: Sequence[T], batch: Batch, quiet: bool, unit: str, path: Callable[[T], Path],
              work: Callable[[T, StageBars], str], written: Callable[[T], Path], bars: type[StageBars] = StageBars,
-             done_word: str = "converted", extra_failures: int = 0) -> int:
+             done_word: str = "converted", extra_failures: int = 0,
+             upcoming: Callable[[T | None], None] | None = None) -> int:
     """The batch loop every file command shares: one item after another under a bar over the items
     and one bar per stage; a failure is one line for that item (`failure_line`) and the next item
     goes on; the closing line counts the problems. Returns the exit status (0 or 1).
@@ -659,7 +660,9 @@ def run_each(items: Sequence[T], batch: Batch, quiet: bool, unit: str, path: Cal
 
     Args:
         path: the input an item is reported by; work: does one item, returns a short report;
-        written: what an item wrote, for the log; extra_failures: problems found before the loop.
+        written: what an item wrote, for the log; extra_failures: problems found before the loop;
+        upcoming: told, before each item's `work`, which item the loop will do after it (None: none),
+            so that `work` can prepare it ahead (`knnsvc.conversion.Prefetch`).
     """
     shards = _SHARD_RUN.get()
     manifest: Manifest | None = None
@@ -676,12 +679,15 @@ def run_each(items: Sequence[T], batch: Batch, quiet: bool, unit: str, path: Cal
         if shards.num_shards > 1:
             log.info("shard %d of %d: %d of the batch's %d %s(s)", shards.shard_index, shards.num_shards,
                      len(positions), len(items), unit)
+    def already_there(item: T) -> bool:
+        return shards is not None and shards.keep_existing and written(item).exists()
+
     rows = tqdm(positions, desc=f"{unit}s", unit=unit, disable=quiet or len(positions) < 2 or None,
                 dynamic_ncols=True, position=0)
-    for position in rows:
+    for order, position in enumerate(rows):
         item = items[position]
         entry: dict[str, object] = {"input": str(path(item)), "output": str(written(item))}
-        if shards is not None and shards.keep_existing and written(item).exists():
+        if already_there(item):
             log.warning("%s: skipped, %s already exists (use --overwrite to replace it)", path(item), written(item))
             batch.skipped += 1
             earlier = previous.get(position, {})
@@ -692,6 +698,8 @@ def run_each(items: Sequence[T], batch: Batch, quiet: bool, unit: str, path: Cal
             if manifest is not None:
                 manifest.record(position, **entry)
             continue
+        if upcoming is not None:
+            upcoming(next((items[later] for later in positions[order + 1:] if not already_there(items[later])), None))
         stage_bars = bars(disabled=quiet, label=path(item).name, position=1)
         start = time.perf_counter()
         try:

@@ -56,7 +56,7 @@ from knnsvc.apps.common import (
 )
 from knnsvc.audio import OUTPUT_SUFFIXES, AudioError, find_audio
 from knnsvc.checkpoints import CheckpointError
-from knnsvc.conversion import convert_file
+from knnsvc.conversion import Prefetch, accepts, convert_file
 from knnsvc.runtime import first_line
 
 log = logging.getLogger("knnsvc.convert")
@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=path_type, help="output file (one source) or folder")
     add_conversion_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--no-prefetch", action="store_true",
+                        help="in a batch, read the next file and compute its F0 only at its turn, not while the "
+                             "current one is vocoded (the outputs are the same; this only saves the memory of one "
+                             "file's waveform and F0)")
     parser.add_argument("--list-checkpoints", action="store_true", help="print the known checkpoints and exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only, no progress bars")
     add_version_argument(parser)
@@ -153,11 +157,17 @@ def run(args: argparse.Namespace, batch: Batch) -> int:
     batch.failed += left_out
 
     options = conversion_options(args)
-    def work(job: Job, bars: StageBars) -> str:
-        return convert_file(converter, pool, job.source, job.output, options, bars).describe(converter.kind.uses_pitch)
+    with Prefetch(converter, options) as ahead:
+        def work(job: Job, bars: StageBars) -> str:
+            extra = {"ahead": ahead} if not args.no_prefetch and accepts(convert_file, "ahead") else {}
+            converted = convert_file(converter, pool, job.source, job.output, options, bars, **extra)
+            return converted.describe(converter.kind.uses_pitch)
 
-    return run_each(plan.todo, batch, args.quiet, "file", lambda job: job.source, work, lambda job: job.output,
-                    extra_failures=left_out)
+        def upcoming(job: Job | None) -> None:
+            ahead.announce(None if job is None else job.source)
+
+        return run_each(plan.todo, batch, args.quiet, "file", lambda job: job.source, work, lambda job: job.output,
+                        extra_failures=left_out, upcoming=upcoming)
 
 
 
