@@ -267,6 +267,7 @@ def report(stream: StreamingConverter) -> dict:
     return {
         "algorithmic_latency_ms": stream.algorithmic_latency_ms,
         "rtf": {"median": statistics.median(rtfs), "max": max(rtfs)},
+        "rtf_running": stream.real_time_factor,
         "blocks": len(stream.compute_seconds),
         "block_ms": stream.block * 1000 * HOP_LENGTH / SAMPLE_RATE,
         "lookahead_ms": stream.lookahead * 1000 * HOP_LENGTH / SAMPLE_RATE,
@@ -281,6 +282,7 @@ def _live(stream: StreamingConverter) -> int:
     input callback are converted on this thread."""
     import sounddevice
 
+    stream.live = True  # warn when the stream falls behind the microphone (running RTF above 1)
     blocks: queue.Queue = queue.Queue()
     chunk = stream.block * HOP_LENGTH
 

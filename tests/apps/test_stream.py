@@ -172,3 +172,59 @@ def test_an_f0_curve_is_used_or_refused(files, tmp_path, capsys):
     os.remove(files["out"])
     assert stream.main(argv(files, "--pitch-shift", "none")) == OK_STATUS
     assert not np.array_equal(with_curve, sf.read(files["out"])[0])
+
+
+def test_live_streams_the_microphone_to_the_speaker_and_watches_its_real_time_factor(files, monkeypatch, capsys):
+    """--live: microphone blocks go through a live StreamingConverter (it warns when it falls behind)
+    to the speaker at the stream's rate; Ctrl-C ends it with the report, exit 0."""
+    import sys
+    import types
+
+    from knnsvc.apps import common
+
+    played: list[np.ndarray] = []
+    seen: dict = {}
+
+    class Microphone:
+        def __init__(self, samplerate, channels, blocksize, dtype, callback):
+            seen["input_rate"], self.blocksize, self.callback = samplerate, blocksize, callback
+
+        def __enter__(self):
+            signal = np.asarray(sung_vowel(1.0, 230.0, 1), dtype=np.float32)
+            for start in range(0, signal.size - self.blocksize + 1, self.blocksize):
+                self.callback(signal[start:start + self.blocksize, None], self.blocksize, None, None)
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class Speaker(Microphone):
+        def __init__(self, samplerate, channels, dtype):
+            seen["output_rate"] = samplerate
+
+        def __enter__(self):
+            return self
+
+        def write(self, samples: np.ndarray) -> None:
+            played.append(samples)
+            if len(played) == 4:
+                raise KeyboardInterrupt
+
+    fake = types.ModuleType("sounddevice")
+    fake.InputStream, fake.OutputStream = Microphone, Speaker  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    real = common.importlib.util.find_spec
+    monkeypatch.setattr(common.importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "sounddevice" else real(name, *a))
+    push = StreamingConverter.push
+
+    def watched(self, samples):
+        seen["live"] = self.live
+        return push(self, samples)
+
+    monkeypatch.setattr(StreamingConverter, "push", watched)
+    assert stream.main([str(files["ref"]), "--live", *tiny_args()]) == OK_STATUS
+    assert seen == {"input_rate": SR, "output_rate": SR, "live": True}
+    assert len(played) == 4 and all(block.ndim == 2 and np.abs(block).max() <= 1 for block in played)
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["rtf_running"] > 0 and line["blocks"] >= 4
