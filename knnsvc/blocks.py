@@ -50,7 +50,7 @@ from knnsvc.matching import (
 )
 from knnsvc.pitch import apply_pitch_shift
 from knnsvc.pool import ReferencePool
-from knnsvc.runtime import StageTimer
+from knnsvc.runtime import StageTimer, check_network_precision, network_autocast
 
 ENERGY_BLOCK_FRAMES = 4096
 """Frames per block of `frame_energy` (10 MB of float64 samples at 320 samples a frame)."""
@@ -430,6 +430,8 @@ class BlockVocoder:
         device: where the vocoder runs.
         rms_mix: `MatchConfig.rms_mix`: how far the output's loudness follows the source's.
         timer: charges the vocoder to the stage "vocode".
+        precision: the network's precision (`knnsvc.runtime.NETWORK_PRECISIONS`): float32, or
+            bfloat16/float16 under autocast (the output is returned in float32).
     """
 
     def __init__(
@@ -439,8 +441,10 @@ class BlockVocoder:
         device: torch.device | str = "cpu",
         rms_mix: float = 0.0,
         timer: StageTimer | None = None,
+        precision: str = "float32",
     ) -> None:
         self.vocoder = vocoder
+        self.precision = check_network_precision(precision)
         self.device = torch.device(device)
         self.rms_mix = float(rms_mix)
         self.timer = timer
@@ -493,7 +497,7 @@ class BlockVocoder:
         crop = {"keep": (lo, hi)} if getattr(self.vocoder, "accepts_keep", False) and (lo, hi) != (0, feats.shape[0]) \
             else {}
         stage = self.timer("vocode") if self.timer is not None else nullcontext()
-        with torch.inference_mode(), stage:
+        with torch.inference_mode(), stage, network_autocast(self.device, self.precision):
             wav = self.vocoder(
                 feats[None].to(self.device),
                 f0_hz[None].to(self.device),

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from knnsvc.config import HOP_LENGTH, SAMPLE_RATE, WAVLM_LAYER
+from knnsvc.runtime import check_network_precision, network_autocast
 from wavlm import WavLM
 
 
@@ -30,10 +31,12 @@ class WavLMEncoder(nn.Module):
             picks 4 on CUDA and 1 elsewhere (batching does not speed up CPU inference). Results do
             not depend on it (up to float rounding); memory does: about 0.6 GB per 30 s chunk for
             WavLM-Large to layer 6.
+        precision: the precision WavLM runs in (`knnsvc.runtime.NETWORK_PRECISIONS`): float32, or
+            bfloat16/float16 under autocast; features are returned in float32 either way.
     """
 
     def __init__(self, wavlm: WavLM, layer: int = WAVLM_LAYER, chunk_seconds: float = 30.0,
-                 max_batch_chunks: int | None = None) -> None:
+                 max_batch_chunks: int | None = None, precision: str = "float32") -> None:
         super().__init__()
         if not 0 <= layer <= wavlm.num_layers:
             raise ValueError(f"layer must be in 0..{wavlm.num_layers}, got {layer}")
@@ -46,6 +49,7 @@ class WavLMEncoder(nn.Module):
         self.layer = layer
         self.chunk_samples = chunk_samples
         self.max_batch_chunks = max_batch_chunks
+        self.precision = check_network_precision(precision)
 
     @property
     def dim(self) -> int:
@@ -149,13 +153,15 @@ class WavLMEncoder(nn.Module):
             raise ValueError(f"matching layer {depth} is deeper than the {self.wavlm.num_layers} blocks loaded")
         dtype = next(self.wavlm.parameters()).dtype
         wav = F.pad(wav_16k.to(device=self.device, dtype=dtype), (0, HOP_LENGTH - wav_16k.numel() % HOP_LENGTH))
-        if front_prefix is not None and reused == num_frames:
-            front = front_prefix.to(device=self.device, dtype=dtype)
-        else:
-            front = self.wavlm.front_end(wav[reused * HOP_LENGTH :][None])[0]  # (T - P, C)
-            if front_prefix is not None and reused:
-                front = torch.cat([front_prefix.to(device=front.device, dtype=front.dtype), front])
-        x, states = self.wavlm.encode_front_end(front[None], output_layer=depth, ret_layer_results=bool(match_layers))
+        with network_autocast(self.device, self.precision):
+            if front_prefix is not None and reused == num_frames:
+                front = front_prefix.to(device=self.device, dtype=dtype)
+            else:
+                front = self.wavlm.front_end(wav[reused * HOP_LENGTH :][None])[0]  # (T - P, C)
+                if front_prefix is not None and reused:
+                    front = torch.cat([front_prefix.to(device=front.device, dtype=front.dtype), front])
+            x, states = self.wavlm.encode_front_end(front[None], output_layer=depth,
+                                                    ret_layer_results=bool(match_layers))
         if not match_layers:
             return front, x[0].float(), None
         matching = torch.stack([states[i][0] for i in match_layers]).float().mean(dim=0)
@@ -190,7 +196,8 @@ class WavLMEncoder(nn.Module):
                 count += 1
             chunks = wav_16k[start: start + count * length].view(count, length)
             chunks = F.pad(chunks, (0, HOP_LENGTH - length % HOP_LENGTH))
-            with torch.inference_mode():  # per batch: the caller's code between chunks runs outside it
+            # per batch: the caller's code between chunks runs outside inference mode and autocast
+            with torch.inference_mode(), network_autocast(self.device, self.precision):
                 x, states = self.wavlm.extract_features(chunks, output_layer=depth, ret_layer_results=all_layers)
                 batch = torch.stack(states, dim=1) if all_layers else x.unsqueeze(1)  # (count, S, T_c, D)
                 batch = batch.float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -13,6 +14,31 @@ DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
 """The device names every command and API accepts."""
 
 _DEVICE_NAME = re.compile(r"(cpu|cuda)(?::(\d+))?\Z")
+
+NETWORK_PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16,
+                                                     "float16": torch.float16}
+"""The precisions the networks (WavLM and the vocoder) can run in: float32 (the reference), or
+under ``torch.autocast`` in bfloat16 / float16 (matrix products and convolutions in the reduced
+precision; the DSP around them, the matching and the excitation phase stay in full precision)."""
+
+
+def check_network_precision(precision: str) -> str:
+    """`precision` if it is one of `NETWORK_PRECISIONS`.
+
+    Raises:
+        ValueError: one line naming the accepted values.
+    """
+    if precision not in NETWORK_PRECISIONS:
+        raise ValueError(f"network precision must be one of {', '.join(NETWORK_PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def network_autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """The context a network call runs in: none for float32, ``torch.autocast`` otherwise."""
+    dtype = NETWORK_PRECISIONS[check_network_precision(precision)]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
