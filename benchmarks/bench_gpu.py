@@ -11,9 +11,9 @@ singing as audio. It measures, in this order:
    a 2-minute reference pool: per-stage seconds (`converter.timings`, which synchronises CUDA),
    wall seconds, real-time factor, peak GPU memory (`torch.cuda.max_memory_allocated`) and peak
    resident memory; the networks first in float32, then in bfloat16 (or `--dtype float16`)
-   through `torch.autocast` around `analyse` and `vocode_blocks` (the library has no named
-   precision option yet: the benchmark wraps the network calls itself; matching stays as
-   configured). For the reduced precision it prints the SI-SNR of the output against the
+   through the library's named option (`KnnSvc.network_precision`, `--network-precision` on the
+   commands: autocast around WavLM and the vocoder only; matching stays as configured). For the
+   reduced precision it prints the SI-SNR of the output against the
    float32 output (end to end, where WavLM's rounding can change chosen neighbours), of the
    float32 match vocoded in reduced precision (the vocoder alone), and the mean cosine of the
    WavLM features against float32;
@@ -39,7 +39,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -62,8 +62,8 @@ from knnsvc.pool import ReferencePool  # noqa: E402
 from knnsvc.streaming import StreamingConverter  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden"
-REDUCED_VIA = ("torch.autocast around KnnSvc.analyse and KnnSvc.vocode_blocks, set by this benchmark "
-               "(the library has no named precision option yet); matching keeps its own precision")
+REDUCED_VIA = ("KnnSvc.network_precision (--network-precision): autocast around WavLM and the vocoder; "
+               "matching keeps its own precision")
 
 
 @dataclass
@@ -106,9 +106,15 @@ def synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    """The networks' reduced precision: ``torch.autocast`` on `device`, or nothing for float32."""
-    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+@contextmanager
+def networks_in(converter: KnnSvc, dtype: torch.dtype | None) -> Iterator[None]:
+    """The converter's networks in `dtype` (None = float32) for the duration of the block."""
+    before = converter.network_precision
+    converter.network_precision = "float32" if dtype is None else str(dtype).removeprefix("torch.")
+    try:
+        yield
+    finally:
+        converter.network_precision = before
 
 
 def peak_gpu_reset(device: torch.device) -> None:
@@ -134,10 +140,10 @@ def convert(converter: KnnSvc, wav: torch.Tensor, pool: ReferencePool,
     with MemorySampler() as memory:
         synchronise(device)
         start = time.perf_counter()
-        with autocast(device, dtype):
+        with networks_in(converter, dtype):
             source = converter.analyse(wav)
         result = converter.match(source, pool)
-        with autocast(device, dtype):
+        with networks_in(converter, dtype):
             output = torch.cat(list(converter.vocode_blocks(result)))
         synchronise(device)
         wall = time.perf_counter() - start
@@ -147,7 +153,7 @@ def convert(converter: KnnSvc, wav: torch.Tensor, pool: ReferencePool,
 
 def vocode(converter: KnnSvc, result: Any, dtype: torch.dtype | None) -> torch.Tensor:
     """The waveform of a match result, the vocoder under `dtype` autocast."""
-    with autocast(converter.device, dtype):
+    with networks_in(converter, dtype):
         return torch.cat(list(converter.vocode_blocks(result)))
 
 

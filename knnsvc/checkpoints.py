@@ -35,7 +35,7 @@ from knnsvc.download import DownloadError, download_file
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.pipeline import KnnSvc
 from knnsvc.pitch import F0Extractor, get_f0_extractor
-from knnsvc.runtime import first_line
+from knnsvc.runtime import check_network_precision, first_line
 from wavlm import WavLM
 from wavlm import load_wavlm as build_wavlm
 from wavlm.config import WAVLM_LARGE_CFG  # noqa: F401  (re-exported for callers of this module)
@@ -349,6 +349,7 @@ def build_converter(
     workers: int | None = None,
     *,
     names: tuple[object, object] | None = None,
+    network_precision: str = "float32",
 ) -> KnnSvc:
     """The one place a converter is built: encoder (only the blocks in use, `encoder_depth`),
     vocoder (architecture read from its weights), F0 extractor, and their compatibility check.
@@ -375,6 +376,8 @@ def build_converter(
             pitch module supports it.
         names: (WavLM, vocoder) as messages should name them (default: the names or paths given,
             or "(given model)" / "(given vocoder)" for built ones).
+        network_precision: what WavLM and the vocoder run in (`knnsvc.runtime.NETWORK_PRECISIONS`):
+            float32 (the reference), or bfloat16/float16 under autocast; not with exported graphs.
 
     Raises:
         CheckpointError: a checkpoint cannot be found, fetched or used, a built encoder is too
@@ -384,6 +387,10 @@ def build_converter(
     """
     config = config or MatchConfig()
     depth = encoder_depth(config)
+    check_network_precision(network_precision)
+    if network_precision != "float32" and (_is_graph(wavlm) or _is_graph(vocoder)):
+        raise ValueError(f"network precision {network_precision} applies to PyTorch models; an exported graph runs "
+                         "in the precision it was exported in (knnsvc-export --quantize int8)")
     extractor = _f0_extractor(f0, device, workers)
     wavlm_label: object = wavlm if isinstance(wavlm, (str, os.PathLike)) else "(given model)"
     vocoder_label: object = vocoder if isinstance(vocoder, (str, os.PathLike)) else "(given vocoder)"
@@ -409,8 +416,8 @@ def build_converter(
     else:
         kind, generator = load_vocoder(vocoder, vocoder_config, device=device, progress=progress)
     check_compatible(encoder, generator, wavlm_label, vocoder_label)
-    return KnnSvc(WavLMEncoder(encoder, layer=WAVLM_LAYER), generator, kind, config=config,
-                  block_seconds=block_seconds, f0=extractor)
+    return KnnSvc(WavLMEncoder(encoder, layer=WAVLM_LAYER, precision=network_precision), generator, kind,
+                  config=config, block_seconds=block_seconds, f0=extractor)
 
 
 def _is_graph(name_or_path: object) -> bool:

@@ -71,7 +71,7 @@ from knnsvc.harmonics import (
 from knnsvc.matching import frame_blocks
 from knnsvc.pitch import F0Extractor, get_f0_extractor
 from knnsvc.pool import ReferencePool, module_fingerprint
-from knnsvc.runtime import StageTimer
+from knnsvc.runtime import StageTimer, check_network_precision
 
 SPECTRUM_BLOCK = 4096
 """Frames per block when a reference's spectrum and harmonic amplitudes are computed."""
@@ -280,6 +280,22 @@ class KnnSvc:
         16 kHz for a 16 kHz vocoder, else min(original rate, output rate), at least 16 kHz
         (`knnsvc.harmonics.amplitude_rate`)."""
         return amplitude_rate(original_rate, self.sample_rate)
+
+    @property
+    def network_precision(self) -> str:
+        """The precision WavLM and the vocoder run in (`knnsvc.runtime.NETWORK_PRECISIONS`): float32
+        (the reference), or bfloat16/float16 under autocast. Set it to change both."""
+        return str(getattr(self.encoder, "precision", "float32"))
+
+    @network_precision.setter
+    def network_precision(self, value: str) -> None:
+        check_network_precision(value)
+        if not hasattr(self.encoder, "precision"):
+            if value != "float32":
+                raise ValueError(f"network precision {value}: this encoder ({type(self.encoder).__name__}) runs "
+                                 "in its own precision only")
+            return
+        self.encoder.precision = value
 
     @property
     def samples_per_frame(self) -> int:
@@ -571,7 +587,8 @@ class KnnSvc:
             if result.source is None or result.source.energy is None:
                 raise RuntimeError("rms_mix needs the source's frame energies, which this result does not hold")
             energy = result.source.energy
-        vocode = BlockVocoder(self.vocoder, lambda a, b: result.f0_hz[a:b], self.device, cfg.rms_mix, self._timer)
+        vocode = BlockVocoder(self.vocoder, lambda a, b: result.f0_hz[a:b], self.device, cfg.rms_mix, self._timer,
+                              precision=self.network_precision)
         if progress is not None:
             progress("vocode", 0, n_frames)
         for start, stop, lo, hi in block_windows(n_frames, self.block_frames, vocode.margin):

@@ -244,7 +244,8 @@ class StreamingConverter:
         self.f0_curve = None if f0_hz is None else _checked_f0_curve(f0_hz)
 
         vocoder = converter.vocoder
-        self.vocode = BlockVocoder(vocoder, self._target_f0_of, converter.device, cfg.rms_mix, converter.timer)
+        self.vocode = BlockVocoder(vocoder, self._target_f0_of, converter.device, cfg.rms_mix, converter.timer,
+                                   precision=converter.network_precision)
         exact = self.vocode.margin  # receptive field (+ the loudness window with rms_mix)
         if vocoder_context_frames is not None and (
                 isinstance(vocoder_context_frames, bool) or int(vocoder_context_frames) != vocoder_context_frames

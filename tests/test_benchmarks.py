@@ -44,7 +44,7 @@ def test_bench_gpu_tiny_on_cpu_writes_every_field(tmp_path: Path) -> None:
     assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".partial")] == []
     assert {"device", "torch", "models", "reduced_dtype", "reduced_precision_via", "load_s", "pool_build_s",
             "offline", "streaming", "skipped", "total_s"} <= report.keys()
-    assert "torch.autocast" in report["reduced_precision_via"] and "torch.autocast" in done.stdout
+    assert "network_precision" in report["reduced_precision_via"] and "network_precision" in done.stdout
     assert report["skipped"] == [] and report["total_s"] < 420
 
     offline = report["offline"]

@@ -72,3 +72,24 @@ def test_autocast_covers_only_the_network_call():
     assert not torch.is_autocast_enabled("cpu")
     with network_autocast("cpu", "float32"):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_the_converter_runs_both_networks_in_the_named_precision(golden_dir):
+    from knnsvc.checkpoints import build_converter
+
+    def converter(**options):
+        return build_converter(golden_dir / "wavlm_tiny.pt", golden_dir / "vocoder_harmonic_tiny.pt", f0="dio",
+                               progress=False, **options)
+
+    reference, reduced = converter(), converter(network_precision="bfloat16")
+    assert (reference.network_precision, reduced.network_precision) == ("float32", "bfloat16")
+    pool = reference.build_pool([sung_vowel(2.0, 185.0, seed=7)])
+    wav = sung_vowel(1.0, 220.0, seed=2)
+    expected, out = reference.convert(wav, pool), reduced.convert(wav, pool)
+    assert out.shape == expected.shape and not torch.equal(out, expected)
+    reduced.network_precision = "float32"  # switched back: the reference output again
+    assert torch.equal(reduced.convert(wav, pool), expected)
+    with pytest.raises(ValueError, match="network precision must be one of"):
+        reduced.network_precision = "half"
+    with pytest.raises(ValueError, match="exported graph runs in the precision it was exported in"):
+        build_converter(golden_dir / "wavlm_tiny.pt", "vocoder.onnx", network_precision="float16")

@@ -63,7 +63,7 @@ from knnsvc.pipeline import KnnSvc, Progress
 from knnsvc.pitch import AUTO_SHIFTS, F0_EXTRACTORS, get_f0_extractor, pitch_shift_argument
 from knnsvc.pool import ReferencePool
 from knnsvc.references import PoolCache, build_reference_pool, no_voiced_frames, too_short, usable_recording
-from knnsvc.runtime import DEVICE_NAMES, first_line, resolve_device
+from knnsvc.runtime import DEVICE_NAMES, NETWORK_PRECISIONS, first_line, resolve_device
 from knnsvc.shards import MAX_SHARDS, Manifest, shard_path, shard_problem
 
 log = logging.getLogger("knnsvc.apps")
@@ -258,6 +258,10 @@ def add_conversion_arguments(parser: argparse.ArgumentParser, pitch_shift: objec
                                  f"{MIN_BLOCK_SECONDS:g}-{MAX_BLOCK_SECONDS:g}) (default: %(default)s)")
     parser.add_argument("--device", type=device_type, default="auto",
                         help=f"{DEVICE_NAMES} (default: auto = cuda if available, else cpu)")
+    parser.add_argument("--network-precision", choices=tuple(NETWORK_PRECISIONS), default="float32",
+                        help="what WavLM and the vocoder compute in: float32 (the reference) or bfloat16/float16 "
+                             "under autocast (faster on GPUs and CPUs with bf16 units; the output moves slightly: "
+                             "benchmarks/bench_gpu.py prints by how much) (default: %(default)s)")
     parser.add_argument("--workers", type=integer_type(1, MAX_WORKERS, "a number of worker processes"), default=None,
                         metavar="N", help="processes extracting F0 in parallel (default: the extractor's own)")
     parser.add_argument("--max-duration", type=number_type(1.0, MAX_DURATION_LIMIT_S, "a duration in seconds"),
@@ -312,6 +316,13 @@ def check_conversion_arguments(args: argparse.Namespace, parser: argparse.Argume
         problem = input_problem(args.vocoder_config, "file")
         if problem:
             parser.error(f"--vocoder-config {problem}")
+    graphs = [flag for flag, value in (("--wavlm", args.wavlm), ("--vocoder", args.vocoder))
+              if str(value).lower().endswith(".onnx")]
+    if graphs and args.network_precision != "float32":
+        parser.error(f"--network-precision {args.network_precision}: an exported graph ({' and '.join(graphs)}) runs "
+                     "in the precision it was exported in (knnsvc-export --quantize int8)")
+    if args.vocoder_config is not None and "--vocoder" in graphs:
+        parser.error("--vocoder-config: an exported vocoder graph is described by its sidecar; leave it out")
     if args.workers is not None and not (accepts(checkpoints.build_converter, "workers")
                                          and accepts(get_f0_extractor, "workers")):
         parser.error("--workers: this version extracts F0 in one process only")
@@ -791,8 +802,10 @@ def load_converter(args: argparse.Namespace) -> KnnSvc:
     """The converter the parsed conversion options name (see `knnsvc.checkpoints.build_converter`);
     ``--workers`` reaches it where the builder takes ``workers``."""
     block_seconds = args.block_seconds if args.block_seconds is not None else DEFAULT_BLOCK_SECONDS
-    extra = {}
+    extra: dict = {}
     if getattr(args, "workers", None) is not None:
         extra["workers"] = args.workers
+    if getattr(args, "network_precision", "float32") != "float32":
+        extra["network_precision"] = args.network_precision
     return checkpoints.build_converter(args.wavlm, args.vocoder, args.vocoder_config, args.match_config, args.f0,
                                        args.device, block_seconds, progress=not args.quiet, **extra)

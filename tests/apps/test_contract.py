@@ -60,8 +60,10 @@ def media(tmp_path_factory) -> dict[str, Path]:
     """A 0.7 s sung source, a 1 s reference singer, a 0.7 s stereo song, an F0 curve."""
     folder = tmp_path_factory.mktemp("contract")
     paths = {"src": folder / "src.wav", "ref": folder / "singer" / "ref.wav", "song": folder / "song.wav",
-             "curve": folder / "curve.csv"}
+             "curve": folder / "curve.csv", "graph": folder / "exported.onnx", "json": folder / "settings.json"}
     paths["ref"].parent.mkdir()
+    paths["graph"].write_bytes(b"not a graph: refused by name before anything reads it")
+    paths["json"].write_text("{}")
     sf.write(paths["src"], sung_vowel(0.7, 262.0, 1), SR)
     sf.write(paths["ref"], sung_vowel(1.0, 196.0, 2), SR)
     vocal = sung_vowel(0.7, 230.0, 3)
@@ -155,6 +157,7 @@ SHARED_OPTIONS: list[tuple[str, tuple[str, ...], str]] = [
     ("respect-file-boundaries", ("--respect-file-boundaries",), SAME),
     ("block-seconds", ("--block-seconds", "0"), SAME),
     ("device", ("--device", "cpu"), SAME),
+    ("network-precision", ("--network-precision", "bfloat16"), CHANGES),
     ("workers", ("--workers", "1"), SAME),
     ("max-duration", ("--max-duration", "60"), SAME),
     ("pool-cache", ("--pool-cache", "{tmp}/cache"), SAME),
@@ -221,13 +224,15 @@ BAD_USAGE: list[tuple[str, ...]] = [
     ("--device", "gpu"), ("--device", "cuda:x"), ("--device", ""), ("--topk", "0"), ("--topk", "2.5"),
     ("--pitch-shift", "inf"), ("--max-duration", "0"), ("--max-duration", "inf"), ("--workers", "0"),
     ("--workers", "many"), ("--match-layers", "0-99999999"), ("--loudness", "1"), ("--f0-file", ""),
-    ("--pool-cache", ""), ("--vocoder-config", ""), ("--wavlm", ""), ("-o", ""),
+    ("--pool-cache", ""), ("--vocoder-config", ""), ("--wavlm", ""), ("-o", ""), ("--network-precision", "fp16"),
+    ("--network-precision", "bfloat16", "--vocoder", "{graph}"), ("--vocoder-config", "{json}", "--vocoder", "{graph}"),
 ]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("bad", BAD_USAGE, ids=" ".join)
 def test_usage_errors_exit_2_with_one_line_before_any_model_loads(command, bad, media, tmp_path, no_models, capsys):
+    bad = tuple(flag.format(graph=media["graph"], json=media["json"]) for flag in bad)
     argv = command_line(command, media, output_path(command, tmp_path), *bad)
     assert run_usage(command, argv) == USAGE_STATUS
     assert bad[0] in usage_line(capsys)
