@@ -73,9 +73,11 @@ Shape letters: T frames (50 Hz), D feature dim, K neighbours, H harmonics, L sam
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import statistics
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -280,6 +282,7 @@ class StreamingConverter:
         self._warned_at: float | None = None  # seconds of input when the last slow-stream warning was logged
         self._f0_thread: ThreadPoolExecutor | None = None
         self._f0_job: tuple[tuple[str, int, int], Future] | None = None
+        self._f0_stop = threading.Event()  # set by `close`: abandons an F0 window still on the thread
         self._front: tuple[int, torch.Tensor] | None = None  # (global frame of row 0, (n, C) final front-end frames)
 
     @staticmethod
@@ -485,7 +488,25 @@ class StreamingConverter:
         if self._f0_thread is None:
             self._f0_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="knnsvc-stream-f0")
         samples = self.received[first_frame * HOP_LENGTH - self.received_start : end - self.received_start]
-        self._f0_job = (key, self._f0_thread.submit(self.converter.f0, samples, None))
+        extract = self.converter.f0
+        stop = {"stop": self._f0_stop} if "stop" in _parameters(extract) else {}
+        self._f0_job = (key, self._f0_thread.submit(extract, samples, None, **stop))
+
+    def close(self) -> None:
+        """End the F0 thread (an F0 window still running is abandoned). Call it when the stream
+        ends early (an interrupt, an error); `with StreamingConverter(...) as stream:` does. After
+        `flush` there is nothing left running, and closing again does nothing."""
+        self._f0_stop.set()
+        if self._f0_thread is not None:
+            self._f0_thread.shutdown(wait=True, cancel_futures=True)
+            self._f0_thread = None
+        self._f0_job = None
+
+    def __enter__(self) -> StreamingConverter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _encode_window(self, samples: torch.Tensor, first_frame: int,
                        end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -591,3 +612,11 @@ def _checked_f0_curve(f0_hz: object) -> torch.Tensor:
     if not bool(torch.isfinite(curve).all()) or bool((curve < 0).any()):
         raise ValueError("f0_hz must hold finite frequencies >= 0 Hz (0 = unvoiced)")
     return curve
+
+
+def _parameters(function: object) -> set[str]:
+    """The keyword names `function` takes (none when it cannot be inspected)."""
+    try:
+        return set(inspect.signature(function).parameters)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return set()

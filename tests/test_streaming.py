@@ -389,3 +389,33 @@ def test_a_live_stream_slower_than_real_time_warns_and_exposes_its_rtf(models, p
     assert heard == pytest.approx([0.2, 0.6]) and len(warnings) == 2
     assert streamer.real_time_factor > 1.0
     assert all("slower than real time: step RTF" in message for message in warnings)
+
+
+def test_an_interrupt_during_a_step_ends_the_f0_thread_through_close(models, pool, monkeypatch):
+    """Ctrl-C while a window's F0 runs on its thread: leaving the `with` block stops the extractor
+    (its ``stop`` event) and joins the thread, so the process can exit (it hung at exit before)."""
+    import threading
+    import time as clock
+
+    started = threading.Event()
+
+    def slow_f0(wav, block_seconds=None, stop=None):
+        started.set()
+        assert stop is not None and stop.wait(30), "the F0 window was never stopped"
+        raise RuntimeError("stopped")
+
+    engine = converter(models)
+    engine.f0 = slow_f0
+
+    def interrupted(*args, **kwargs):
+        assert started.wait(30)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.encoder, "encode_window", interrupted)
+    before = set(threading.enumerate())  # other tests' streams may keep idle F0 threads
+    began = clock.monotonic()
+    with pytest.raises(KeyboardInterrupt), StreamingConverter(engine, pool) as streamer:
+        streamer.push(sung_vowel(1.0, 220.0, seed=1))
+    assert clock.monotonic() - began < 10
+    assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("knnsvc-stream-f0")]
+    streamer.close()  # closing again does nothing

@@ -206,7 +206,8 @@ def _run(args: argparse.Namespace) -> int:
         pool, _ = reference_pool(converter, args.reference, references, args.pool_cache,
                                  StageBars(disabled=args.quiet), args.max_duration)
         if args.live:
-            return _live(_converter(args, converter, pool))
+            with _converter(args, converter, pool) as live:
+                return _live(live)
         limits = {} if args.max_duration is None else {"max_seconds": args.max_duration}
         wav_16k = usable_recording(args.source, converter, nonfinite="repair" if args.repair_audio else "error",
                                    **limits)
@@ -217,7 +218,8 @@ def _run(args: argparse.Namespace) -> int:
         log.error("%s", first_line(err))
         return FAILED_STATUS
     try:
-        _stream_file(stream, wav_16k, args.output, args.loudness, args.quiet)
+        with stream:  # an interrupt or an error ends its F0 thread too
+            _stream_file(stream, wav_16k, args.output, args.loudness, args.quiet)
     except (AudioError, ValueError, RuntimeError, OSError) as err:
         message = first_line(err)
         log.error("%s", message if str(args.output) in message else f"{args.output}: {message}")
