@@ -30,6 +30,7 @@ import enum
 import logging
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -44,7 +45,9 @@ from hifigan.modules import (
     ResBlock1,
     WNConv1d,
     WNConvTranspose1d,
+    block_reach,
     fold_weight_norm,
+    in_time_tiles,
     multi_receptive_field,
 )
 
@@ -325,7 +328,8 @@ class KnnVcGenerator(Vocoder):
         x = self.conv_pre(self.lin_pre(feats).transpose(1, 2))
         for i, up in enumerate(self.ups):
             x, _ = crop.after_up(i, up(F.leaky_relu(x, LRELU_SLOPE)), None)
-            x = multi_receptive_field(self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels], x)
+            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
+            x = in_time_tiles(partial(multi_receptive_field, blocks), block_reach(blocks), x)
         return crop.output(torch.tanh(self.conv_post(F.leaky_relu(x))))
 
 
@@ -385,7 +389,7 @@ class ExcitationDecoder(nn.Module):
         levels = [excitation]
         for down, block, rate in zip(self.downs, self.resblocks_downs, self.down_rates, strict=True):
             length = levels[-1].shape[-1] // rate
-            levels.append(block(down(levels[-1]))[..., :length])
+            levels.append(in_time_tiles(block, 1, down(levels[-1]))[..., :length])
 
         crop = _Cropper(check_keep(keep, feats.shape[1]), feats.shape[1], self.margins, self.upsample_rates)
         x = self.conv_pre(self.lin_pre(feats).transpose(1, 2))  # (B, C, T)
@@ -393,9 +397,16 @@ class ExcitationDecoder(nn.Module):
         for i, up in enumerate(self.ups):
             x, level = crop.after_up(i, up(F.leaky_relu(x, LRELU_SLOPE)), levels[-2 - i])
             assert level is not None  # a level in, a level out
-            x = self.concat_conv[i](torch.cat([x, level], dim=1))
-            x = multi_receptive_field(self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels], x)
+            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
+            x = in_time_tiles(partial(self._mix_stage, i), block_reach(blocks) + 1, x, level)
         return crop.output(torch.tanh(self.conv_post(F.leaky_relu(x))))
+
+
+    def _mix_stage(self, stage: int, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """Stage `stage` after its upsampling: the excitation level joined by ``concat_conv``, then
+        the multi-receptive-field blocks (B, C, L), (B, C', L) -> (B, C, L)."""
+        x = self.concat_conv[stage](torch.cat([x, level], dim=1))
+        return multi_receptive_field(self.resblocks[stage * self.num_kernels : (stage + 1) * self.num_kernels], x)
 
 
 def _check_hop(cfg: HiFiGANConfig) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import hifigan.generator as generator_module
+from hifigan import modules
 from hifigan.config import HiFiGANConfig
 from hifigan.generator import (
     HarmonicGenerator,
@@ -326,3 +328,39 @@ def test_generators_default_to_official_config(full_size):
     assert isinstance(full_size[VocoderKind.KNNVC], KnnVcGenerator)
     assert isinstance(full_size[VocoderKind.SINE], SineGenerator)
     assert all(model.config == HiFiGANConfig() for model in full_size.values())
+
+
+# -- time tiles on the CPU -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_time_tiles_give_the_untiled_output(tiny, kind, monkeypatch):
+    """A long input vocoded in cache-sized time tiles (here 1024-sample tiles, 7 at the last stage)
+    is the untiled output: the margins cover every layer's reach, so only float rounding could differ."""
+    model = tiny[kind]
+    inputs = _inputs(kind, model.config.hubert_dim, n_frames=22, seed=5)
+    with torch.no_grad():
+        monkeypatch.setattr(modules, "TILE_FLOATS", 10**12)
+        untiled = model(*inputs)
+        monkeypatch.setattr(modules, "TILE_FLOATS", 1)
+        calls = []
+        original = modules.multi_receptive_field
+        monkeypatch.setattr(generator_module, "multi_receptive_field",
+                            lambda blocks, x: calls.append(x.shape[-1]) or original(blocks, x))
+        tiled = model(*inputs)
+    assert len(calls) > len(model.config.upsample_rates)  # stages ran in several tiles...
+    assert max(calls) < 1024 + 2 * 128  # ...each a tile and its margins, never the whole 7040 samples
+    assert tiled.shape == untiled.shape
+    assert (tiled - untiled).abs().max() <= network_tolerance(1.0, fan_in_terms(model))
+
+
+def test_time_tiles_keep_a_stage_whole_under_autograd(tiny, monkeypatch):
+    """Training (autograd on) runs each stage whole: the same graph as the reference."""
+    model = tiny[VocoderKind.HARMONIC]
+    monkeypatch.setattr(modules, "TILE_FLOATS", 1)
+    lengths = []
+    original = modules.multi_receptive_field
+    monkeypatch.setattr(generator_module, "multi_receptive_field",
+                        lambda blocks, x: lengths.append(x.shape[-1]) or original(blocks, x))
+    model(*_inputs(VocoderKind.HARMONIC, model.config.hubert_dim, n_frames=22)).sum().backward()
+    assert max(lengths) == 22 * HOP_LENGTH
