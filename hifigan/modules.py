@@ -140,6 +140,8 @@ class ResBlock1(nn.Module):
         self.convs2 = nn.ModuleList(
             WNConv1d(channels, channels, kernel_size, padding=same_padding(kernel_size)) for _ in dilations
         )
+        self.reach = sum(d * (kernel_size - 1) // 2 + (kernel_size - 1) // 2 for d in dilations)
+        """Samples on each side that an output sample reads."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, L) -> (B, C, L)."""
@@ -176,11 +178,7 @@ def multi_receptive_field(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tenso
 
 def block_reach(blocks: nn.ModuleList) -> int:
     """Samples on each side that an output sample of `multi_receptive_field` over ``blocks`` reads."""
-    return max(
-        sum(c1.dilation[0] * (c1.kernel_size[0] - 1) // 2 + (c2.kernel_size[0] - 1) // 2
-            for c1, c2 in zip(block.convs1, block.convs2, strict=True))
-        for block in blocks
-    )
+    return max(block.reach for block in blocks if isinstance(block, ResBlock1))
 
 
 TILE_FLOATS = 2**20
