@@ -60,6 +60,7 @@ from knnsvc.matching import frame_blocks  # noqa: E402
 from knnsvc.pipeline import KnnSvc  # noqa: E402
 from knnsvc.pitch import harvest_f0  # noqa: E402
 from knnsvc.pool import ReferencePool  # noqa: E402
+from wavlm import ops as wavlm_ops  # noqa: E402
 
 
 @dataclass
@@ -94,10 +95,26 @@ def matmul_rate(size: int, repeats: int = 3) -> float:
     return 2.0 * size**3 / best
 
 
+def _cpu_attention_flops(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """CPU flash attention (B, H, L_q, d) x (B, H, L_k, d): Q K^T and the weighted sum of V."""
+    batch, heads, length_q, dim = query
+    return 4 * batch * heads * length_q * key[-2] * dim
+
+
 def counted_flops(run: Any) -> int:
-    """FLOPs of the matmuls, convolutions and attention `run()` performs."""
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        run()
+    """FLOPs of the matmuls, convolutions and attention `run()` performs.
+
+    WavLM's linears are counted as ``F.linear`` (its oneDNN route, `wavlm.ops.ONEDNN_LINEAR`, is
+    the same product but invisible to the counter), and CPU flash attention by its two products.
+    """
+    route = wavlm_ops.ONEDNN_LINEAR
+    wavlm_ops.ONEDNN_LINEAR = False
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+            run()
+    finally:
+        wavlm_ops.ONEDNN_LINEAR = route
     return counter.get_total_flops()
 
 

@@ -23,6 +23,7 @@ H harmonics, L samples (16 kHz).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import numbers
@@ -71,7 +72,7 @@ from knnsvc.harmonics import (
 from knnsvc.matching import frame_blocks
 from knnsvc.pitch import F0Extractor, get_f0_extractor
 from knnsvc.pool import ReferencePool, module_fingerprint
-from knnsvc.runtime import StageTimer, check_network_precision
+from knnsvc.runtime import StageTimer, analysis_split, check_network_precision, torch_threads, usable_cores
 
 SPECTRUM_BLOCK = 4096
 """Frames per block when a reference's spectrum and harmonic amplitudes are computed."""
@@ -362,7 +363,8 @@ class KnnSvc:
         try:
             if progress is not None:
                 progress("encode", 0, total)
-            with self._timer("encode"):
+            with self._timer("encode"), contextlib.ExitStack() as sharing:
+                sharing.enter_context(self._cores_shared_with_f0())
                 chunks: Iterator[tuple[torch.Tensor, torch.Tensor | None]]
                 if layers:
                     chunks = self.encoder.chunks_with_matching(wav_cpu, layers)
@@ -374,6 +376,8 @@ class KnnSvc:
                         match_feats.append(match_chunk)
                     if progress is not None:
                         progress("encode", len(feats), total)
+                    if f0_job.done():
+                        sharing.close()  # the F0 is done: the rest of the encoding gets every core
             f0_hz = f0_job.result()[:total]
         except BaseException:
             f0_job.cancel()  # the F0 thread gives up within about a second (extractors that take `stop`)
@@ -383,6 +387,18 @@ class KnnSvc:
             raise
         return SourceFeatures(feats=_compact(feats), f0_hz=f0_hz, energy=frame_energy(wav_cpu, total),
                               match_feats=None if match_feats is None else _compact(match_feats))
+
+    def _cores_shared_with_f0(self) -> contextlib.AbstractContextManager:
+        """While WavLM encodes on the CPU beside a CPU-bound F0 (Harvest, dio): the cores split
+        between them (`runtime.analysis_split`); once the block ends, each gets them all again.
+        The output does not change (the F0 workers' blocks are the same; tested)."""
+        if self.encoder.device.type != "cpu" or not getattr(self.f0, "cpu_bound", False):
+            return contextlib.nullcontext()
+        threads, f0_blocks = analysis_split(usable_cores())
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch_threads(min(threads, torch.get_num_threads())))
+        stack.enter_context(self.f0.limited(f0_blocks))
+        return stack
 
     def _timed_f0(self, wav_16k: torch.Tensor, stop: threading.Event) -> torch.Tensor:
         with self._timer("f0", sync=False):

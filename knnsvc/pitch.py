@@ -45,6 +45,7 @@ from knnsvc.config import (  # noqa: F401  (the pitch-shift setting lives with t
     PitchShift,
     parse_pitch_shift,
 )
+from knnsvc.runtime import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -301,10 +302,8 @@ _WORKER_BOOT = (
 
 
 def default_f0_workers() -> int:
-    """The cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count`` elsewhere)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    """The cores this process may run on (`runtime.usable_cores`)."""
+    return usable_cores()
 
 
 def _serve_blocks(method: str, read_fd: int, write_fd: int) -> None:
@@ -401,6 +400,8 @@ class _BlockPool:
         self.size = size
         self._workers: list[_Worker] = []
         self._turn = threading.Lock()
+        self.limit: int | None = None
+        """At most this many blocks in flight at once (read before each dispatch); None: `size`."""
 
     def analyse(self, samples: np.ndarray, block_seconds: float | None, stop: threading.Event | None) -> np.ndarray:
         """Like :func:`_analyse_in_blocks` with the WORLD settings, the blocks analysed by the workers.
@@ -445,8 +446,12 @@ class _BlockPool:
         done = 0
         while done < n_blocks:
             _raise_if_stopped(stop)
+            in_flight = sum(worker.job is not None for worker in self._workers)
             for worker in self._workers:
+                if in_flight >= (self.limit or self.size):
+                    break
                 if job is not None and worker.ready and worker.job is None:
+                    in_flight += 1
                     index, (segment, first_frame, keep) = job
                     worker.job = (index, first_frame, keep)
                     try:
@@ -791,6 +796,24 @@ class F0Extractor:
     def worker_pids(self) -> list[int]:
         """Process ids of the worker processes running now (none before the first call, or in-process)."""
         return [] if self.pool is None else self.pool.pids()
+
+    @property
+    def cpu_bound(self) -> bool:
+        """Whether the analysis keeps a CPU core busy for a long time (harvest and dio)."""
+        return self.name in _WORLD_METHODS
+
+    @contextlib.contextmanager
+    def limited(self, blocks: int) -> Iterator[None]:
+        """At most `blocks` blocks analysed at once inside the block (the workers of a call already
+        running included; the output does not change); no effect in-process."""
+        if self.pool is None:
+            yield
+            return
+        self.pool.limit = max(1, blocks)
+        try:
+            yield
+        finally:
+            self.pool.limit = None
 
 
 def get_f0_extractor(name: str, device: str | torch.device = "cpu", workers: int | None = None) -> F0Extractor:

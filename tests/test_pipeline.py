@@ -5,9 +5,12 @@ import math
 import pytest
 import torch
 
+import knnsvc.pipeline as pipeline_module
 from hifigan.generator import VocoderKind, load_generator
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.pipeline import CHECK_BLOCK, KnnSvc, MatchConfig
+from knnsvc.pitch import get_f0_extractor
+from knnsvc.runtime import analysis_split, usable_cores
 from wavlm import load_wavlm
 
 REFERENCE = MatchConfig()
@@ -323,3 +326,45 @@ def test_ctrl_c_during_analysis_stops_the_f0_thread_at_once(encoder, harmonic, g
     while "stopped" not in seen and time.monotonic() < deadline:
         time.sleep(0.01)
     assert seen.get("stopped") is True
+
+
+# -- cores shared between WavLM and a CPU-bound F0 -------------------------------------------------
+
+
+@pytest.mark.parametrize("cores", range(1, 65))
+def test_analysis_split_never_asks_for_more_cores_than_there_are(cores):
+    threads, f0_blocks = analysis_split(cores)
+    assert threads >= 1 and f0_blocks >= 1
+    assert threads + f0_blocks <= max(2, cores)
+    assert threads >= f0_blocks  # the network gets the odd core
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_analysis_shares_the_cores_with_harvest_and_gives_them_back(encoder, harmonic, golden, monkeypatch,
+                                                                    workers):
+    """While WavLM encodes beside Harvest, torch runs on its share of the cores and the F0 workers
+    take at most theirs; afterwards both have everything again, and the features and F0 are the
+    ones computed without sharing."""
+    f0 = get_f0_extractor("harvest", workers=workers)
+    converter = KnnSvc(encoder, harmonic[1], harmonic[0], f0=f0)
+    wav = golden["src_wav"]
+    threads_before = torch.get_num_threads()
+    seen = []
+    original = encoder.chunks
+
+    def recording_chunks(wav_16k):
+        for chunk in original(wav_16k):
+            seen.append((torch.get_num_threads(), None if f0.pool is None else f0.pool.limit))
+            yield chunk
+
+    monkeypatch.setattr(converter.encoder, "chunks", recording_chunks)
+    shared = converter.analyse(wav)
+    threads, f0_blocks = analysis_split(usable_cores())
+    assert seen and seen[0] == (min(threads, threads_before), None if workers == 1 else f0_blocks)
+    assert torch.get_num_threads() == threads_before
+    assert f0.pool is None or f0.pool.limit is None
+
+    monkeypatch.setattr(pipeline_module, "analysis_split", lambda cores: (threads_before, cores))
+    whole = converter.analyse(wav)
+    assert torch.equal(shared.f0_hz, whole.f0_hz)
+    assert torch.allclose(shared.feats[0 : shared.num_frames], whole.feats[0 : whole.num_frames], atol=1e-5)
