@@ -364,7 +364,7 @@ class KnnSvc:
             if progress is not None:
                 progress("encode", 0, total)
             with self._timer("encode"), contextlib.ExitStack() as sharing:
-                sharing.enter_context(self._cores_shared_with_f0())
+                sharing.enter_context(self.cores_shared_with_f0())
                 chunks: Iterator[tuple[torch.Tensor, torch.Tensor | None]]
                 if layers:
                     chunks = self.encoder.chunks_with_matching(wav_cpu, layers)
@@ -388,10 +388,11 @@ class KnnSvc:
         return SourceFeatures(feats=_compact(feats), f0_hz=f0_hz, energy=frame_energy(wav_cpu, total),
                               match_feats=None if match_feats is None else _compact(match_feats))
 
-    def _cores_shared_with_f0(self) -> contextlib.AbstractContextManager:
-        """While WavLM encodes on the CPU beside a CPU-bound F0 (Harvest, dio): the cores split
-        between them (`runtime.analysis_split`); once the block ends, each gets them all again.
-        The output does not change (the F0 workers' blocks are the same; tested)."""
+    def cores_shared_with_f0(self) -> contextlib.AbstractContextManager:
+        """While WavLM encodes on the CPU beside a CPU-bound F0 (Harvest, dio; `analyse` and the
+        streaming step): the cores split between them (`runtime.analysis_split`); once the block
+        ends, each gets them all again. The output does not change (the F0 workers' blocks are the
+        same; tested)."""
         if self.encoder.device.type != "cpu" or not getattr(self.f0, "cpu_bound", False):
             return contextlib.nullcontext()
         threads, f0_blocks = analysis_split(usable_cores())

@@ -73,6 +73,7 @@ Shape letters: T frames (50 Hz), D feature dim, K neighbours, H harmonics, L sam
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -393,7 +394,8 @@ class StreamingConverter:
 
         f0_first = max(0, start - self.f0_context)
         self._start_f0(f0_first, window_end)
-        feats, keys = self._wavlm(first_wavlm, window_end, start, seen)  # (seen - start, D) each
+        with self.converter.cores_shared_with_f0() if self._f0_job is not None else contextlib.nullcontext():
+            feats, keys = self._wavlm(first_wavlm, window_end, start, seen)  # (seen - start, D) each
         f0_hz = self._f0(f0_first, window_end, start, seen)  # (seen - start,)
         n_new = stop - start
         shifted, self.semitones = target_f0(cfg, self.converter.kind, torch.cat([self.source_f0, f0_hz]),

@@ -15,6 +15,7 @@ from knnsvc.apps import convert, stream
 from knnsvc.config import HOP_LENGTH
 from knnsvc.encoder import WavLMEncoder
 from knnsvc.pipeline import KnnSvc, MatchConfig
+from knnsvc.runtime import analysis_split, usable_cores
 from knnsvc.streaming import StreamingConverter
 from tests.apps.test_convert import tiny_args
 from tests.conftest import sung_vowel
@@ -419,3 +420,20 @@ def test_an_interrupt_during_a_step_ends_the_f0_thread_through_close(models, poo
     assert clock.monotonic() - began < 10
     assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("knnsvc-stream-f0")]
     streamer.close()  # closing again does nothing
+
+
+def test_the_step_shares_the_cores_between_wavlm_and_the_f0_window(models, pool, monkeypatch):
+    """While the F0 of a window runs on its thread, WavLM's window runs on the network's share of
+    the cores (`runtime.analysis_split`); between steps torch has its threads back."""
+    encoder = models[0]
+    threads_before = torch.get_num_threads()
+    seen: list[int] = []
+    front_end = encoder.wavlm.front_end
+    monkeypatch.setattr(encoder.wavlm, "front_end",
+                        lambda wav: (seen.append(torch.get_num_threads()), front_end(wav))[1])
+    with StreamingConverter(converter(models, NO_POST_OPT), pool) as streamer:
+        wav = sung_vowel(1.0, 220.0, seed=19)
+        for i in range(0, wav.numel(), 2560):
+            streamer.push(wav[i : i + 2560])
+            assert torch.get_num_threads() == threads_before
+    assert seen and set(seen) == {min(analysis_split(usable_cores())[0], threads_before)}

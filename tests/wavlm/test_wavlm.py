@@ -288,3 +288,24 @@ def test_an_encoder_window_with_reused_front_end_frames_is_the_plain_encoding(ti
         encoder.encode_window(wav, torch.cat([front, front[:1]]))
     with pytest.raises(ValueError, match="one chunk"):
         encoder.encode_window(torch.zeros(320))
+
+
+def test_weight_norm_is_folded_once_without_autograd_and_follows_new_weights():
+    """Inference reuses the folded positional-conv weight (the same values as the formula), in
+    inference mode and plain no_grad alike; loading other weights or training sees the new ones."""
+    torch.manual_seed(1)
+    conv = WeightNormConv1d(channels=8, kernel_size=4, groups=2)
+    x = torch.randn(1, 8, 20)
+    with torch.inference_mode():
+        first = conv(x)
+        assert conv._current_weight() is conv._current_weight()  # computed once
+    with torch.no_grad():
+        assert torch.equal(conv(x), first)
+        assert torch.equal(first, F.conv1d(x, conv.weight, conv.bias, padding=2, groups=2))
+        state = {key: value * (2.0 if key == "weight_g" else 1.0) for key, value in conv.state_dict().items()}
+        conv.load_state_dict(state)  # in place: the fold is redone
+        doubled = conv(x)
+    torch.testing.assert_close(doubled - conv.bias[:, None], 2 * (first - conv.bias[:, None]))
+    out = conv(x)  # autograd on: computed from the parameters, so gradients reach them
+    out.sum().backward()
+    assert conv.weight_g.grad is not None and conv.weight_v.grad is not None
