@@ -159,7 +159,8 @@ def additive_synth(
     Works in blocks: given the phase reached before a block (`start_cycles`), the block's samples
     are those of the whole signal, except within two frames of a block edge that is not an end of
     the signal (where bicubic interpolation would need the neighbouring frames). Harmonics are
-    added one at a time, so memory is a few copies of the output.
+    added one at a time (their amplitudes upsampled a group at a time, `_SYNTH_FLOATS`), so memory
+    is a few copies of the output plus 2 MiB.
 
     Args:
         f0_hz: (B, T) target f0, 0 = unvoiced.
@@ -178,10 +179,24 @@ def additive_synth(
     f0_up = torch.repeat_interleave(f0_hz.to(torch.float32), hop_length, dim=1)  # (B, L)
     nyquist_hz = sample_rate / 2  # NYQUIST_HZ for the released rate
     wav = torch.zeros_like(phase)
-    for k in range(1, amps.shape[2] + 1):
-        mask = torch.where(k * f0_up < nyquist_hz, MASK_PASS, MASK_STOP)
-        wav = wav + upsample_bicubic(amps[:, :, k - 1], hop_length) * mask * torch.sin(k * phase)
+    batch, n_frames, n_harmonics = amps.shape
+    group = max(1, min(n_harmonics, _SYNTH_FLOATS // max(1, batch * phase.shape[1])))
+    for first in range(0, n_harmonics, group):
+        # the amplitudes of `group` harmonics upsampled in one call (row by row the same arithmetic)
+        count = min(group, n_harmonics - first)
+        rows = amps[:, :, first : first + count].transpose(1, 2).reshape(batch * count, n_frames)
+        upsampled = upsample_bicubic(rows, hop_length).reshape(batch, count, -1)
+        for j in range(count):
+            k = first + j + 1
+            mask = torch.where(k * f0_up < nyquist_hz, MASK_PASS, MASK_STOP)
+            wav = wav + upsampled[:, j] * mask * torch.sin(k * phase)
     return wav
+
+
+_SYNTH_FLOATS = 2**19
+"""Upsampled amplitudes `additive_synth` holds at once: the harmonics are upsampled in
+groups of this many samples (2 MiB: a streaming window in one group, a 30 s block one at a time),
+then added one at a time in order."""
 
 
 def sine_excitation(

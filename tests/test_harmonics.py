@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hifigan import excitation
 from knnsvc.config import HOP_LENGTH, N_HARMONICS, SAMPLE_RATE
 from knnsvc.harmonics import (
     AMPLITUDE_SCALE,
@@ -336,3 +337,17 @@ def test_sine_excitation_uses_inclusive_phase():
     assert (wav - torch.sin(_phase(f0_hz[0]).float())).abs().max() <= 1e-6
     frozen = wav[3 * HOP_LENGTH :]
     assert torch.all(frozen == frozen[0])  # unvoiced: phase freezes
+
+
+@pytest.mark.parametrize("group_floats", [1, 3 * 20 * HOP_LENGTH, 2**22])
+def test_additive_synth_is_the_same_whatever_the_harmonics_grouping(monkeypatch, group_floats):
+    """Upsampling the amplitudes of several harmonics in one call (batch rows) changes no sample:
+    one at a time, a few at a time (three rows of 20 frames per group) or all at once."""
+    generator = torch.Generator().manual_seed(11)
+    f0_hz = 80 + 900 * torch.rand(2, 20, generator=generator)
+    f0_hz[:, 3:6] = 0
+    amps = torch.rand(2, 20, N_HARMONICS, generator=generator)
+    monkeypatch.setattr(excitation, "_SYNTH_FLOATS", 1)
+    one_at_a_time = additive_synth(f0_hz, amps)
+    monkeypatch.setattr(excitation, "_SYNTH_FLOATS", group_floats)
+    assert torch.equal(additive_synth(f0_hz, amps), one_at_a_time)
