@@ -141,6 +141,12 @@ def upsample_bicubic(values: torch.Tensor, hop_length: int = HOP_LENGTH) -> torc
     return torch.cat([first, second], dim=2).reshape(batch, n_frames * hop_length)
 
 
+_SYNTH_FLOATS = 2**19
+"""Upsampled amplitudes `additive_synth` holds at once: the harmonics are upsampled in
+groups of this many samples (2 MiB: a streaming window in one group, a 30 s block one at a time),
+then added one at a time in order."""
+
+
 def additive_synth(
     f0_hz: torch.Tensor,
     amps: torch.Tensor,
@@ -191,12 +197,6 @@ def additive_synth(
             mask = torch.where(k * f0_up < nyquist_hz, MASK_PASS, MASK_STOP)
             wav = wav + upsampled[:, j] * mask * torch.sin(k * phase)
     return wav
-
-
-_SYNTH_FLOATS = 2**19
-"""Upsampled amplitudes `additive_synth` holds at once: the harmonics are upsampled in
-groups of this many samples (2 MiB: a streaming window in one group, a 30 s block one at a time),
-then added one at a time in order."""
 
 
 def sine_excitation(

@@ -45,7 +45,6 @@ from hifigan.modules import (
     ResBlock1,
     WNConv1d,
     WNConvTranspose1d,
-    block_reach,
     fold_weight_norm,
     in_time_tiles,
     multi_receptive_field,
@@ -176,6 +175,16 @@ class Vocoder(nn.Module):
         return f0_hz
 
 
+def mrf_reach(cfg: HiFiGANConfig) -> int:
+    """Samples on each side that an output sample of a multi-receptive-field block reads, at the
+    rate of its stage: the widest residual block's (per dilation d, a kernel-k conv dilated by d
+    and one undilated)."""
+    return max(
+        sum(d * (k - 1) // 2 + (k - 1) // 2 for d in dilations)
+        for k, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True)
+    )
+
+
 def receptive_field_frames(cfg: HiFiGANConfig, excitation: bool) -> int:
     """One-sided receptive field, in frames, of a generator with architecture `cfg`.
 
@@ -187,10 +196,7 @@ def receptive_field_frames(cfg: HiFiGANConfig, excitation: bool) -> int:
     """
     frames = 3.0 + (1.0 if excitation else 0.0)
     rate = 1
-    block_radius = max(
-        sum(d * (k - 1) // 2 + (k - 1) // 2 for d in dilations)
-        for k, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True)
-    )
+    block_radius = mrf_reach(cfg)
     for up_rate, kernel in zip(cfg.upsample_rates, cfg.upsample_kernel_sizes, strict=True):
         frames += math.ceil(kernel / up_rate) / rate  # transposed conv: inputs per output
         rate *= up_rate
@@ -218,10 +224,7 @@ def keep_margins(cfg: HiFiGANConfig, excitation: bool) -> list[int]:
     range as the whole window computes it: the samples next to a cut, which the later layers read
     with zero padding, lie farther from the range than those layers reach.
     """
-    block_radius = max(
-        sum(d * (k - 1) // 2 + (k - 1) // 2 for d in dilations)
-        for k, dilations in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True)
-    )
+    block_radius = mrf_reach(cfg)
     rates = [math.prod(cfg.upsample_rates[: i + 1]) for i in range(len(cfg.upsample_rates))]
     reach = 3 / rates[-1]  # conv_post, in frames
     margins = []
@@ -302,6 +305,7 @@ class KnnVcGenerator(Vocoder):
         final_channels = cfg.upsample_initial_channel // 2 ** len(cfg.upsample_rates)
         self.conv_post = WNConv1d(final_channels, 1, 7, padding=3)
         self.margins = keep_margins(cfg, excitation=False)
+        self.mrf_reach = mrf_reach(cfg)
         self.upsample_rates = list(cfg.upsample_rates)
 
     def forward(
@@ -329,7 +333,7 @@ class KnnVcGenerator(Vocoder):
         for i, up in enumerate(self.ups):
             x, _ = crop.after_up(i, up(F.leaky_relu(x, LRELU_SLOPE)), None)
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
-            x = in_time_tiles(partial(multi_receptive_field, blocks), block_reach(blocks), x)
+            x = in_time_tiles(partial(multi_receptive_field, blocks), self.mrf_reach, x)
         return crop.output(torch.tanh(self.conv_post(F.leaky_relu(x))))
 
 
@@ -375,6 +379,7 @@ class ExcitationDecoder(nn.Module):
         self.ups, self.resblocks = _upsample_stages(cfg)
         self.conv_post = nn.Conv1d(init_channels // 2**n_stages, 1, 7, padding=3, bias=False)
         self.margins = keep_margins(cfg, excitation=True)
+        self.mrf_reach = mrf_reach(cfg)
         self.upsample_rates = list(cfg.upsample_rates)
 
     def forward(self, feats: torch.Tensor, excitation: torch.Tensor,
@@ -397,10 +402,8 @@ class ExcitationDecoder(nn.Module):
         for i, up in enumerate(self.ups):
             x, level = crop.after_up(i, up(F.leaky_relu(x, LRELU_SLOPE)), levels[-2 - i])
             assert level is not None  # a level in, a level out
-            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
-            x = in_time_tiles(partial(self._mix_stage, i), block_reach(blocks) + 1, x, level)
+            x = in_time_tiles(partial(self._mix_stage, i), self.mrf_reach + 1, x, level)  # +1: concat_conv
         return crop.output(torch.tanh(self.conv_post(F.leaky_relu(x))))
-
 
     def _mix_stage(self, stage: int, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """Stage `stage` after its upsampling: the excitation level joined by ``concat_conv``, then

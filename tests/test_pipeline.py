@@ -11,6 +11,7 @@ from knnsvc.encoder import WavLMEncoder
 from knnsvc.pipeline import CHECK_BLOCK, KnnSvc, MatchConfig
 from knnsvc.pitch import get_f0_extractor
 from knnsvc.runtime import analysis_split, usable_cores
+from tests.tolerances import fan_in_terms, network_tolerance
 from wavlm import load_wavlm
 
 REFERENCE = MatchConfig()
@@ -367,4 +368,7 @@ def test_analysis_shares_the_cores_with_harvest_and_gives_them_back(encoder, har
     monkeypatch.setattr(pipeline_module, "analysis_split", lambda cores: (threads_before, cores))
     whole = converter.analyse(wav)
     assert torch.equal(shared.f0_hz, whole.f0_hz)
-    assert torch.allclose(shared.feats[0 : shared.num_frames], whole.feats[0 : whole.num_frames], atol=1e-5)
+    # another thread count may sum WavLM's products in another order: rounding only
+    shared_feats, whole_feats = shared.feats[0 : shared.num_frames], whole.feats[0 : whole.num_frames]
+    tolerance = network_tolerance(float(whole_feats.abs().max()), fan_in_terms(encoder))
+    assert (shared_feats - whole_feats).abs().max() <= tolerance

@@ -127,6 +127,7 @@ class WeightNormConv1d(nn.Module):
         self.weight_g = nn.Parameter(torch.ones(1, 1, kernel_size))
         self.weight_v = nn.Parameter(torch.empty(channels, channels // groups, kernel_size))
         self.bias = nn.Parameter(torch.zeros(channels))
+        self._folded: tuple[tuple, Tensor] | None = None  # (parameter versions, weight), see `_current_weight`
         if not self.weight_v.is_meta:  # built on the meta device to take a checkpoint's tensors: nothing to draw
             std = math.sqrt(4.0 / (kernel_size * channels))
             nn.init.normal_(self.weight_v, mean=0.0, std=std)
@@ -149,11 +150,9 @@ class WeightNormConv1d(nn.Module):
                 or torch.jit.is_tracing()):
             return self.weight
         key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in (self.weight_g, self.weight_v))
-        cached = self.__dict__.get("_folded")
-        if cached is None or cached[0] != key:
-            cached = (key, self.weight.detach())
-            self.__dict__["_folded"] = cached
-        return cached[1]
+        if self._folded is None or self._folded[0] != key:
+            self._folded = (key, self.weight.detach())
+        return self._folded[1]
 
 
 class PositionalConv(nn.Module):
